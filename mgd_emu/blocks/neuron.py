@@ -1,0 +1,70 @@
+"""Neuron layer: multiply-accumulate, perturbation injection, nonlinearity.
+
+Registers owned: the layer's activation register (layer{i}.activation, in
+formats.activation), one per neuron; with layer pipelining it is a pipeline
+stage that the next layer reads a cycle later.
+"""
+import math
+
+from numba import njit
+
+from .layout import (ACT_HARD_SIGMOID, ACT_LINEAR, ACT_RELU, ACT_SIGMOID, ACT_TANH,
+                     E_ACT, E_PER_LAYER, F_ACTIVATION, G_B_OFF, G_FAN_IN, G_FAN_OUT,
+                     G_GEN_OFF, G_N_OFF, G_W_OFF, MODE_NODE)
+from .prng import gaussian
+from .register import store
+
+
+@njit(cache=True, inline="always")
+def activation_function(kind, z):
+    """The neuron's nonlinearity, in float64 (a lookup table's ideal values)."""
+    if kind == ACT_SIGMOID:
+        return 1.0 / (1.0 + math.exp(-z))
+    if kind == ACT_TANH:
+        return math.tanh(z)
+    if kind == ACT_RELU:
+        return z if z > 0.0 else 0.0
+    if kind == ACT_LINEAR:
+        return z
+    if kind == ACT_HARD_SIGMOID:
+        return min(max(0.2 * z + 0.5, 0.0), 1.0)
+    return z
+
+
+@njit(cache=True)
+def neuron_layer(layer, geo, act_kind, mode, a_in, theta, pert, gate, gains, offsets,
+                 act_sigma, noise_state, fmts, sr, events, a_out):
+    """One layer's combinational output for one slot, written to `a_out`.
+
+    Reads: a_in (the layer input, x or the previous layer), theta (weights and
+    biases, flat), pert (perturbation generator registers), gate (1.0 on a
+    measurement slot, 0.0 on a baseline slot or the unperturbed path).
+    z_j = sum_k (W_jk + g*pW_jk) a_k + b_j + g*pb_j  (weight mode)
+    z_j = sum_k W_jk a_k + b_j + g*p_j               (node mode)
+    a_j = q_act(f(gain_j * (z_j + offset_j)) + act_sigma * N(0,1)).
+    """
+    fan_in, fan_out = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT]
+    w_off, b_off, n_off = geo[layer, G_W_OFF], geo[layer, G_B_OFF], geo[layer, G_N_OFF]
+    gen_off = geo[layer, G_GEN_OFF]
+    row = E_PER_LAYER * layer + E_ACT
+    weight_pert = mode != MODE_NODE and gate != 0.0
+    for j in range(fan_out):
+        z = 0.0
+        base = w_off + j * fan_in
+        if weight_pert:
+            for k in range(fan_in):
+                z += (theta[base + k] + pert[base + k]) * a_in[k]
+        else:
+            for k in range(fan_in):
+                z += theta[base + k] * a_in[k]
+        if b_off >= 0:
+            z += theta[b_off + j]
+            if weight_pert:
+                z += pert[b_off + j]
+        if mode == MODE_NODE and gate != 0.0:
+            z += pert[gen_off + j]
+        a = activation_function(act_kind, gains[n_off + j] * (z + offsets[n_off + j]))
+        if act_sigma != 0.0:
+            noise_state[n_off + j], xi = gaussian(noise_state[n_off + j])
+            a += act_sigma * xi
+        a_out[n_off + j] = store(a, fmts, F_ACTIVATION, sr, n_off + j, events, row)

@@ -1,0 +1,114 @@
+"""Synapse: perturbation delay line, correlator, integrator and updater.
+
+Registers owned, per parameter i (weights and biases, flat):
+  theta[i]  the parameter (formats.weight / formats.bias)
+  G[i]      the integrator (formats.integrator)
+  V[i]      the momentum register (formats.velocity)
+  p_ring    the delay line of the perturbation this synapse (weight mode) or
+            its neuron (node mode) applied, `ring` stages deep
+  in_ring   node mode: the delay line of the presynaptic activity
+"""
+import numpy as np
+from numba import njit
+
+from .layout import (E_B_INTEG, E_B_VEL, E_BIAS, E_PER_LAYER, E_W_INTEG, E_W_VEL,
+                     E_WEIGHT, F_BIAS, F_INTEGRATOR, F_VELOCITY, F_WEIGHT, G_B_OFF,
+                     G_DELAY, G_FAN_IN, G_FAN_OUT, G_GEN_OFF, G_IN_OFF, G_W_OFF,
+                     INTEG_DIGITAL, MODE_WEIGHT, OPT_MOMENTUM)
+from .prng import gaussian
+from .register import store
+
+
+@njit(cache=True, inline="always")
+def integrate_and_update(i, is_bias, layer, e, valid, update_edge, integrator, optimizer,
+                         eta, gamma, beta, lam, weight_sigma, theta, G, V, wnoise,
+                         fmts, sr_theta, sr_g, sr_v, events):
+    """Integrator G and updater for parameter i, given its correlation e."""
+    base = E_PER_LAYER * layer
+    p_cls, p_row = (F_BIAS, base + E_BIAS) if is_bias else (F_WEIGHT, base + E_WEIGHT)
+    g_row = base + (E_B_INTEG if is_bias else E_W_INTEG)
+    v_row = base + (E_B_VEL if is_bias else E_W_VEL)
+    if integrator == INTEG_DIGITAL:
+        s = store(G[i] + e, fmts, F_INTEGRATOR, sr_g, i, events, g_row) if valid else G[i]
+        if update_edge:
+            step = eta * s
+            if optimizer == OPT_MOMENTUM:
+                V[i] = store(gamma * V[i] + step, fmts, F_VELOCITY, sr_v, i, events, v_row)
+                step = V[i]
+            new = theta[i] - step
+            if weight_sigma != 0.0:
+                wnoise[0], xi = gaussian(wnoise[0])
+                new += weight_sigma * xi
+            theta[i] = store(new, fmts, p_cls, sr_theta, i, events, p_row)
+            G[i] = 0.0
+        else:
+            G[i] = s
+    else:
+        step = eta * G[i]
+        if optimizer == OPT_MOMENTUM:
+            V[i] = store(gamma * V[i] + step, fmts, F_VELOCITY, sr_v, i, events, v_row)
+            step = V[i]
+        new = theta[i] - step
+        if weight_sigma != 0.0:
+            wnoise[0], xi = gaussian(wnoise[0])
+            new += weight_sigma * xi
+        theta[i] = store(new, fmts, p_cls, sr_theta, i, events, p_row)
+        G[i] = store(beta * G[i] + lam * e, fmts, F_INTEGRATOR, sr_g, i, events, g_row)
+
+
+@njit(cache=True)
+def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
+                  update_edge, measure, integrator, optimizer, kappa, eta, gamma, beta,
+                  lam, weight_sigma, theta, G, V, p_ring, in_ring, wnoise,
+                  fmts, sr_theta, sr_g, sr_v, events):
+    """Every synapse of one layer for one cycle.
+
+    weight mode: e_i = C~ * p_i(n - d) * kappa
+    node mode:   e_jk = C~ * p_j(n - d) * kappa * a_k(n - d), bias: a = 1
+    Parameters update only in measurement cycles (analog) or at update edges.
+    """
+    fan_in, fan_out = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT]
+    w_off, b_off, d = geo[layer, G_W_OFF], geo[layer, G_B_OFF], geo[layer, G_DELAY]
+    gen_off, in_off = geo[layer, G_GEN_OFF], geo[layer, G_IN_OFF]
+    now = cycle % ring
+    then = (cycle - d) % ring
+    use_ring = ring > 0 and p_ring.shape[0] > 0
+    do_update = measure or integrator == INTEG_DIGITAL
+    if mode == MODE_WEIGHT:
+        n_par = fan_out * fan_in + (fan_out if b_off >= 0 else 0)
+        for i in range(w_off, w_off + n_par):
+            p_now = pert[i] * gate
+            p_d = p_now if d == 0 else p_ring[then, i]
+            if use_ring:
+                p_ring[now, i] = p_now
+            e = bcast * p_d * kappa if valid else 0.0
+            if do_update:
+                integrate_and_update(i, i >= w_off + fan_out * fan_in, layer, e, valid,
+                                     update_edge, integrator, optimizer, eta, gamma, beta,
+                                     lam, weight_sigma, theta, G, V, wnoise, fmts,
+                                     sr_theta, sr_g, sr_v, events)
+        return
+    # node perturbation: the correlator sits at the neuron, the synapse
+    # multiplies its neuron's error signal by its presynaptic activity.
+    a_d = np.empty(fan_in)
+    for k in range(fan_in):
+        a_d[k] = a_in[k] if d == 0 else in_ring[then, in_off + k]
+        if use_ring:
+            in_ring[now, in_off + k] = a_in[k]
+    for j in range(fan_out):
+        p_now = pert[gen_off + j] * gate
+        p_d = p_now if d == 0 else p_ring[then, gen_off + j]
+        if use_ring:
+            p_ring[now, gen_off + j] = p_now
+        ej = bcast * p_d * kappa if valid else 0.0
+        if not do_update:
+            continue
+        for k in range(fan_in):
+            integrate_and_update(w_off + j * fan_in + k, False, layer, ej * a_d[k], valid,
+                                 update_edge, integrator, optimizer, eta, gamma, beta, lam,
+                                 weight_sigma, theta, G, V, wnoise, fmts, sr_theta, sr_g,
+                                 sr_v, events)
+        if b_off >= 0:
+            integrate_and_update(b_off + j, True, layer, ej, valid, update_edge, integrator,
+                                 optimizer, eta, gamma, beta, lam, weight_sigma, theta, G, V,
+                                 wnoise, fmts, sr_theta, sr_g, sr_v, events)

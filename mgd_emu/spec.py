@@ -1,0 +1,679 @@
+"""Chip descriptions: load a TOML file, validate it, fill in defaults.
+
+A chip description is data, never code. `load_chip` returns an immutable,
+fully resolved `Chip`; `Chip.to_toml()` gives TOML text that loads back to an
+equal chip, and `overrides` (dotted keys, e.g. ``formats.weight.frac_bits``)
+are applied before validation, with the same checks as the file.
+
+The schema below is the single source of truth: validation, defaults, the
+TOML writer and the README's reference table all read it.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+from .fixedpoint import KINDS, MAX_WIDTH, OVERFLOWS, ROUNDINGS, Format
+
+
+class ChipError(ValueError):
+    """A chip description that cannot be used; the message names file and key."""
+
+    def __init__(self, source: str, key: str, message: str):
+        self.source, self.key, self.message = source, key, message
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {message}")
+
+
+# --------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Key:
+    """One key of a section: its type, default, allowed values and meaning."""
+
+    name: str
+    type: str  # "int" "float" "bool" "str" "layers" "format" "delay"
+    default: Any
+    doc: str
+    choices: tuple = ()
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def allowed(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(f'"{c}"' for c in self.choices)
+        if self.type == "bool":
+            return "true or false"
+        if self.type == "layers":
+            return "a list of at least 2 integers, each 1..100000"
+        if self.type == "format":
+            return 'a table { kind = "float" } or { kind = "fixed", signed, int_bits, frac_bits, rounding, overflow }'
+        if self.type == "delay":
+            return f'"auto" or an integer 0..{int(self.hi)}'
+        kind = "an integer" if self.type == "int" else "a number"
+        if self.lo is not None and self.hi is not None:
+            lb = "(" if self.lo_open else "["
+            rb = ")" if self.hi_open else "]"
+            return f"{kind} in {lb}{_num(self.lo)}, {_num(self.hi)}{rb}"
+        if self.lo is not None:
+            return f"{kind} {'>' if self.lo_open else '>='} {_num(self.lo)}"
+        return kind
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
+
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear", "hard_sigmoid")
+FORMAT_CLASSES = {
+    "input": "input sample register x (one per network input)",
+    "weight": "weight registers theta (layer{i}.weight)",
+    "bias": "bias registers (layer{i}.bias)",
+    "perturbation": "perturbation generator outputs (weight, bias or node perturbation)",
+    "activation": "neuron output registers (layer{i}.activation)",
+    "cost": "cost unit output C and its baseline C0",
+    "cost_change": "cost change C~ and the broadcast line",
+    "integrator": "synapse integrators G (layer{i}.weight_integrator, bias_integrator)",
+    "learning_rate": "constant multipliers: learning rate eta (eta/tau_theta if divided), momentum gamma, analog leak, high-pass coefficient",
+    "correlator_gain": "the correlator's constant normalisation 1/N",
+    "velocity": "momentum registers (layer{i}.weight_velocity)",
+}
+
+SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
+    "chip": ("What the design point is.", (
+        Key("name", "str", "", "short name (defaults to the file name)"),
+        Key("description", "str", "", "one line: what this design point models"),
+    )),
+    "network": ("The multilayer perceptron the chip implements.", (
+        Key("layers", "layers", [2, 2, 1], "layer sizes, input first (2-2-1 is the XOR network)"),
+        Key("activation", "str", "sigmoid", "neuron nonlinearity of the hidden layers", ACTIVATIONS),
+        Key("output_activation", "str", "sigmoid", "nonlinearity of the output layer", ACTIVATIONS),
+        Key("bias", "bool", True, "every neuron has a trainable bias"),
+        Key("init", "str", "uniform", "initial weights: uniform on [init_low, init_high], or glorot uniform", ("uniform", "glorot")),
+        Key("init_low", "float", -0.5, "lower bound of the uniform initialisation", lo=-1e3, hi=1e3),
+        Key("init_high", "float", 0.5, "upper bound of the uniform initialisation", lo=-1e3, hi=1e3),
+    )),
+    "perturbation": ("The perturbation generators and how they are multiplexed.", (
+        Key("mode", "str", "weight", "weight: a generator per weight and bias; node: a generator per neuron, at its pre-activation", ("weight", "node")),
+        Key("multiplexing", "str", "code", "time: one at a time in a seeded order; frequency: sinusoids; code: random +-A from per-generator LFSRs; walsh: Hadamard rows", ("time", "frequency", "code", "walsh")),
+        Key("amplitude", "float", 0.05, "perturbation size: per element (Delta theta) or the vector norm M, see amplitude_is", lo=0.0, hi=1e3, lo_open=True),
+        Key("amplitude_is", "str", "norm", "element: amplitude is the per-element peak A; norm: it is M, the r.m.s. norm of the whole perturbation vector (A = M/sqrt(P) for codes)", ("element", "norm")),
+        Key("normalization", "str", "power", "correlator divisor N: power = E[p_i^2] (unbiased per step); norm = M^2 (2023 code); step_length = A*M*sqrt(1/P+1/tau_theta-1/(P*tau_theta)) (2025 code, codes only)", ("power", "norm", "step_length")),
+        Key("presynaptic", "str", "live", "node mode: the presynaptic activity a synapse correlates with, live (as perturbed upstream) or unperturbed (needs cost.baseline = dual_path)", ("live", "unperturbed")),
+        Key("freq_min", "float", 0.2, "frequency multiplexing: lowest frequency, cycles^-1", lo=0.0, hi=0.5, lo_open=True, hi_open=True),
+        Key("freq_max", "float", 0.38, "frequency multiplexing: highest frequency, cycles^-1 (below 0.5/tau_p; below 2*freq_min avoids intermodulation in band)", lo=0.0, hi=0.5, lo_open=True, hi_open=True),
+        Key("generator_seeds", "str", "hashed", "how each generator is seeded from the chip seed: hashed (independent), or sequential (seed+i, correlated LFSR phases)", ("hashed", "sequential")),
+    )),
+    "timing": ("Clocking, update periods and latencies, all in cycles.", (
+        Key("tau_x", "int", 1, "cycles between input samples", lo=1, hi=2**31 - 1),
+        Key("tau_p", "int", 1, "cycles between new perturbations", lo=1, hi=2**31 - 1),
+        Key("tau_theta", "int", 1, "digital: cycles between weight updates (a multiple of tau_p); analog: the integrator's time constant", lo=1, hi=2**31 - 1),
+        Key("layer_pipelining", "bool", False, "a register after every layer: each layer adds one cycle of latency"),
+        Key("cost_latency", "int", 0, "register stages in the cost unit", lo=0, hi=64),
+        Key("broadcast_latency", "int", 0, "register stages on the global broadcast line", lo=0, hi=64),
+        Key("correlator_delay", "delay", "auto", "cycles the correlator delays its own perturbation; auto = the true latency of each layer", hi=256),
+        Key("correlator_skew", "int", 0, "cycles added to every correlator delay (a deliberate misalignment)", lo=-256, hi=256),
+        Key("delay_line_length", "int", 16, "depth of each correlator's perturbation delay line", lo=0, hi=256),
+        Key("clock_hz", "float", 1e8, "clock frequency, for converting cycles to chip time (a design assumption, not a published figure)", lo=0.0, hi=1e13, lo_open=True),
+    )),
+    "cost": ("The cost unit and its baseline removal.", (
+        Key("function", "str", "mse", "mse: mean over outputs of (y - y*)^2; cross_entropy: softmax cross-entropy", ("mse", "cross_entropy")),
+        Key("baseline", "str", "dual_path", "dual_path: an unperturbed copy evaluated in the same cycle; remeasure: one extra cycle with perturbations off whenever x or theta changed; highpass: the analog RC high-pass", ("dual_path", "remeasure", "highpass")),
+        Key("tau_hp", "float", 1.6, "high-pass time constant, cycles", lo=0.0, hi=1e9, lo_open=True),
+        Key("change_limit", "float", 0.0, "clamp C~ to +-change_limit before digitising; 0 = no clamp", lo=0.0, hi=1e9),
+    )),
+    "integrator": ("The per-synapse integrator.", (
+        Key("kind", "str", "digital", "digital: accumulate, update and clear every tau_theta; analog: leaky integrator (time constant tau_theta), weights update every cycle", ("digital", "analog")),
+    )),
+    "optimizer": ("How the weights update from their integrators.", (
+        Key("kind", "str", "plain", "plain: theta -= eta*g; momentum: v = gamma*v + eta*g, theta -= v", ("plain", "momentum")),
+        Key("learning_rate", "float", 0.1, "eta; 0 makes the chip only estimate gradients", lo=0.0, hi=1e9),
+        Key("momentum", "float", 0.9, "gamma, the momentum coefficient", lo=0.0, hi=1.0, hi_open=True),
+        Key("divide_by_tau_theta", "bool", False, "use g = G/tau_theta (the mean) instead of g = G (the sum)"),
+    )),
+    "noise": ("Analog imperfections, each from its own seeded generator.", (
+        Key("cost_sigma", "float", 0.0, "Gaussian noise added to every cost measurement", lo=0.0, hi=1e3),
+        Key("weight_sigma", "float", 0.0, "Gaussian noise added to every parameter at every update", lo=0.0, hi=1e3),
+        Key("activation_sigma", "float", 0.0, "Gaussian noise added to every neuron output every cycle", lo=0.0, hi=1e3),
+        Key("gain_sigma", "float", 0.0, "static device variation: each neuron's gain is 1 + N(0, gain_sigma)", lo=0.0, hi=1e3),
+        Key("offset_sigma", "float", 0.0, "static device variation: each neuron's input offset is N(0, offset_sigma)", lo=0.0, hi=1e3),
+    )),
+    "task": ("What the chip learns; further keys are the task's parameters.", (
+        Key("name", "str", "parity", "the dataset", ("parity", "nist7x7", "digits")),
+    )),
+    "formats": ("Number format of every signal class.", tuple(
+        Key(cls, "format", {"kind": "float"}, doc) for cls, doc in FORMAT_CLASSES.items()
+    )),
+}
+
+FORMAT_KEYS = ("kind", "signed", "int_bits", "frac_bits", "rounding", "overflow")
+FORMAT_DEFAULTS = {"signed": True, "rounding": "nearest-even", "overflow": "saturate"}
+
+
+# --------------------------------------------------------------------------
+# The resolved, immutable description
+# --------------------------------------------------------------------------
+
+def _freeze(value):
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value):
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+class Section:
+    """Read-only attribute view of one section of a chip description."""
+
+    __slots__ = ("_name", "_data")
+
+    def __init__(self, name: str, data: Mapping):
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_data", data)
+
+    def __getattr__(self, key):
+        try:
+            return self._data[key]
+        except KeyError:
+            raise AttributeError(f"{self._name}.{key}") from None
+
+    def __setattr__(self, key, value):
+        raise AttributeError("a chip description is immutable")
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def items(self):
+        return self._data.items()
+
+    def __repr__(self):
+        return f"Section({self._name}, {dict(self._data)})"
+
+
+class Formats(Section):
+    def __getattr__(self, key) -> Format:
+        try:
+            return Format(**self._data[key])
+        except KeyError:
+            raise AttributeError(f"formats.{key}") from None
+
+    __getitem__ = __getattr__
+
+
+@dataclass(frozen=True, eq=False)
+class Chip:
+    """A fully resolved chip description (all defaults filled in)."""
+
+    data: Mapping = field(repr=False)
+    source: str = "<chip>"
+
+    def __getattr__(self, section):
+        if section in ("data", "source"):
+            raise AttributeError(section)
+        if section == "formats":
+            return Formats("formats", self.data["formats"])
+        if section in self.data:
+            return Section(section, self.data[section])
+        raise AttributeError(section)
+
+    def __eq__(self, other):
+        return isinstance(other, Chip) and _thaw(self.data) == _thaw(other.data)
+
+    def __hash__(self):
+        return hash(self.to_toml())
+
+    @property
+    def name(self) -> str:
+        return self.data["chip"]["name"]
+
+    def to_dict(self) -> dict:
+        """A plain, mutable copy of the resolved description."""
+        return _thaw(self.data)
+
+    def to_toml(self) -> str:
+        """TOML text that loads back to an equal chip."""
+        return tomli_w.dumps(self.to_dict())
+
+    def replace(self, overrides: Mapping[str, Any]) -> "Chip":
+        """A new chip with dotted-key overrides applied and validated."""
+        return from_dict(apply_overrides(self.to_dict(), overrides, self.source), self.source)
+
+    # Derived quantities used by the engine and reference ------------------
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return tuple(self.data["network"]["layers"])
+
+    @property
+    def n_parameters(self) -> int:
+        sizes, bias = self.layer_sizes, self.data["network"]["bias"]
+        return sum(o * i + (o if bias else 0) for i, o in zip(sizes[:-1], sizes[1:]))
+
+    @property
+    def n_neurons(self) -> int:
+        return sum(self.layer_sizes[1:])
+
+    @property
+    def n_generators(self) -> int:
+        """P: the number of perturbation channels."""
+        return self.n_parameters if self.data["perturbation"]["mode"] == "weight" else self.n_neurons
+
+    def task_params(self) -> dict:
+        return {k: v for k, v in self.data["task"].items() if k != "name"}
+
+
+# --------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------
+
+def load_chip(path, overrides: Mapping[str, Any] | None = None) -> Chip:
+    """Load, override and validate a chip description file."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ChipError(source, "", "no such file") from None
+    except IsADirectoryError:
+        raise ChipError(source, "", "is a directory, not a chip description") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ChipError(source, "", f"cannot be read ({exc})") from None
+    raw = parse_toml(text, source)
+    raw.setdefault("chip", {})
+    if isinstance(raw["chip"], dict):
+        raw["chip"].setdefault("name", path.stem)
+    if overrides:
+        raw = apply_overrides(raw, overrides, source)
+    return from_dict(raw, source)
+
+
+def loads_chip(text: str, source: str = "<string>", overrides=None) -> Chip:
+    raw = parse_toml(text, source)
+    if overrides:
+        raw = apply_overrides(raw, overrides, source)
+    return from_dict(raw, source)
+
+
+def parse_toml(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ChipError(source, "", f"TOML syntax error: {exc}") from None
+
+
+def parse_override(item: str, source: str = "--set") -> tuple[str, Any]:
+    """Parse ``key=value`` (value as a TOML literal, or a bare string)."""
+    if "=" not in item:
+        raise ChipError(source, item, "expected key=value, e.g. formats.weight.frac_bits=5")
+    key, text = (s.strip() for s in item.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word such as nearest-even
+    return key, value
+
+
+def apply_overrides(raw: dict, overrides: Mapping[str, Any], source: str) -> dict:
+    """Set dotted keys in a raw description (validation happens afterwards)."""
+    raw = _thaw(raw)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if not dotted or any(not p for p in parts):
+            raise ChipError(source, dotted, "not a dotted key such as timing.tau_x")
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ChipError(source, ".".join(parts[: depth + 1]), "is a value, not a table")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def from_dict(raw: Mapping, source: str = "<chip>") -> Chip:
+    """Validate a raw (parsed) description and fill in its defaults."""
+    if not isinstance(raw, Mapping):
+        raise ChipError(source, "", "a chip description must be a TOML table")
+    for section in raw:
+        if section not in SCHEMA:
+            raise ChipError(source, section, _unknown(section, SCHEMA, "section"))
+    resolved = {}
+    for section, (_, keys) in SCHEMA.items():
+        given = raw.get(section, {})
+        if not isinstance(given, Mapping):
+            raise ChipError(source, section, "must be a table ([section])")
+        resolved[section] = _section(source, section, keys, given)
+    if not resolved["chip"]["name"]:
+        resolved["chip"]["name"] = Path(source).stem if source.endswith(".toml") else "chip"
+    _check_task(source, resolved["task"], raw.get("task", {}))
+    chip = Chip(_freeze(resolved), source)
+    _check_consistency(source, chip)
+    return chip
+
+
+def _unknown(key, allowed, what="key") -> str:
+    close = difflib.get_close_matches(str(key), list(allowed), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown {what}{hint} (allowed: {', '.join(allowed)})"
+
+
+def _section(source, section, keys, given) -> dict:
+    known = {k.name: k for k in keys}
+    out = {}
+    for key in given:
+        if key not in known and section != "task":
+            raise ChipError(source, f"{section}.{key}", _unknown(key, known))
+    for k in keys:
+        path = f"{section}.{k.name}"
+        if k.name in given:
+            out[k.name] = _value(source, path, k, given[k.name])
+        else:
+            out[k.name] = _format(source, path, k.default) if k.type == "format" else k.default
+            if isinstance(out[k.name], list):
+                out[k.name] = list(out[k.name])
+    if section == "task":
+        out.update({key: v for key, v in given.items() if key not in known})
+    return out
+
+
+def _value(source, path, k: Key, v):
+    bad = lambda what="": ChipError(source, path, f"must be {what or k.allowed()}, got {v!r}")
+    if k.type == "format":
+        return _format(source, path, v)
+    if k.type == "bool":
+        if not isinstance(v, bool):
+            raise bad()
+        return v
+    if k.type == "str":
+        if not isinstance(v, str):
+            raise bad()
+        if k.choices and v not in k.choices:
+            raise ChipError(source, path, _unknown(v, k.choices, "value") if difflib.get_close_matches(v, k.choices, n=1)
+                            else f"must be {k.allowed()}, got {v!r}")
+        return v
+    if k.type == "layers":
+        if (not isinstance(v, list) or len(v) < 2
+                or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 100000 for n in v)):
+            raise bad()
+        return list(v)
+    if k.type == "delay":
+        if v == "auto":
+            return v
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= k.hi:
+            raise bad()
+        return v
+    if k.type == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise bad()
+    elif k.type == "float":
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise bad()
+        v = float(v)
+    if k.lo is not None and (v < k.lo or (k.lo_open and v == k.lo)):
+        raise bad()
+    if k.hi is not None and (v > k.hi or (k.hi_open and v == k.hi)):
+        raise bad()
+    return v
+
+
+def _format(source, path, v) -> dict:
+    if not isinstance(v, Mapping):
+        raise ChipError(source, path, f'must be a table such as {{ kind = "fixed", signed = true, int_bits = 1, frac_bits = 6 }}, got {v!r}')
+    for key in v:
+        if key not in FORMAT_KEYS:
+            raise ChipError(source, f"{path}.{key}", _unknown(key, FORMAT_KEYS))
+    kind = v.get("kind")
+    if kind not in KINDS:
+        raise ChipError(source, f"{path}.kind", f'must be "float" or "fixed", got {kind!r}')
+    if kind == "float":
+        extra = [key for key in v if key != "kind"]
+        if extra:
+            raise ChipError(source, f"{path}.{extra[0]}", 'only applies to kind = "fixed"')
+        return {"kind": "float"}
+    out = {"kind": "fixed"}
+    for key in ("int_bits", "frac_bits"):
+        if key not in v:
+            raise ChipError(source, f"{path}.{key}", f"is required for a fixed-point format (an integer 0..{MAX_WIDTH})")
+    signed = v.get("signed", FORMAT_DEFAULTS["signed"])
+    if not isinstance(signed, bool):
+        raise ChipError(source, f"{path}.signed", f"must be true or false, got {signed!r}")
+    out["signed"] = signed
+    for key in ("int_bits", "frac_bits"):
+        n = v[key]
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_WIDTH:
+            raise ChipError(source, f"{path}.{key}", f"must be an integer 0..{MAX_WIDTH}, got {n!r}")
+        out[key] = n
+    width = int(signed) + out["int_bits"] + out["frac_bits"]
+    if not 1 <= width <= MAX_WIDTH:
+        raise ChipError(source, path, f"total width signed + int_bits + frac_bits must be 1..{MAX_WIDTH} bits, got {width}")
+    for key, allowed in (("rounding", ROUNDINGS), ("overflow", OVERFLOWS)):
+        val = v.get(key, FORMAT_DEFAULTS[key])
+        if val not in allowed:
+            raise ChipError(source, f"{path}.{key}", f"must be one of {', '.join(allowed)}, got {val!r}")
+        out[key] = val
+    return out
+
+
+def _check_task(source, resolved_task, given):
+    from .tasks import TASKS
+
+    name = resolved_task["name"]
+    allowed = TASKS[name]
+    for key in list(resolved_task):
+        if key == "name":
+            continue
+        if key not in allowed:
+            raise ChipError(source, f"task.{key}", _unknown(key, list(allowed) or ["(no parameters)"]) + f" for task {name}")
+    for key, spec in allowed.items():
+        typ, default, rng, _doc = spec
+        if key not in resolved_task:
+            resolved_task[key] = default
+            continue
+        v = resolved_task[key]
+        ok = (isinstance(v, bool) == (typ is bool)) and (
+            isinstance(v, int) if typ is int else isinstance(v, (int, float)) if typ is float else isinstance(v, typ))
+        if ok and typ is float:
+            v = resolved_task[key] = float(v)
+        if ok and isinstance(rng, tuple) and len(rng) == 2 and typ in (int, float):
+            ok = rng[0] <= v <= rng[1]
+        elif ok and isinstance(rng, (tuple, list)) and typ is str:
+            ok = v in rng
+        if not ok:
+            raise ChipError(source, f"task.{key}", f"must be {_task_allowed(typ, rng)}, got {v!r}")
+
+
+def _task_allowed(typ, rng) -> str:
+    if typ is str:
+        return "one of " + ", ".join(map(str, rng))
+    kind = {int: "an integer", float: "a number", bool: "true or false"}[typ]
+    return f"{kind} in [{rng[0]}, {rng[1]}]" if isinstance(rng, tuple) else kind
+
+
+# --------------------------------------------------------------------------
+# Cross-key consistency
+# --------------------------------------------------------------------------
+
+def element_amplitude(chip: Chip) -> float:
+    """A: the per-element peak perturbation, from amplitude and amplitude_is."""
+    p = chip.perturbation
+    if p.amplitude_is == "element":
+        return p.amplitude
+    n = chip.n_generators
+    return {
+        "time": p.amplitude,
+        "code": p.amplitude / math.sqrt(n),
+        "walsh": p.amplitude / math.sqrt(n),
+        "frequency": math.sqrt(2.0) * p.amplitude / math.sqrt(n),
+    }[p.multiplexing]
+
+
+def perturbation_power(chip: Chip, a: float) -> float:
+    """sigma^2 = E[p_i^2] of one generator of peak amplitude a."""
+    m = chip.perturbation.multiplexing
+    return {"time": a * a / chip.n_generators, "code": a * a, "walsh": a * a, "frequency": a * a / 2}[m]
+
+
+def perturbation_norm(chip: Chip, a: float) -> float:
+    """M: the r.m.s. norm of the whole perturbation vector."""
+    return math.sqrt(perturbation_power(chip, a) * chip.n_generators)
+
+
+def true_latencies(chip: Chip) -> list[int]:
+    """Cycles from each layer's perturbation to the cost change at the synapse."""
+    t, n = chip.timing, len(chip.layer_sizes) - 1
+    fwd = [n - i for i in range(n)] if t.layer_pipelining else [0] * n
+    return [f + t.cost_latency + t.broadcast_latency for f in fwd]
+
+
+def correlator_delays(chip: Chip) -> list[int]:
+    t = chip.timing
+    base = true_latencies(chip) if t.correlator_delay == "auto" else [t.correlator_delay] * (len(chip.layer_sizes) - 1)
+    return [d + t.correlator_skew for d in base]
+
+
+def _check_consistency(source: str, chip: Chip) -> None:
+    t, p, f, opt = chip.timing, chip.perturbation, chip.formats, chip.optimizer
+    if chip.integrator.kind == "digital" and t.tau_theta % t.tau_p:
+        raise ChipError(source, "timing.tau_theta", f"must be a multiple of timing.tau_p = {t.tau_p} with a digital integrator, got {t.tau_theta}")
+    for layer, d in enumerate(correlator_delays(chip)):
+        if d < 0:
+            raise ChipError(source, "timing.correlator_skew", f"makes layer {layer}'s correlator delay negative ({d})")
+        if d > t.delay_line_length:
+            raise ChipError(source, "timing.correlator_delay",
+                            f"layer {layer} needs a delay of {d} cycles, longer than its delay line (timing.delay_line_length = {t.delay_line_length})")
+    if p.multiplexing == "frequency":
+        nyquist = 0.5 / t.tau_p
+        if not p.freq_min < p.freq_max:
+            raise ChipError(source, "perturbation.freq_max", f"must be greater than freq_min = {p.freq_min}, got {p.freq_max}")
+        if p.freq_max >= nyquist:
+            raise ChipError(source, "perturbation.freq_max", f"must be below the Nyquist limit 0.5/tau_p = {nyquist}, got {p.freq_max}")
+    if p.normalization == "step_length" and p.multiplexing not in ("code", "walsh"):
+        raise ChipError(source, "perturbation.normalization", f'"step_length" applies to +-A codes (code, walsh), not {p.multiplexing}')
+    if p.presynaptic == "unperturbed" and p.mode == "node" and chip.cost.baseline != "dual_path":
+        raise ChipError(source, "perturbation.presynaptic", '"unperturbed" needs cost.baseline = "dual_path" (the unperturbed activity comes from the second path)')
+    a = element_amplitude(chip)
+    fmt = f.perturbation
+    if fmt.is_fixed:
+        q = _const(a, fmt)
+        if q == 0.0:
+            raise ChipError(source, "perturbation.amplitude",
+                            f"the per-element amplitude {a:.6g} is zero in formats.perturbation ({fmt.describe()}, LSB {fmt.lsb:.6g})")
+        if q != _sat(a, fmt):
+            raise ChipError(source, "perturbation.amplitude", f"the per-element amplitude {a:.6g} overflows formats.perturbation (max {fmt.max_value:.6g})")
+    for key, value, cls in (("optimizer.learning_rate", opt.learning_rate, "learning_rate"),
+                            ("optimizer.momentum", opt.momentum if opt.kind == "momentum" else 0.0, "learning_rate")):
+        fmt = f[cls]
+        if fmt.is_fixed and value != 0.0:
+            q = _const(value, fmt)
+            if q == 0.0:
+                raise ChipError(source, key, f"{value:.6g} is zero in formats.{cls} ({fmt.describe()}, LSB {fmt.lsb:.6g})")
+            if value > fmt.max_value:
+                raise ChipError(source, key, f"{value:.6g} overflows formats.{cls} (max {fmt.max_value:.6g})")
+    kappa = correlator_gain(chip)
+    fmt = f.correlator_gain
+    if fmt.is_fixed and (_const(kappa, fmt) == 0.0 or kappa > fmt.max_value):
+        raise ChipError(source, "formats.correlator_gain",
+                        f"cannot hold the correlator normalisation 1/N = {kappa:.6g} ({fmt.describe()}: LSB {fmt.lsb:.6g}, max {fmt.max_value:.6g})")
+    _check_datapath(source, chip)
+
+
+def correlator_gain(chip: Chip, a: float | None = None) -> float:
+    """kappa = 1/N, the correlator's normalisation (before quantisation)."""
+    p, n = chip.perturbation, chip.n_generators
+    a = element_amplitude(chip) if a is None else a
+    if p.normalization == "power":
+        return 1.0 / perturbation_power(chip, a)
+    m = perturbation_norm(chip, a)
+    if p.normalization == "norm":
+        return 1.0 / (m * m)
+    tau = chip.timing.tau_theta
+    return 1.0 / (a * m * math.sqrt(1.0 / n + 1.0 / tau - 1.0 / (n * tau)))
+
+
+def _product(*fmts: Format) -> tuple[int, int] | None:
+    """(integer bits, fraction bits) of an exact product; None if any is float."""
+    if not all(fm.is_fixed for fm in fmts):
+        return None
+    return sum(fm.int_bits for fm in fmts), sum(fm.frac_bits for fm in fmts)
+
+
+def _sum_bits(terms, n_terms: int) -> int:
+    """Bits an exact sum of the given (int, frac) terms needs, sign included."""
+    if any(t is None for t in terms):
+        return 0
+    ib = max(t[0] for t in terms) + math.ceil(math.log2(max(n_terms, 1))) + 1
+    return 1 + ib + max(t[1] for t in terms)
+
+
+EXACT_BITS = 53  # float64 holds every integer up to 2**53 exactly
+
+
+def _check_datapath(source: str, chip: Chip) -> None:
+    """Refuse fixed-point datapaths whose full-width sums exceed 53 bits.
+
+    The engine forms products and sums at full width in float64 and rounds
+    only into a register; that is exact integer arithmetic as long as every
+    full-width intermediate fits in 53 bits.
+    """
+    f = chip.formats
+    node = chip.perturbation.mode == "node"
+    sizes = chip.layer_sizes
+    summed = (f.weight,) if node else (f.weight, f.perturbation)
+    w_eff = None if not all(x.is_fixed for x in summed) else Format(
+        "fixed", True, max(x.int_bits for x in summed) + (0 if node else 1), max(x.frac_bits for x in summed))
+    checks = []
+    for layer, fan_in in enumerate(sizes[:-1]):
+        act = f.input if layer == 0 else f.activation
+        mac = _product(w_eff, act) if w_eff is not None else None
+        terms = [mac, _product(f.bias), _product(f.perturbation)]
+        checks.append((f"layer {layer}'s multiply-accumulate (formats.weight, formats.perturbation, formats.{'input' if layer == 0 else 'activation'})",
+                       _sum_bits(terms, fan_in + 2)))
+    corr = (f.cost_change, f.perturbation, f.correlator_gain) + ((f.activation,) if node else ())
+    checks.append(("the correlator and integrator (formats.cost_change, formats.perturbation, formats.correlator_gain, formats.integrator)",
+                   _sum_bits([_product(*corr), _product(f.integrator)], 2)))
+    checks.append(("the weight update (formats.learning_rate, formats.integrator, formats.weight, formats.velocity)",
+                   _sum_bits([_product(f.learning_rate, f.integrator), _product(f.learning_rate, f.velocity),
+                              _product(f.weight), _product(f.velocity)], 3)))
+    for what, bits in checks:
+        if bits > EXACT_BITS:
+            raise ChipError(source, "formats", f"{what} needs {bits} bits at full width; the emulator is exact up to {EXACT_BITS}: narrow those formats")
+
+
+def _const(x: float, fmt: Format) -> float:
+    """A chip constant as its register holds it (nearest-even, saturating)."""
+    if not fmt.is_fixed:
+        return x
+    code = round(x * 2 ** fmt.frac_bits)
+    return min(max(code, fmt.min_code), fmt.max_code) * fmt.lsb
+
+
+def _sat(x: float, fmt: Format) -> float:
+    return round(x * 2 ** fmt.frac_bits) * fmt.lsb
