@@ -60,6 +60,8 @@ class Key:
             return "one of " + ", ".join(f'"{c}"' for c in self.choices)
         if self.type == "bool":
             return "true or false"
+        if self.type == "str":
+            return "any text"
         if self.type == "layers":
             return "a list of at least 2 integers, each 1..100000"
         if self.type == "format":
@@ -677,3 +679,33 @@ def _const(x: float, fmt: Format) -> float:
 
 def _sat(x: float, fmt: Format) -> float:
     return round(x * 2 ** fmt.frac_bits) * fmt.lsb
+
+
+def reference_markdown() -> str:
+    """The chip-description reference table for the README, from SCHEMA."""
+    from .tasks import TASKS
+
+    lines = []
+    for section, (doc, keys) in SCHEMA.items():
+        lines += [f"**`[{section}]`** {doc}", "", "| key | type | allowed | default | meaning |", "|---|---|---|---|---|"]
+        for k in keys:
+            default = ("float" if k.type == "format" else str(k.default) if k.type == "layers"
+                       else tomli_w.dumps({"v": k.default})[4:].strip())
+            allowed = "format table (below)" if k.type == "format" else k.allowed()
+            lines.append(f"| `{section}.{k.name}` | {k.type} | {allowed} | `{default}` | {k.doc} |")
+        lines.append("")
+    lines += ["**Task parameters** (under `[task]`, by task name)", "",
+              "| task | key | type | allowed | default | meaning |", "|---|---|---|---|---|---|"]
+    for name, params in TASKS.items():
+        for key, (typ, default, rng, doc) in params.items():
+            lines.append(f"| {name} | `task.{key}` | {typ.__name__} | {_task_allowed(typ, rng)} | `{default}` | {doc} |")
+    lines += ["", "**Format tables** (`formats.<class>`): `kind` is `\"float\"` (ideal) or `\"fixed\"`; for "
+              "fixed: `signed` (bool, default true), `int_bits` and `frac_bits` (integers 0..32, required; "
+              "int_bits excludes the sign bit; total width 1..32), `rounding` (`truncate` = toward minus "
+              "infinity, `nearest-even`, `stochastic`; default nearest-even), `overflow` (`saturate` or "
+              "`wrap`; default saturate).", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown())

@@ -201,3 +201,10 @@ def test_mutated_shipped_descriptions_load_or_raise_chip_error(path, data):
     except ChipError:
         return
     assert loads_chip(mutated.to_toml()) == mutated
+
+
+def test_the_readme_reference_is_the_schema():
+    from mgd_emu.spec import reference_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert reference_markdown() in readme, "regenerate: python -c 'from mgd_emu.spec import reference_markdown as r; print(r())'"
