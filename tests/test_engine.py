@@ -1,0 +1,200 @@
+"""The cycle engine: RTL semantics, determinism, bit-exact fixed point."""
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mgd_emu import loads_chip
+from mgd_emu.engine import DEFAULT_ORDER, Emulator
+
+FIXED8 = """
+[perturbation]
+normalization = "norm"
+[formats]
+input = { kind = "fixed", signed = false, int_bits = 1, frac_bits = 0 }
+weight = { kind = "fixed", int_bits = 2, frac_bits = 5, rounding = "stochastic" }
+bias = { kind = "fixed", int_bits = 2, frac_bits = 5, rounding = "stochastic" }
+perturbation = { kind = "fixed", int_bits = 0, frac_bits = 7 }
+activation = { kind = "fixed", signed = false, int_bits = 0, frac_bits = 8 }
+cost = { kind = "fixed", signed = false, int_bits = 0, frac_bits = 12 }
+cost_change = { kind = "fixed", int_bits = 0, frac_bits = 11 }
+integrator = { kind = "fixed", int_bits = 4, frac_bits = 11 }
+learning_rate = { kind = "fixed", signed = false, int_bits = 0, frac_bits = 12 }
+correlator_gain = { kind = "fixed", signed = false, int_bits = 9, frac_bits = 3 }
+"""
+
+VARIANTS = {
+    "ideal": "",
+    "fixed8": FIXED8,
+    "pipelined": "[timing]\nlayer_pipelining = true\ncost_latency = 1\nbroadcast_latency = 2\n" + FIXED8,
+    "node": '[perturbation]\nmode = "node"\n[network]\nlayers = [3, 4, 2]\n[task]\nname = "digits"\nclasses = 2\n',
+    "remeasure_momentum": '[cost]\nbaseline = "remeasure"\n[optimizer]\nkind = "momentum"\n[timing]\ntau_x = 3\ntau_theta = 2\n',
+    "analog_highpass": '[integrator]\nkind = "analog"\n[cost]\nbaseline = "highpass"\n[timing]\ntau_theta = 5\n',
+    "noisy_walsh": '[perturbation]\nmultiplexing = "walsh"\n[noise]\ncost_sigma = 0.001\nweight_sigma = 0.001\nactivation_sigma = 0.01\ngain_sigma = 0.1\noffset_sigma = 0.1\n',
+    "frequency_time": '[perturbation]\nmultiplexing = "frequency"\n[timing]\ntau_p = 1\n',
+}
+
+
+def chip(name="ideal", extra=""):
+    return loads_chip(VARIANTS[name] + extra, f"{name}.toml")
+
+
+def same_state(a: Emulator, b: Emulator):
+    for key, value in a.s.items():
+        np.testing.assert_array_equal(value, b.s[key], err_msg=key)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_same_chip_and_seed_give_identical_bits(variant):
+    a = Emulator(chip(variant), seed=3).run(500)
+    b = Emulator(chip(variant), seed=3).run(500)
+    same_state(a, b)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_split_runs_equal_one_run(variant):
+    a = Emulator(chip(variant), seed=1).run(700)
+    b = Emulator(chip(variant), seed=1).run(123).run(0).run(577)
+    same_state(a, b)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_checkpoint_restores_bit_exactly(variant):
+    a = Emulator(chip(variant), seed=2).run(300)
+    cp = a.checkpoint()
+    a.run(300)
+    b = Emulator.restore(cp).run(300)
+    same_state(a, b)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_block_evaluation_order_does_not_change_any_bit(variant):
+    rng = np.random.default_rng(0)
+    a = Emulator(chip(variant), seed=4).run(400)
+    for _ in range(3):
+        order = rng.permutation(DEFAULT_ORDER)
+        b = Emulator(chip(variant), seed=4).run(400, order=order)
+        same_state(a, b)
+
+
+def test_different_seeds_give_different_chips():
+    a = Emulator(chip(), seed=0).registers["layer0.weight"]
+    b = Emulator(chip(), seed=1).registers["layer0.weight"]
+    assert not np.array_equal(a, b)
+
+
+def test_evaluation_leaves_the_state_untouched():
+    a = Emulator(chip("fixed8"), seed=5).run(200)
+    b = Emulator(chip("fixed8"), seed=5).run(200)
+    a.evaluate()
+    same_state(a, b)
+
+
+def test_learning_rate_zero_only_estimates():
+    emu = Emulator(chip("ideal", "[optimizer]\nlearning_rate = 0.0\n[timing]\ntau_theta = 1000\n"), 0)
+    w0 = emu.registers["layer0.weight"]
+    emu.run(999)
+    assert np.array_equal(emu.registers["layer0.weight"], w0)
+    assert np.any(emu.registers["layer0.weight_integrator"] != 0)
+
+
+# -- fixed point: registers hold codes of their format, arithmetic is exact --
+
+def codes_in_range(emu):
+    for name, codes in emu.codes.items():
+        fmt = emu.register_format(name)
+        assert np.all(codes >= fmt.min_code) and np.all(codes <= fmt.max_code), name
+        np.testing.assert_array_equal(codes * fmt.lsb, emu.registers[name], err_msg=name)
+
+
+@pytest.mark.parametrize("overflow", ["saturate", "wrap"])
+def test_registers_stay_in_their_format_and_overflow_is_counted(overflow):
+    fmt = f'{{ kind = "fixed", int_bits = 0, frac_bits = 4, overflow = "{overflow}" }}'
+    emu = Emulator(chip("fixed8", f"[optimizer]\nlearning_rate = 0.9\n").replace(
+        {"formats.weight": {"kind": "fixed", "int_bits": 0, "frac_bits": 4, "overflow": overflow}}), 0)
+    emu.run(3000)
+    codes_in_range(emu)
+    sat, wrap = emu.events["layer0.weight"]
+    assert (sat > 0) if overflow == "saturate" else (wrap > 0 and sat == 0)
+    del fmt
+
+
+def test_saturating_weights_clamp_to_the_format_limits():
+    emu = Emulator(chip("fixed8", "[optimizer]\nlearning_rate = 0.9\n").replace(
+        {"formats.weight": {"kind": "fixed", "int_bits": 0, "frac_bits": 2, "rounding": "stochastic"}}), 0)
+    seen = set()
+    for _ in range(200):
+        emu.run(10)
+        seen.update(emu.codes["layer0.weight"].ravel().tolist() + emu.codes["layer1.weight"].ravel().tolist())
+    assert emu.events["layer0.weight"][0] + emu.events["layer1.weight"][0] > 0
+    assert seen <= set(range(-4, 4)) and (-4 in seen or 3 in seen)
+
+
+def q(x: Fraction, frac: int, lo: int, hi: int) -> int:
+    """Exact nearest-even rounding and saturation of a rational."""
+    s = x * 2 ** frac
+    fl = s.numerator // s.denominator
+    r = s - fl
+    code = fl + 1 if r > Fraction(1, 2) or (r == Fraction(1, 2) and fl % 2) else fl
+    return min(max(code, lo), hi)
+
+
+def F(v: float) -> Fraction:
+    return Fraction(float(v))
+
+
+def test_one_cycle_of_the_fixed_point_datapath_matches_exact_integer_arithmetic():
+    text = FIXED8.replace(', rounding = "stochastic"', "")
+    emu = Emulator(loads_chip(text + "[optimizer]\nlearning_rate = 0.1\n"), 7).run(50)
+    f = emu.chip.formats
+    K = emu.s["K"]
+    for _ in range(20):
+        before = emu.registers
+        emu.run(1)
+        after = emu.registers
+        # the cost unit: C~ = q_cc(C - C0)
+        c, c0 = F(after["cost"]), F(after["cost_baseline"])
+        cc = f.cost_change
+        assert F(after["cost_change"]) == q(c - c0, cc.frac_bits, cc.min_code, cc.max_code) * Fraction(1, 2 ** cc.frac_bits)
+        # every synapse: theta' = q_w(theta - eta * q_int(0 + C~ * p * kappa)), G' = 0
+        for layer in (0, 1):
+            for reg, fmt in (("weight", f.weight), ("bias", f.bias)):
+                theta = before[f"layer{layer}.{reg}"].ravel()
+                p = before[f"layer{layer}.{reg}_perturbation"].ravel()
+                got = emu.codes[f"layer{layer}.{reg}"].ravel()
+                gi = f.integrator
+                for i in range(len(theta)):
+                    s = q(F(after["cost_change"]) * F(p[i]) * F(K[1]), gi.frac_bits, gi.min_code, gi.max_code)
+                    s = Fraction(s, 2 ** gi.frac_bits)
+                    want = q(F(theta[i]) - F(K[2]) * s, fmt.frac_bits, fmt.min_code, fmt.max_code)
+                    assert got[i] == want, (layer, reg, i)
+
+
+@settings(max_examples=25, deadline=None)
+@given(frac=st.integers(3, 10), int_bits=st.integers(0, 3), seed=st.integers(0, 2**16))
+def test_random_weight_formats_keep_every_register_representable(frac, int_bits, seed):
+    c = chip("fixed8").replace({"formats.weight": {"kind": "fixed", "int_bits": int_bits, "frac_bits": frac,
+                                                   "rounding": "stochastic"}})
+    codes_in_range(Emulator(c, seed).run(300))
+
+
+# -- latencies and counters ---------------------------------------------------
+
+def test_remeasure_spends_one_baseline_cycle_per_change():
+    emu = Emulator(chip("ideal", '[cost]\nbaseline = "remeasure"\n[timing]\ntau_x = 4\ntau_theta = 4\n'), 0)
+    emu.run_steps(40)
+    # one at cycle 0, then one after each of the 10 edges where x and theta change
+    assert emu.step == 40 and emu.baseline_cycles == 10 and emu.cycle == 50
+
+
+def test_pipelined_chip_broadcasts_after_its_latency():
+    c = chip("ideal", "[timing]\nlayer_pipelining = true\ncost_latency = 1\nbroadcast_latency = 2\n")
+    emu = Emulator(c, 0)
+    seen = []
+    for _ in range(8):
+        emu.run(1)
+        seen.append(emu.s["cu"][6])  # the broadcast valid bit
+    # 2 layers + 1 + 2 = 5 cycles before the first cost change arrives
+    assert seen == [0, 0, 0, 0, 0, 1, 1, 1]
