@@ -117,65 +117,243 @@ class Format:
 FLOAT = Format()
 
 
+
 # --------------------------------------------------------------------------
 # Kernels
+#
+# Exact semantics (shared by every kernel below; a fixed format of width
+# w = signed + int_bits + frac_bits, n = int_bits + frac_bits):
+#
+#   code range   signed: [-2**n, 2**n - 1]      unsigned: [0, 2**n - 1]
+#   scaling      s = x * 2**frac_bits, exact (a power-of-two scaling).
+#   rounding     truncate      floor(s) (toward minus infinity, as an
+#                              arithmetic right shift does);
+#                nearest-even  nearest integer, ties to the even one;
+#                stochastic    floor(s) + 1 iff u < r, where r = s - floor(s)
+#                              is the exact fractional part and
+#                              u = (rnd >> 11) * 2**-53 (the top 53 bits of the
+#                              64-bit random word `rnd`), so P(up) is r rounded
+#                              up to a multiple of 2**-53 (exactly r whenever r
+#                              is such a multiple, e.g. for |s| >= 1).
+#   overflow     applied to the exact rounded integer N:
+#                saturate  clamp to [min_code, max_code], EVENT_SATURATE;
+#                wrap      two's complement: the code congruent to N modulo
+#                          2**w in the code range (unsigned: N mod 2**w),
+#                          EVENT_WRAP.
+#                An in-range N gives EVENT_NONE.
+#   NaN          becomes code 0 with EVENT_SATURATE (any overflow mode).
+#   +-inf        saturates to max_code / min_code with EVENT_SATURATE in
+#                either overflow mode (there is no integer to wrap).
+#
+# requantize_code applies the same rules to an integer code with frac_in
+# fraction bits, in pure integer arithmetic (see its docstring for the
+# stochastic rule with integer random bits).
 # --------------------------------------------------------------------------
 import math  # noqa: E402
 
 from numba import njit  # noqa: E402
 
+from .blocks.prng import xorshift64star_next  # noqa: E402
+
+_TWO_52 = 4503599627370496.0           # 2**52: floats at least this are integers
+_TWO_62 = 4611686018427387904.0        # 2**62: below it a rounded float fits int64
+_TWO_M53 = 1.0 / 9007199254740992.0    # 2**-53
+
+
+@njit(cache=True, inline="always")
+def _code_range(fmt):
+    """(min_code, max_code, width) of fixed format row `fmt` (int64s)."""
+    n = fmt[INT_BITS] + fmt[FRAC_BITS]
+    hi = (np.int64(1) << n) - 1
+    if fmt[SIGNED] != 0:
+        return -(np.int64(1) << n), hi, n + 1
+    return np.int64(0), hi, n
+
+
+@njit(cache=True, inline="always")
+def _overflow(v, fmt):
+    """(code, event) of the exact integer v (int64) under fmt's overflow mode."""
+    lo, hi, width = _code_range(fmt)
+    if v >= lo and v <= hi:
+        return v, np.int64(EVENT_NONE)
+    if fmt[OVERFLOW] == OVERFLOW_SATURATE:
+        return (hi if v > hi else lo), np.int64(EVENT_SATURATE)
+    # Low `width` bits of v's two's complement, sign-extended when signed.
+    m = v & ((np.int64(1) << width) - 1)
+    if m > hi:
+        m -= np.int64(1) << width
+    return m, np.int64(EVENT_WRAP)
+
 
 @njit(cache=True)
 def _round_scaled(s, rounding, rnd):
-    """Integer (as float64) that the rounding mode makes of scaled value s."""
+    """The integer (as a float64) that `rounding` makes of finite s, |s| < 2**62.
+
+    Every operation is exact: for |s| >= 2**52 s is already an integer; below,
+    floor(s) + 0.5 is representable, s - floor(s) is exact except when
+    floor(s) == -1, where the stochastic test is rewritten as u - 1 < s.
+    """
+    if abs(s) >= _TWO_52:
+        return s
     fl = math.floor(s)
     if rounding == ROUND_TRUNCATE:
         return fl
-    r = s - fl
     if rounding == ROUND_NEAREST_EVEN:
-        if r > 0.5:
+        half = fl + 0.5
+        if s > half:
             return fl + 1.0
-        if r < 0.5:
+        if s < half:
             return fl
-        return fl if fl == 2.0 * math.floor(fl * 0.5) else fl + 1.0
-    u = float(rnd >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-    return fl + 1.0 if u < r else fl
+        return fl if fl == 2.0 * math.floor(0.5 * fl) else fl + 1.0
+    u = float(rnd >> np.uint64(11)) * _TWO_M53
+    if fl == -1.0:
+        up = (u - 1.0) < s        # u < s + 1, with u - 1 exact
+    else:
+        up = u < (s - fl)
+    return fl + 1.0 if up else fl
 
 
 @njit(cache=True)
 def quantize_code(x, fmt, rnd):
-    """(code, event) of full-precision x in fixed format `fmt`.
+    """(code, event) of the full-precision float64 x written in fixed format `fmt`.
 
-    Rounding: truncate = floor; nearest-even; stochastic = up iff
-    uniform(rnd) < fractional part. Overflow: saturate (event 1) or two's
-    complement wrap (event 2). NaN becomes 0 with a saturation event.
+    fmt: int64 row (Format.row) of a fixed format; rnd: uint64 random word,
+    used only by stochastic rounding (u = (rnd >> 11) * 2**-53, up iff u < r).
+    Exact for every finite x, including |x * 2**frac| >= 2**62 (saturate
+    clamps; wrap reduces x modulo 2**(w - frac) with np.fmod, which is
+    exact, so the result is the exact two's complement of the exact integer).
+    NaN -> (0, EVENT_SATURATE); +-inf -> (max/min code, EVENT_SATURATE).
     """
+    lo, hi, width = _code_range(fmt)
     if math.isnan(x):
         return np.int64(0), np.int64(EVENT_SATURATE)
-    frac, ib = fmt[FRAC_BITS], fmt[INT_BITS]
-    signed = fmt[SIGNED] != 0
-    s = x * 2.0 ** frac
-    v = _round_scaled(s, fmt[ROUNDING], rnd) if math.isfinite(s) else s
-    width = ib + frac + (1 if signed else 0)
-    hi = 2.0 ** (ib + frac) - 1.0
-    lo = -(2.0 ** (ib + frac)) if signed else 0.0
-    if lo <= v <= hi:
-        return np.int64(v), np.int64(EVENT_NONE)
-    if fmt[OVERFLOW] == OVERFLOW_SATURATE or not math.isfinite(v):
-        return np.int64(hi if v > hi else lo), np.int64(EVENT_SATURATE)
-    # Reduce modulo 2**width while the value is large (exact: every step
-    # is a power-of-two scaling or an exactly representable difference).
-    span = 2.0 ** width
-    m = v - span * math.floor(v / span)
-    m = m - lo
-    m = m - span * math.floor(m / span)
-    return np.int64(m + lo), np.int64(EVENT_WRAP)
+    if math.isinf(x):
+        return (hi if x > 0.0 else lo), np.int64(EVENT_SATURATE)
+    frac = fmt[FRAC_BITS]
+    s = math.ldexp(x, frac)
+    if abs(s) < _TWO_62:
+        v = _round_scaled(s, fmt[ROUNDING], rnd)
+        return _overflow(np.int64(v), fmt)
+    # |s| >= 2**62 (possibly inf): s is an integer far out of range.
+    if fmt[OVERFLOW] == OVERFLOW_SATURATE:
+        return (hi if x > 0.0 else lo), np.int64(EVENT_SATURATE)
+    # x = q * 2**(w - frac) + r exactly, so x * 2**frac = q * 2**w + r * 2**frac
+    # with r * 2**frac an integer (s is one) of magnitude < 2**w.
+    r = math.ldexp(np.fmod(x, math.ldexp(1.0, width - frac)), frac)
+    code, _ = _overflow(np.int64(r), fmt)
+    return code, np.int64(EVENT_WRAP)
 
 
 @njit(cache=True)
 def quantize(x, fmt, rnd):
-    """(value, event): x as a register of `fmt` holds it (identity for float)."""
+    """(value, event): x as a register of format `fmt` holds it.
+
+    Float format: (x, EVENT_NONE), unchanged. Fixed format: the code of
+    quantize_code times 2**-frac_bits, exact as a float64 (codes <= 32 bits).
+    """
     if fmt[KIND] != KIND_FIXED:
         return x, np.int64(EVENT_NONE)
     code, event = quantize_code(x, fmt, rnd)
-    return code * 2.0 ** -fmt[FRAC_BITS], event
+    return math.ldexp(float(code), -fmt[FRAC_BITS]), event
+
+
+@njit(cache=True)
+def requantize_code(code, frac_in, fmt, rnd):
+    """(code, event) of integer `code` with `frac_in` fraction bits in format `fmt`.
+
+    Pure integer arithmetic. With d = frac_in - frac_bits:
+      d <= 0: exact left shift by -d (then overflow; a shifted value that does
+              not fit int64 is still classified and wrapped exactly);
+      d >= 1: q = code >> d (floor), low = code - q * 2**d in [0, 2**d);
+              truncate: q;  nearest-even: q + 1 iff low > 2**(d-1), or
+              low == 2**(d-1) and q is odd;  stochastic: q + 1 iff
+              (rnd >> (64 - d)) < low, for d <= 63 (P(up) = low / 2**d exactly).
+      d >= 64: the code is first arithmetically shifted right by d - 63 (capped
+              at 63) and then rounded with d = 63; exact for truncate and
+              nearest-even, stochastic loses the dropped bits (bias < 2**-63).
+    """
+    frac = fmt[FRAC_BITS]
+    d = frac_in - frac
+    if d <= 0:
+        sh = -d
+        lo, hi, width = _code_range(fmt)
+        shc = min(sh, np.int64(63))
+        # code * 2**sh in range  <=>  ceil(lo / 2**sh) <= code <= floor(hi / 2**sh)
+        if code <= (hi >> shc) and code >= -((-lo) >> shc):
+            return code << shc, np.int64(EVENT_NONE)   # shc == sh unless code == 0
+        if fmt[OVERFLOW] == OVERFLOW_SATURATE:
+            return (hi if code > 0 else lo), np.int64(EVENT_SATURATE)
+        low = np.int64(0)
+        if sh < width:     # else every one of the low `width` bits is 0
+            low = (code & ((np.int64(1) << (width - sh)) - 1)) << sh
+        wrapped, _ = _overflow(low, fmt)
+        return wrapped, np.int64(EVENT_WRAP)
+    if d > 63:
+        code = code >> min(d - 63, np.int64(63))
+        d = np.int64(63)
+    q = code >> d
+    low = code & ((np.int64(1) << d) - 1)
+    rounding = fmt[ROUNDING]
+    if rounding == ROUND_NEAREST_EVEN:
+        half = np.int64(1) << (d - 1)
+        if low > half or (low == half and (q & 1) == 1):
+            q += 1
+    elif rounding == ROUND_STOCHASTIC:
+        if np.int64(rnd >> np.uint64(64 - d)) < low:
+            q += 1
+    return _overflow(q, fmt)
+
+
+@njit(cache=True)
+def quantize_array(x, fmt, rng_state, out, events):
+    """out[i] = quantize(x[i], fmt, rnd_i); events[1|2] += saturations | wraps.
+
+    rng_state: one nonzero xorshift64* state per element (len(x)); only when
+    fmt is fixed with stochastic rounding, element i steps its state once and
+    uses that step's 64-bit output as rnd_i (otherwise rnd_i = 0 and the
+    states are untouched). events: int64[3], indexed by EVENT_*.
+    """
+    stochastic = fmt[KIND] == KIND_FIXED and fmt[ROUNDING] == ROUND_STOCHASTIC
+    for i in range(x.shape[0]):
+        rnd = np.uint64(0)
+        if stochastic:
+            rng_state[i], rnd = xorshift64star_next(rng_state[i])
+        value, event = quantize(x[i], fmt, rnd)
+        out[i] = value
+        if event != EVENT_NONE:
+            events[event] += 1
+
+
+# --------------------------------------------------------------------------
+# Plain-Python helpers
+# --------------------------------------------------------------------------
+def to_code(value: float, fmt: Format, rnd: int = 0) -> int:
+    """The code a register of fixed format `fmt` holds after writing `value`.
+
+    Same rules as quantize_code (rnd: the 64-bit random word for stochastic
+    rounding; with the default 0, u = 0 and any nonzero fraction rounds up).
+    """
+    if not fmt.is_fixed:
+        raise ValueError("a float format has no codes")
+    code, _ = quantize_code(float(value), fmt.row, np.uint64(rnd))
+    return int(code)
+
+
+def to_value(code: int, fmt: Format) -> float:
+    """Value of `code` in fixed format `fmt`: code * 2**-frac_bits (exact)."""
+    if not fmt.is_fixed:
+        raise ValueError("a float format has no codes")
+    code = int(code)
+    if not fmt.min_code <= code <= fmt.max_code:
+        raise ValueError(f"code {code} is out of range for {fmt.describe()}")
+    return math.ldexp(float(code), -fmt.frac_bits)
+
+
+def representable(value: float, fmt: Format) -> bool:
+    """Whether `value` is exactly a value of `fmt` (any float for a float format)."""
+    if not fmt.is_fixed:
+        return True
+    value = float(value)
+    if not fmt.min_value <= value <= fmt.max_value:   # also rejects NaN, inf
+        return False
+    return math.ldexp(value, fmt.frac_bits).is_integer()
