@@ -1,7 +1,32 @@
-"""Datasets the chips learn: N-bit parity, NIST7x7 letters, 8x8 digits."""
+"""Datasets the chips learn: N-bit parity, NIST7x7 letters, 8x8 digits.
+
+Every array is float64 (labels int64) and C-contiguous, so the compiled
+kernels take them as they are.  Each dataset carries an ``identity`` line
+that names its generator, its parameters, its size and the first 16 hex
+digits of a sha256 over ``inputs.tobytes() + targets.tobytes()``: two runs
+with the same identity learned exactly the same data.
+
+Tasks (parameters in :data:`TASKS`):
+
+``parity``   all ``2**bits`` patterns of ``bits`` 0/1 inputs, row ``i`` holding
+             the bits of ``i`` most significant first; one output, the parity
+             (2-bit parity is XOR).  Train and test are the same dataset.
+``nist7x7``  the NIST7x7 task of McCaughan et al. (2023): 7x7 binary images of
+             the letters N, I, S, T (4 one-hot outputs), each a 3x3 glyph
+             placed at all 5x5 = 25 positions in the frame: 100 images.  With
+             ``noise`` > 0 each pixel is flipped with that probability (drawn
+             once, at build time, from ``np.random.default_rng(seed)``).  Train
+             and test are the same dataset.
+``digits``   scikit-learn's bundled 8x8 handwritten digits, pixels / 16, 10
+             one-hot outputs (or ``classes`` of them: only labels < classes are
+             kept); a simple random split by
+             ``np.random.default_rng(split_seed).permutation``, the first
+             ``round(test_fraction * n)`` samples of which are the test set.
+"""
 from __future__ import annotations
 
 import hashlib
+import numbers
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -11,9 +36,9 @@ import numpy as np
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    inputs: np.ndarray   # float64 [n, n_in] in [0, 1]
-    targets: np.ndarray  # float64 [n, n_out]
-    labels: np.ndarray   # int64 [n]
+    inputs: np.ndarray   # float64 [n, n_in] in [0, 1], C-contiguous
+    targets: np.ndarray  # float64 [n, n_out], C-contiguous (one-hot, or 0/1 for one output)
+    labels: np.ndarray   # int64 [n]: class index (argmax of target; 0/1 for one output)
     identity: str        # identifies the data exactly (with a sha256 prefix)
 
 
@@ -21,29 +46,35 @@ class Dataset:
 class Task:
     name: str
     train: Dataset
-    test: Dataset
+    test: Dataset        # may be the very object ``train`` (parity, nist7x7)
     n_in: int
     n_out: int
 
     def accuracy(self, outputs: np.ndarray, dataset: Dataset) -> float:
-        """1 output: (y > 0.5) == (y* > 0.5); several: argmax(y) == label."""
-        outputs = np.asarray(outputs, dtype=float).reshape(len(dataset.labels), -1)
+        """Fraction correct.  One output: ``(y > 0.5) == (y* > 0.5)``;
+        several: ``argmax(y) == label``."""
+        outputs = np.asarray(outputs, dtype=np.float64).reshape(len(dataset.labels), -1)
         if outputs.shape[1] == 1:
             hit = (outputs[:, 0] > 0.5) == (dataset.targets[:, 0] > 0.5)
         else:
             hit = np.argmax(outputs, axis=1) == dataset.labels
-        return float(np.mean(hit))
+        return float(np.mean(hit)) if len(hit) else 0.0
+
+
+def data_digest(inputs: np.ndarray, targets: np.ndarray) -> str:
+    """First 16 hex digits of sha256(inputs bytes + targets bytes)."""
+    return hashlib.sha256(inputs.tobytes() + targets.tobytes()).hexdigest()[:16]
 
 
 def _dataset(name, inputs, targets, labels, describe) -> Dataset:
     inputs = np.ascontiguousarray(inputs, dtype=np.float64)
     targets = np.ascontiguousarray(targets, dtype=np.float64)
-    digest = hashlib.sha256(inputs.tobytes() + targets.tobytes()).hexdigest()[:16]
-    return Dataset(name, inputs, targets, np.asarray(labels, dtype=np.int64),
-                   f"{describe} n={len(inputs)} sha256:{digest}")
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    return Dataset(name, inputs, targets, labels,
+                   f"{describe} n={len(inputs)} sha256:{data_digest(inputs, targets)}")
 
 
-# name -> {param: (type, default, allowed (lo, hi) or choices, doc)}
+# name -> {param: (type, default, allowed (lo, hi) inclusive, one-line doc)}
 TASKS = {
     "parity": {"bits": (int, 2, (2, 10), "input bits; 2-bit parity is XOR")},
     "nist7x7": {"noise": (float, 0.0, (0.0, 0.5), "probability of flipping each pixel (fixed at build)"),
@@ -54,33 +85,44 @@ TASKS = {
 }
 
 
+# ------------------------------------------------------------------ parity
+
 def _parity(bits: int) -> Task:
-    n = 1 << bits
-    x = np.array([[(i >> (bits - 1 - b)) & 1 for b in range(bits)] for i in range(n)], dtype=float)
-    labels = x.sum(axis=1).astype(np.int64) % 2
-    ds = _dataset(f"parity{bits}", x, labels[:, None].astype(float), labels, f"parity bits={bits}")
-    return Task(f"parity{bits}", ds, ds, bits, 1)
+    i = np.arange(1 << bits)
+    x = (i[:, None] >> np.arange(bits - 1, -1, -1)[None, :]) & 1   # MSB first
+    labels = x.sum(axis=1) % 2
+    name = f"parity{bits}"
+    ds = _dataset(name, x, labels[:, None], labels, f"parity bits={bits}")
+    return Task(name, ds, ds, bits, 1)
 
 
-# The four 3x3 letters of NIST7x7 (# = 1):
-#   N: #.#   I: ###   S: .##   T: ###
-#      ###      .#.      .#.      .#.
-#      #.#      ###      ##.      .#.
+# ----------------------------------------------------------------- nist7x7
+
+# The four 3x3 letters of NIST7x7 (# = 1, . = 0), class index in this order:
+#
+#   0 N    1 I    2 S    3 T
+#   #.#    ###    .##    ###
+#   ###    .#.    .#.    .#.
+#   #.#    ###    ##.    .#.
+#
+# Each spans the full 3x3 box, so no two placed images coincide.
 GLYPHS = {
-    "N": [[1, 0, 1], [1, 1, 1], [1, 0, 1]],
-    "I": [[1, 1, 1], [0, 1, 0], [1, 1, 1]],
-    "S": [[0, 1, 1], [0, 1, 0], [1, 1, 0]],
-    "T": [[1, 1, 1], [0, 1, 0], [0, 1, 0]],
+    "N": ((1, 0, 1), (1, 1, 1), (1, 0, 1)),
+    "I": ((1, 1, 1), (0, 1, 0), (1, 1, 1)),
+    "S": ((0, 1, 1), (0, 1, 0), (1, 1, 0)),
+    "T": ((1, 1, 1), (0, 1, 0), (0, 1, 0)),
 }
+NIST_SIDE = 7
 
 
 def _nist7x7(noise: float, seed: int) -> Task:
+    side, g = NIST_SIDE, 3
     images, labels = [], []
     for label, glyph in enumerate(GLYPHS.values()):
-        for r in range(5):
-            for c in range(5):
-                img = np.zeros((7, 7))
-                img[r:r + 3, c:c + 3] = glyph
+        for r in range(side - g + 1):
+            for c in range(side - g + 1):
+                img = np.zeros((side, side))
+                img[r:r + g, c:c + g] = glyph
                 images.append(img.ravel())
                 labels.append(label)
     x = np.array(images)
@@ -88,12 +130,17 @@ def _nist7x7(noise: float, seed: int) -> Task:
         flip = np.random.default_rng(seed).random(x.shape) < noise
         x = np.where(flip, 1.0 - x, x)
     labels = np.array(labels)
-    ds = _dataset("nist7x7", x, np.eye(4)[labels], labels, f"nist7x7 noise={noise} seed={seed}")
-    return Task("nist7x7", ds, ds, 49, 4)
+    ds = _dataset("nist7x7", x, np.eye(len(GLYPHS))[labels], labels,
+                  f"nist7x7 noise={noise!r} seed={seed}")
+    return Task("nist7x7", ds, ds, side * side, len(GLYPHS))
 
+
+# ------------------------------------------------------------------ digits
 
 @lru_cache(maxsize=8)
 def _digits(test_fraction: float, split_seed: int, classes: int) -> Task:
+    """Built once per parameter set; the cached arrays are read-only and
+    :func:`make_task` hands out writable copies."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -101,27 +148,53 @@ def _digits(test_fraction: float, split_seed: int, classes: int) -> Task:
     x, labels = d.data[keep] / 16.0, d.target[keep]
     perm = np.random.default_rng(split_seed).permutation(len(x))
     n_test = int(round(test_fraction * len(x)))
-    te, tr = perm[:n_test], perm[n_test:]
+    te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
     eye = np.eye(classes)
-    desc = f"sklearn digits classes={classes} test_fraction={test_fraction} split_seed={split_seed}"
-    train = _dataset("digits-train", x[tr], eye[labels[tr]], labels[tr], desc + " part=train")
-    test = _dataset("digits-test", x[te], eye[labels[te]], labels[te], desc + " part=test")
-    return Task("digits", train, test, 64, classes)
+    desc = f"sklearn-digits classes={classes} test_fraction={test_fraction!r} split_seed={split_seed}"
+    parts = []
+    for part, idx in (("train", tr), ("test", te)):
+        ds = _dataset(f"digits-{part}", x[idx], eye[labels[idx]], labels[idx], f"{desc} part={part}")
+        for a in (ds.inputs, ds.targets, ds.labels):
+            a.flags.writeable = False
+        parts.append(ds)
+    return Task("digits", parts[0], parts[1], 64, classes)
+
+
+def _copy(ds: Dataset) -> Dataset:
+    return Dataset(ds.name, ds.inputs.copy(), ds.targets.copy(), ds.labels.copy(), ds.identity)
+
+
+# -------------------------------------------------------------- make_task
+
+def _check(name: str, key: str, value, spec) -> None:
+    typ, _default, (lo, hi), _doc = spec
+    if typ is int:
+        ok = isinstance(value, numbers.Integral)
+        kind = "an integer"
+    else:
+        ok = isinstance(value, numbers.Real)
+        kind = "a number"
+    ok = ok and not isinstance(value, (bool, np.bool_)) and bool(lo <= value <= hi)
+    if not ok:
+        raise ValueError(f"task {name}: parameter {key!r} must be {kind} in [{lo}, {hi}], got {value!r}")
 
 
 def make_task(name: str, **params) -> Task:
+    """Build task ``name`` with ``params`` (see :data:`TASKS`); unknown tasks,
+    unknown parameters and values of the wrong type or out of range raise
+    ``ValueError`` naming what is allowed."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r} (allowed: {', '.join(TASKS)})")
     allowed = TASKS[name]
     for key, value in params.items():
         if key not in allowed:
-            raise ValueError(f"task {name}: unknown parameter {key!r} (allowed: {', '.join(allowed) or 'none'})")
-        typ, _, (lo, hi), _ = allowed[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float) if typ is float else typ) or not lo <= value <= hi:
-            raise ValueError(f"task {name}: {key} must be in [{lo}, {hi}], got {value!r}")
+            raise ValueError(f"task {name}: unknown parameter {key!r} "
+                             f"(allowed: {', '.join(allowed) or 'none'})")
+        _check(name, key, value, allowed[key])
     full = {k: params.get(k, spec[1]) for k, spec in allowed.items()}
     if name == "parity":
-        return _parity(full["bits"])
+        return _parity(int(full["bits"]))
     if name == "nist7x7":
-        return _nist7x7(float(full["noise"]), full["seed"])
-    return _digits(float(full["test_fraction"]), full["split_seed"], full["classes"])
+        return _nist7x7(float(full["noise"]), int(full["seed"]))
+    t = _digits(float(full["test_fraction"]), int(full["split_seed"]), int(full["classes"]))
+    return Task(t.name, _copy(t.train), _copy(t.test), t.n_in, t.n_out)
