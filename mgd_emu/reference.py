@@ -1,16 +1,75 @@
 """Textbook MGD in float64 numpy, and exact gradients: the test oracle.
 
-Written to be short and obviously correct, and independent of the engine:
-it shares only the build plan (initial weights and generator seeds) and the
-datasets. The generators (LFSR, xorshift64*, Walsh signs, the shuffle) are
-re-implemented here in plain Python integers. Ideal arithmetic, zero
-latency, no noise: one `step()` is one cycle of a zero-latency chip, as
-`docs/CYCLE.md` defines it.
+Short and obviously correct, and independent of the engine: it shares only
+the build plan (`plan.build_plan`: initial weights, generator seeds, time
+order, frequency plan, Walsh rows, sampler seed) and the datasets
+(`tasks.make_task`). The generators themselves (32-bit Galois LFSR,
+xorshift64*, Fisher-Yates, Walsh signs) are re-implemented here in plain
+Python integers. Ideal arithmetic (number formats are ignored), zero latency,
+no noise, no static device variation: one `Reference.step()` is one cycle of
+a zero-latency chip as `docs/CYCLE.md` defines it, and `Reference` refuses
+(ValueError) any chip with a latency, a correlator skew or nonzero delay, or
+noise.
 
-After step k, `registers` holds what the chip's registers hold after that
-cycle's clock edge: the parameters, integrators and momentum registers; the
-perturbation of step k+1; the activations, C and C~ measured in step k; and
-the index of the sample step k+1 uses.
+Notation
+--------
+P generators; channel order: layer by layer, each layer's weights row-major
+([fan_out, fan_in]) then its biases (weight mode), or each layer's neurons
+(node mode). The parameter vector theta has the weight-mode order. A is the
+per-element amplitude `plan.amplitude`; kappa = `spec.correlator_gain(chip)`
+(= 1/N); eta' = eta/tau_theta if `divide_by_tau_theta` else eta.
+
+Step k (k = 0, 1, ...)
+----------------------
+* sample: number s = k // tau_x, dataset index order_e[s mod n] of epoch
+  e = s // n; each epoch's order is a Fisher-Yates shuffle, in place, of the
+  previous epoch's order (of 0..n-1 for epoch 0)
+  (`for i = n-1..1: j = next() % (i+1); swap`) by the sampler's xorshift64*
+  generator (state `plan.sampler_seed`), continuing its stream from epoch to
+  epoch; epoch 0 is shuffled at construction (see `_shuffle`).
+* perturbation: code number c = k // tau_p; p = code(c):
+  code:      each generator's LFSR (state `plan.lfsr_seeds[i]`) steps once per
+             new code, code 0 included; bit 1 -> +A, bit 0 -> -A;
+  time:      p[time_order[c % P]] = +A, all others 0;
+  frequency: p_i = A sin(2 pi f_i c tau_p + phi_i);
+  walsh:     p_i = A (-1)^popcount(row_i & (c mod N)).
+* forward: perturbed path with W + P_W, b + P_b (weight mode) or z + P_node
+  (node mode); unperturbed path with theta; C = cost(perturbed output),
+  C0 = cost(unperturbed output) on the same x.
+* cost change C~: dual_path and remeasure: C - C0 (the same at step level);
+  highpass: a (C~_prev + C - C_prev), a = tau_hp/(tau_hp+1), where
+  C_prev := C on step 0 and on every step with k % tau_x == 0 (a sample was
+  loaded, even if it is the same index), and otherwise the C of step k-1;
+  C~_prev is the C~ register (the clamped C~ of step k-1; 0 at reset).
+  Then clamp to +-change_limit if change_limit > 0.
+* correlator: weight mode e_i = C~ p_i kappa; node mode e_j = C~ p_j kappa,
+  weight (j, k) of layer l gets e_j a_k with a the layer's input (x for layer
+  0; the previous layer's activation on the perturbed path if presynaptic =
+  "live", on the unperturbed path if "unperturbed"), bias j gets e_j.
+* integrator, from the registers at the start of the step:
+  digital: S = G + e; if (k+1) % tau_theta == 0: theta -= eta' S (plain) or
+           v = gamma v + eta' S, theta -= v (momentum), and G = 0; else G = S.
+  analog:  theta -= eta' G (plain) or v = gamma v + eta' G, theta -= v
+           (momentum), with G the register at the start of the step; then
+           G = beta G + lambda e, beta = tau_theta/(tau_theta+1),
+           lambda = 1/(tau_theta+1).
+
+Registers after step k's commit (`Reference.registers`; at construction, the
+reset state: initial weights, code 0, zero integrators/velocities/costs)
+---------------------------------------------------------------------------
+layer{i}.weight, .bias                  theta after step k ([fan_out, fan_in],
+                                        [fan_out]; bias zeros without biases)
+layer{i}.weight_perturbation,           weight mode: the code step k+1 applies
+  .bias_perturbation                    (code((k+1)//tau_p))
+layer{i}.node_perturbation              node mode: the same, per neuron
+layer{i}.weight_integrator,             G after step k
+  .bias_integrator
+layer{i}.weight_velocity, .bias_velocity  momentum v after step k (zeros with
+                                        the plain optimiser)
+layer{i}.activation                     the perturbed path's activation in step k
+cost                                    C measured in step k
+cost_change, broadcast                  C~ of step k (equal at zero latency)
+sample_index                            the dataset index step k+1 uses
 """
 from __future__ import annotations
 
@@ -22,305 +81,361 @@ from .plan import build_plan
 from .spec import Chip, correlator_gain
 from .tasks import make_task
 
-M64 = (1 << 64) - 1
+MASK64 = (1 << 64) - 1
+LFSR32_TAPS = 0x80200003
+XORSHIFT64STAR_MULTIPLIER = 0x2545F4914F6CDD1D
 
 
-def xorshift64star(state: int) -> tuple[int, int]:
-    x = state
-    x ^= x >> 12
-    x ^= (x << 25) & M64
-    x ^= x >> 27
-    return x, (x * 0x2545F4914F6CDD1D) & M64
-
+# ---------------------------------------------------------------- generators
 
 def lfsr32(state: int) -> tuple[int, int]:
+    """One step of the 32-bit Galois LFSR: (new state, bit shifted out)."""
     bit = state & 1
     state >>= 1
     if bit:
-        state ^= 0x80200003
+        state ^= LFSR32_TAPS
     return state, bit
 
 
-def fisher_yates(order: list, state: int) -> int:
-    for i in range(len(order) - 1, 0, -1):
-        state, word = xorshift64star(state)
-        j = word % (i + 1)
-        order[i], order[j] = order[j], order[i]
-    return state
+def xorshift64star(state: int) -> tuple[int, int]:
+    """One xorshift64* step: (new state, 64-bit output)."""
+    x = state
+    x ^= x >> 12
+    x ^= (x << 25) & MASK64
+    x ^= x >> 27
+    return x, (x * XORSHIFT64STAR_MULTIPLIER) & MASK64
 
 
-# Nonlinearities through Python's math (the C library), elementwise: the same
-# functions the compiled kernels call, so an ideal chip can match to the bit.
-_sigmoid = np.vectorize(lambda z: 1.0 / (1.0 + math.exp(-z)), otypes=[float])
+# ---------------------------------------------------------------- the network
+
+# Scalar libm functions and input-order accumulation, as the chip's neurons
+# compute them: training amplifies one-ulp differences (C - C0 is a small
+# difference), so the oracle rounds the way the hardware does.
+def _sigmoid_scalar(z: float) -> float:
+    try:
+        return 1.0 / (1.0 + math.exp(-z))
+    except OverflowError:
+        return 0.0
+
+
+_sigmoid = np.vectorize(_sigmoid_scalar, otypes=[float])
 _tanh = np.vectorize(math.tanh, otypes=[float])
 
-ACT = {
-    "sigmoid": (_sigmoid, lambda z, a: a * (1 - a)),
-    "tanh": (_tanh, lambda z, a: 1 - a * a),
+
+# name: (f(z), f'(z) given z and a = f(z))
+ACTIVATIONS = {
+    "sigmoid": (_sigmoid, lambda z, a: a * (1.0 - a)),
+    "tanh": (_tanh, lambda z, a: 1.0 - a * a),
     "relu": (lambda z: np.maximum(z, 0.0), lambda z, a: (z > 0).astype(float)),
-    "linear": (lambda z: z, lambda z, a: np.ones_like(z)),
+    "linear": (lambda z: z.copy(), lambda z, a: np.ones_like(z)),
     "hard_sigmoid": (lambda z: np.clip(0.2 * z + 0.5, 0.0, 1.0),
-                     lambda z, a: np.where((0.2 * z + 0.5 > 0) & (0.2 * z + 0.5 < 1), 0.2, 0.0)),
+                     lambda z, a: np.where((z > -2.5) & (z < 2.5), 0.2, 0.0)),
 }
 
 
-def _kind(chip: Chip, layer: int) -> str:
+def _activation(chip: Chip, layer: int) -> str:
     last = len(chip.layer_sizes) - 2
     return chip.network.output_activation if layer == last else chip.network.activation
 
 
 def forward(chip, weights, biases, x, weight_perturbation=None, bias_perturbation=None,
             node_perturbation=None):
-    """[(z, a)] per layer for input x, with optional perturbations per layer."""
+    """[(z, a)] per layer: z = (W + P_W) a_in + (b + P_b) + P_node, a = f(z).
+
+    The perturbations are per-layer lists (or None); a_in is x for layer 0.
+    """
     out, a = [], np.asarray(x, dtype=float)
     for i, (W, b) in enumerate(zip(weights, biases)):
-        Wp = W + (weight_perturbation[i] if weight_perturbation else 0.0)
+        W = np.asarray(W, float) + (weight_perturbation[i] if weight_perturbation is not None else 0.0)
         z = np.zeros(W.shape[0])
         for k in range(W.shape[1]):  # accumulate in input order, as a MAC does
-            z = z + Wp[:, k] * a[k]
-        z = z + b
-        if bias_perturbation:
+            z = z + W[:, k] * a[k]
+        z = z + np.asarray(b, float)
+        if bias_perturbation is not None:
             z = z + bias_perturbation[i]
-        if node_perturbation:
+        if node_perturbation is not None:
             z = z + node_perturbation[i]
-        a = ACT[_kind(chip, i)][0](z)
+        a = ACTIVATIONS[_activation(chip, i)][0](z)
         out.append((z, a))
     return out
 
 
 def cost(chip, y, target) -> float:
+    """mse: mean over outputs of (y - t)^2; cross_entropy: -sum t log softmax(y)."""
     y, target = np.asarray(y, float), np.asarray(target, float)
     if chip.cost.function == "mse":
         return float(np.mean((y - target) ** 2))
-    lse = np.max(y) + np.log(np.sum(np.exp(y - np.max(y))))
-    return float(-np.sum(target * (y - lse)))
+    m = np.max(y)
+    log_softmax = y - (m + np.log(np.sum(np.exp(y - m))))
+    return float(-np.sum(target * log_softmax))
 
 
-def _dcost(chip, y, target):
+def _cost_gradient(chip, y, target):
+    """dC/dy."""
     if chip.cost.function == "mse":
-        return 2 * (y - target) / len(y)
-    p = np.exp(y - np.max(y))
-    p /= p.sum()
-    return p * target.sum() - target
+        return 2.0 * (y - target) / len(y)
+    s = np.exp(y - np.max(y))
+    return s / s.sum() * target.sum() - target
 
 
 def exact_gradient(chip, weights, biases, X, Y):
-    """Analytic backpropagation of the mean cost over the rows of X."""
-    dW = [np.zeros_like(W) for W in weights]
-    db = [np.zeros_like(b) for b in biases]
-    for x, t in zip(np.atleast_2d(X), np.atleast_2d(Y)):
+    """(dW, db): analytic backpropagation of the mean cost over the rows of X."""
+    X, Y = np.atleast_2d(np.asarray(X, float)), np.atleast_2d(np.asarray(Y, float))
+    dW = [np.zeros(np.shape(W)) for W in weights]
+    db = [np.zeros(np.shape(b)) for b in biases]
+    for x, t in zip(X, Y):
         layers = forward(chip, weights, biases, x)
-        grad_a = _dcost(chip, layers[-1][1], t)
+        grad_a = _cost_gradient(chip, layers[-1][1], t)
         for i in range(len(weights) - 1, -1, -1):
             z, a = layers[i]
-            delta = grad_a * ACT[_kind(chip, i)][1](z, a)
-            a_in = layers[i - 1][1] if i > 0 else np.asarray(x, float)
+            delta = grad_a * ACTIVATIONS[_activation(chip, i)][1](z, a)
+            a_in = layers[i - 1][1] if i > 0 else x
             dW[i] += np.outer(delta, a_in)
             db[i] += delta
-            grad_a = weights[i].T @ delta
-    n = len(np.atleast_2d(X))
-    return [d / n for d in dW], [d / n for d in db]
+            grad_a = np.asarray(weights[i], float).T @ delta
+    return [g / len(X) for g in dW], [g / len(X) for g in db]
+
+
+def mean_cost(chip, weights, biases, X, Y) -> float:
+    """The unperturbed network's mean cost over the rows of X."""
+    X, Y = np.atleast_2d(np.asarray(X, float)), np.atleast_2d(np.asarray(Y, float))
+    return float(np.mean([cost(chip, forward(chip, weights, biases, x)[-1][1], t) for x, t in zip(X, Y)]))
 
 
 def finite_difference_gradient(chip, weights, biases, X, Y, h=1e-6):
-    """Central differences of the mean cost, parameter by parameter."""
-    def mean_cost(W, b):
-        return np.mean([cost(chip, forward(chip, W, b, x)[-1][1], t)
-                        for x, t in zip(np.atleast_2d(X), np.atleast_2d(Y))])
-    dW, db = [], []
-    for group, out in ((weights, dW), (biases, db)):
-        for i, P in enumerate(group):
-            g = np.zeros_like(P)
-            for idx in np.ndindex(P.shape):
-                plus = [p.copy() for p in group]
-                minus = [p.copy() for p in group]
-                plus[i][idx] += h
-                minus[i][idx] -= h
-                args = ((plus, biases), (minus, biases)) if group is weights else ((weights, plus), (weights, minus))
-                g[idx] = (mean_cost(*args[0]) - mean_cost(*args[1])) / (2 * h)
-            out.append(g)
-    return dW, db
+    """(dW, db) of the mean cost by central differences, one parameter at a time."""
+    params = [np.array(W, float) for W in weights] + [np.array(b, float) for b in biases]
+    n = len(weights)
+    grads = []
+    for p in params:
+        g = np.zeros_like(p)
+        for idx in np.ndindex(p.shape):
+            v = p[idx]
+            p[idx] = v + h
+            up = mean_cost(chip, params[:n], params[n:], X, Y)
+            p[idx] = v - h
+            down = mean_cost(chip, params[:n], params[n:], X, Y)
+            p[idx] = v
+            g[idx] = (up - down) / (2 * h)
+        grads.append(g)
+    return grads[:n], grads[n:]
+
+
+# ---------------------------------------------------------------- the chip
+
+def check_supported(chip: Chip) -> None:
+    """Raise ValueError unless the chip is zero-latency and noiseless."""
+    t, noise = chip.timing, chip.noise
+    if t.cost_latency or t.broadcast_latency or t.layer_pipelining:
+        raise ValueError("the reference models zero-latency chips only "
+                         "(cost_latency, broadcast_latency must be 0, layer_pipelining false)")
+    if t.correlator_skew or t.correlator_delay not in ("auto", 0):
+        raise ValueError('the reference needs correlator_delay = "auto" or 0 and correlator_skew = 0')
+    noisy = [key for key in noise if noise[key]]
+    if noisy:
+        raise ValueError(f"the reference models noiseless chips only (noise.{noisy[0]} is nonzero)")
 
 
 class Reference:
-    """Textbook MGD, one step per call, for the zero-latency chips."""
+    """Textbook MGD for a zero-latency, noiseless chip; one step per cycle."""
 
     def __init__(self, chip: Chip, seed: int = 0):
-        t, n = chip.timing, chip.noise
-        if (t.cost_latency or t.broadcast_latency or t.layer_pipelining or t.correlator_skew
-                or t.correlator_delay not in ("auto", 0)):
-            raise ValueError("the reference models zero-latency chips only")
-        if any(n[k] for k in n):
-            raise ValueError("the reference models noiseless chips only")
-        self.chip = chip
-        plan = build_plan(chip, seed)
-        self.W = [w.copy() for w in plan.weights]
-        self.b = [b.copy() for b in plan.biases]
+        check_supported(chip)
+        self.chip, self.seed = chip, seed
+        self.plan = plan = build_plan(chip, seed)
+        self.task = make_task(chip.task.name, **chip.task_params())
+        self.data = self.task.train
         self.sizes = chip.layer_sizes
-        self.data = make_task(chip.task.name, **chip.task_params()).train
-        self.A = plan.amplitude
-        self.kappa = correlator_gain(chip, plan.amplitude)
-        opt = chip.optimizer
-        self.eta = opt.learning_rate / t.tau_theta if opt.divide_by_tau_theta else opt.learning_rate
-        self.plan = plan
-        self.lfsr = [int(s) for s in plan.lfsr_seeds]
-        self.order = list(range(len(self.data.inputs)))
-        self.rng = fisher_yates(self.order, plan.sampler_seed)
-        self.pos = 0
-        self.k = 0
         self.node = chip.perturbation.mode == "node"
-        n_par = chip.n_parameters
-        self.G = np.zeros(n_par)
-        self.V = np.zeros(n_par)
+        self.has_bias = chip.network.bias
+        self.weights = [np.array(W, float) for W in plan.weights]
+        self.biases = [np.array(b, float) for b in plan.biases]
+        self.A = float(plan.amplitude)
+        self.kappa = correlator_gain(chip)
+        opt, t = chip.optimizer, chip.timing
+        self.eta = opt.learning_rate / t.tau_theta if opt.divide_by_tau_theta else opt.learning_rate
+        self.k = 0
+        # sampler
+        self._rng = int(plan.sampler_seed)
+        self._order = self._shuffle(list(range(len(self.data.inputs))))
+        self._pos = 0
+        # generators
+        self._lfsr = [int(s) for s in plan.lfsr_seeds]
         self.p = self._code(0)
-        self.hp_out = self.hp_prev = 0.0
-        self.C = self.C0 = self.C_change = 0.0
+        # synapses (flat, parameter order) and cost unit
+        self.G = np.zeros(chip.n_parameters)
+        self.V = np.zeros(chip.n_parameters)
+        self.C = self.C_change = 0.0
+        self._hp_prev = 0.0
         self.acts = [np.zeros(n) for n in self.sizes[1:]]
 
-    # the parameter vector, flat: per layer weights row-major, then biases
-    def _flat(self) -> np.ndarray:
-        return np.concatenate([np.concatenate([W.ravel(), b if self.chip.network.bias else b[:0]])
-                               for W, b in zip(self.W, self.b)])
+    # ------------------------------------------------------------ layout
+    def _flat(self, Ws, bs) -> np.ndarray:
+        """Per layer: weights row-major, then biases (if the network has them)."""
+        return np.concatenate([np.concatenate([W.ravel(), b if self.has_bias else b[:0]])
+                               for W, b in zip(Ws, bs)])
 
-    def _split(self, flat):
+    def _unflat(self, flat):
         Ws, bs, i = [], [], 0
-        for fi, fo in zip(self.sizes[:-1], self.sizes[1:]):
-            Ws.append(flat[i:i + fo * fi].reshape(fo, fi))
-            i += fo * fi
-            if self.chip.network.bias:
-                bs.append(flat[i:i + fo])
-                i += fo
+        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
+            Ws.append(flat[i:i + fan_out * fan_in].reshape(fan_out, fan_in))
+            i += fan_out * fan_in
+            if self.has_bias:
+                bs.append(flat[i:i + fan_out])
+                i += fan_out
             else:
-                bs.append(np.zeros(fo))
+                bs.append(np.zeros(fan_out))
         return Ws, bs
 
-    def _split_nodes(self, flat):
-        out, i = [], 0
-        for fo in self.sizes[1:]:
-            out.append(flat[i:i + fo])
-            i += fo
-        return out
+    def _per_neuron(self, flat):
+        offsets = np.cumsum((0,) + self.sizes[1:])
+        return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+
+    # ------------------------------------------------------------ generators
+    def _shuffle(self, order: list) -> list:
+        """A new epoch's order: Fisher-Yates of the previous one by the sampler's xorshift64*."""
+        order = list(order)
+        for i in range(len(order) - 1, 0, -1):
+            self._rng, word = xorshift64star(self._rng)
+            j = word % (i + 1)
+            order[i], order[j] = order[j], order[i]
+        return order
 
     def _code(self, c: int) -> np.ndarray:
-        P, A, mux = self.chip.n_generators, self.A, self.chip.perturbation.multiplexing
-        if mux == "code":
+        """The perturbation vector of code number c (steps the LFSRs once)."""
+        pert, A, P = self.chip.perturbation, self.A, self.chip.n_generators
+        if pert.multiplexing == "code":
             p = np.empty(P)
             for i in range(P):
-                self.lfsr[i], bit = lfsr32(self.lfsr[i])
+                self._lfsr[i], bit = lfsr32(self._lfsr[i])
                 p[i] = A if bit else -A
             return p
-        if mux == "time":
+        if pert.multiplexing == "time":
             p = np.zeros(P)
-            p[self.plan.time_order[c % P]] = A
+            p[int(self.plan.time_order[c % P])] = A
             return p
-        if mux == "frequency":
-            t = float(c) * self.chip.timing.tau_p
-            return np.array([A * math.sin(2.0 * math.pi * f * t + ph)
-                             for f, ph in zip(self.plan.frequencies, self.plan.phases)])
-        col = c % self.plan.walsh_order
-        return np.array([A * (-1.0) ** bin(int(r) & col).count("1") for r in self.plan.walsh_rows])
+        if pert.multiplexing == "frequency":
+            t = float(c * self.chip.timing.tau_p)
+            return np.array([A * math.sin(2.0 * math.pi * float(f) * t + float(phi))
+                             for f, phi in zip(self.plan.frequencies, self.plan.phases)])
+        column = c % int(self.plan.walsh_order)
+        return np.array([A * (-1.0) ** bin(int(r) & column).count("1") for r in self.plan.walsh_rows])
 
+    # ------------------------------------------------------------ stepping
     def step(self, n: int = 1) -> "Reference":
+        """Run n steps (n zero-latency chip cycles)."""
         for _ in range(n):
             self._step()
         return self
 
     def _step(self):
         chip, k = self.chip, self.k
-        tx, tp, tt = chip.timing.tau_x, chip.timing.tau_p, chip.timing.tau_theta
-        idx = self.order[self.pos]
-        x, target = self.data.inputs[idx], self.data.targets[idx]
+        tau_x, tau_p, tau_theta = chip.timing.tau_x, chip.timing.tau_p, chip.timing.tau_theta
+        index = self._order[self._pos]
+        x, target = self.data.inputs[index], self.data.targets[index]
+
+        # combinational: forward passes, cost, cost change, correlators
         if self.node:
-            nodes = self._split_nodes(self.p)
-            pert = forward(chip, self.W, self.b, x, node_perturbation=nodes)
+            perturbed = forward(chip, self.weights, self.biases, x,
+                                node_perturbation=self._per_neuron(self.p))
         else:
-            pw, pb = self._split(self.p)
-            pert = forward(chip, self.W, self.b, x, weight_perturbation=pw, bias_perturbation=pb)
-        clean = forward(chip, self.W, self.b, x)
-        C = cost(chip, pert[-1][1], target)
+            pw, pb = self._unflat(self.p)
+            perturbed = forward(chip, self.weights, self.biases, x,
+                                weight_perturbation=pw, bias_perturbation=pb)
+        clean = forward(chip, self.weights, self.biases, x)
+        C = cost(chip, perturbed[-1][1], target)
         C0 = cost(chip, clean[-1][1], target)
         if chip.cost.baseline == "highpass":
-            a = chip.cost.tau_hp / (chip.cost.tau_hp + 1)
-            prev = C if k % tx == 0 else self.hp_prev
-            change = a * (self.hp_out + C - prev)
+            a = chip.cost.tau_hp / (chip.cost.tau_hp + 1.0)
+            c_prev = C if k % tau_x == 0 else self._hp_prev
+            change = a * (self.C_change + C - c_prev)
         else:
             change = C - C0
-        if chip.cost.change_limit > 0:
-            change = float(np.clip(change, -chip.cost.change_limit, chip.cost.change_limit))
-        self.hp_out, self.hp_prev = change, C
+        limit = chip.cost.change_limit
+        if limit > 0:
+            change = min(max(change, -limit), limit)
 
-        # correlator: e per parameter
         if self.node:
-            presyn = clean if chip.perturbation.presynaptic == "unperturbed" else pert
-            e_parts = []
-            for i, ej in enumerate(self._split_nodes(change * self.p * self.kappa)):
-                a_in = presyn[i - 1][1] if i > 0 else np.asarray(x, float)
-                e_parts.append(np.concatenate([np.outer(ej, a_in).ravel(),
-                                               ej if chip.network.bias else ej[:0]]))
-            e = np.concatenate(e_parts)
+            presynaptic = clean if chip.perturbation.presynaptic == "unperturbed" else perturbed
+            parts = []
+            for i, e_j in enumerate(self._per_neuron(change * self.p * self.kappa)):
+                a_in = presynaptic[i - 1][1] if i > 0 else np.asarray(x, float)
+                parts.append(np.concatenate([np.outer(e_j, a_in).ravel(), e_j if self.has_bias else e_j[:0]]))
+            e = np.concatenate(parts)
         else:
             e = change * self.p * self.kappa
 
-        theta = self._flat()
+        # sequential: next values from the current registers
+        theta = self._flat(self.weights, self.biases)
         opt = chip.optimizer
+        G, V = self.G, self.V
         if chip.integrator.kind == "digital":
-            S = self.G + e
-            if (k + 1) % tt == 0:
+            S = G + e
+            if (k + 1) % tau_theta == 0:
                 if opt.kind == "momentum":
-                    self.V = opt.momentum * self.V + self.eta * S
-                    theta = theta - self.V
+                    V = opt.momentum * V + self.eta * S
+                    theta = theta - V
                 else:
                     theta = theta - self.eta * S
-                self.G = np.zeros_like(S)
+                G = np.zeros_like(S)
             else:
-                self.G = S
+                G = S
         else:
-            tau = float(tt)
             if opt.kind == "momentum":
-                self.V = opt.momentum * self.V + self.eta * self.G
-                theta = theta - self.V
+                V = opt.momentum * V + self.eta * G
+                theta = theta - V
             else:
-                theta = theta - self.eta * self.G
-            self.G = tau / (tau + 1) * self.G + 1 / (tau + 1) * e
-        self.W, self.b = self._split(theta)
+                theta = theta - self.eta * G
+            tau = float(tau_theta)
+            G = tau / (tau + 1.0) * G + 1.0 / (tau + 1.0) * e
 
-        self.C, self.C0, self.C_change = C, C0, change
-        self.acts = [a for _, a in pert]
-        if (k + 1) % tx == 0:
-            self.pos += 1
-            if self.pos == len(self.order):
-                self.pos = 0
-                self.rng = fisher_yates(self.order, self.rng)
-        if (k + 1) % tp == 0:
-            self.p = self._code((k + 1) // tp)
-        self.k += 1
+        # commit
+        self.weights, self.biases = (list(v) for v in self._unflat(theta))
+        self.G, self.V = G, V
+        self.C, self.C_change, self._hp_prev = C, change, C
+        self.acts = [a for _, a in perturbed]
+        if (k + 1) % tau_x == 0:
+            self._pos += 1
+            if self._pos == len(self._order):
+                self._pos = 0
+                self._order = self._shuffle(self._order)
+        if (k + 1) % tau_p == 0:
+            self.p = self._code((k + 1) // tau_p)
+        self.k = k + 1
 
-    def evaluate(self, dataset=None) -> tuple[float, float]:
-        task = make_task(self.chip.task.name, **self.chip.task_params())
-        data = dataset if dataset is not None else task.test
-        out = np.array([forward(self.chip, self.W, self.b, x)[-1][1] for x in data.inputs])
-        return (float(np.mean([cost(self.chip, y, t) for y, t in zip(out, data.targets)])),
-                task.accuracy(out, data))
-
+    # ------------------------------------------------------------ reading
     @property
     def registers(self) -> dict:
+        """Copies of the registers after the last step's commit (module docstring)."""
         regs = {}
-        G = self._split(self.G)
-        V = self._split(self.V)
-        for i in range(len(self.W)):
-            p = f"layer{i}."
-            regs[p + "weight"], regs[p + "bias"] = self.W[i], self.b[i]
-            regs[p + "weight_integrator"], regs[p + "bias_integrator"] = G[0][i], G[1][i]
-            regs[p + "weight_velocity"], regs[p + "bias_velocity"] = V[0][i], V[1][i]
-            regs[p + "activation"] = self.acts[i]
+        Gw, Gb = self._unflat(self.G)
+        Vw, Vb = self._unflat(self.V)
+        for i in range(len(self.weights)):
+            layer = f"layer{i}."
+            regs[layer + "weight"] = self.weights[i].copy()
+            regs[layer + "bias"] = self.biases[i].copy()
+            regs[layer + "weight_integrator"] = Gw[i].copy()
+            regs[layer + "bias_integrator"] = Gb[i].copy()
+            regs[layer + "weight_velocity"] = Vw[i].copy()
+            regs[layer + "bias_velocity"] = Vb[i].copy()
+            regs[layer + "activation"] = self.acts[i].copy()
         if self.node:
-            for i, pj in enumerate(self._split_nodes(self.p)):
-                regs[f"layer{i}.node_perturbation"] = pj
+            for i, p in enumerate(self._per_neuron(self.p)):
+                regs[f"layer{i}.node_perturbation"] = p.copy()
         else:
-            pw, pb = self._split(self.p)
-            for i in range(len(self.W)):
-                regs[f"layer{i}.weight_perturbation"], regs[f"layer{i}.bias_perturbation"] = pw[i], pb[i]
-        regs["cost"] = self.C
-        regs["cost_change"] = regs["broadcast"] = self.C_change
-        regs["sample_index"] = self.order[self.pos]
+            pw, pb = self._unflat(self.p)
+            for i in range(len(self.weights)):
+                regs[f"layer{i}.weight_perturbation"] = pw[i].copy()
+                regs[f"layer{i}.bias_perturbation"] = pb[i].copy()
+        regs["cost"] = np.float64(self.C)
+        regs["cost_change"] = np.float64(self.C_change)
+        regs["broadcast"] = np.float64(self.C_change)
+        regs["sample_index"] = np.int64(self._order[self._pos])
         return regs
+
+    def evaluate(self, dataset=None) -> tuple[float, float]:
+        """(mean cost, accuracy) of the unperturbed network; default: the test set."""
+        data = self.task.test if dataset is None else dataset
+        outputs = np.array([forward(self.chip, self.weights, self.biases, x)[-1][1] for x in data.inputs])
+        mean = float(np.mean([cost(self.chip, y, t) for y, t in zip(outputs, data.targets)]))
+        return mean, self.task.accuracy(outputs, data)

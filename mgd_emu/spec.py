@@ -565,6 +565,8 @@ def _check_consistency(source: str, chip: Chip) -> None:
     t, p, f, opt = chip.timing, chip.perturbation, chip.formats, chip.optimizer
     if chip.integrator.kind == "digital" and t.tau_theta % t.tau_p:
         raise ChipError(source, "timing.tau_theta", f"must be a multiple of timing.tau_p = {t.tau_p} with a digital integrator, got {t.tau_theta}")
+    if chip.integrator.kind == "analog" and chip.cost.baseline == "remeasure":
+        raise ChipError(source, "cost.baseline", '"remeasure" needs integrator.kind = "digital" (an analog chip updates its weights every cycle, so there is no cycle to remeasure C0 in); use "dual_path" or "highpass"')
     for layer, d in enumerate(correlator_delays(chip)):
         if d < 0:
             raise ChipError(source, "timing.correlator_skew", f"makes layer {layer}'s correlator delay negative ({d})")

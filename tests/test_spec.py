@@ -113,6 +113,10 @@ def test_correlator_delay_longer_than_its_delay_line_is_refused():
     refused("[timing]\ncorrelator_delay = 9\ndelay_line_length = 4", "timing.correlator_delay", "longer than its delay line")
 
 
+def test_an_analog_integrator_cannot_remeasure_its_baseline():
+    refused('[integrator]\nkind = "analog"\n[cost]\nbaseline = "remeasure"', "cost.baseline", 'needs integrator.kind = "digital"')
+
+
 def test_unknown_activation_is_refused():
     refused('[network]\nactivation = "sigmoidd"', "network.activation", "did you mean 'sigmoid'")
     refused('[network]\nactivation = "softplus"', "network.activation", '"sigmoid"')
