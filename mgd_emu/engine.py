@@ -6,8 +6,7 @@ its specification.
 """
 from __future__ import annotations
 
-import copy
-import math
+import time
 
 import numpy as np
 from numba import njit
@@ -19,10 +18,12 @@ from .blocks.controller import controller_step, controller_wires
 from .blocks.cost import cost_change, cost_function, cost_unit_step, measure_cost
 from .blocks.neuron import neuron_layer
 from .blocks.perturbation import generate_codes
+from .blocks.probe import sample_probes
 from .blocks.prng import derive_seed
 from .blocks.sampler import load_sample, sampler_step, shuffle
 from .blocks.synapse import synapse_layer
 from .fixedpoint import Format
+from .probes import compile_probes, parse_probes, registers_by_name
 from .plan import (STREAM_ACTIVATION_NOISE, STREAM_COST_NOISE, STREAM_ROUNDING,
                    STREAM_WEIGHT_NOISE, build_plan, quantize_const)
 from .spec import Chip
@@ -47,7 +48,9 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
                theta, G, V, p_ring, in_ring,
                # rounding generators, noise generators, event counters
                sr_x, sr_pert, sr_act, sr_act0, sr_cu, sr_theta, sr_g, sr_v,
-               nz_act, nz_act0, nz_cost, nz_w, events):
+               nz_act, nz_act0, nz_cost, nz_w, events,
+               # probes (the logic analyser, not part of the chip)
+               n_probes, pr_cfg, pr_src, pr_idx, pr_buf, pr_cyc, pr_fill):
     n_layers = cfg[L.N_LAYERS]
     mode, baseline, integrator = cfg[L.MODE], cfg[L.BASELINE], cfg[L.INTEGRATOR]
     pipelined = cfg[L.PIPELINING] != 0
@@ -61,6 +64,9 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
         if ctr[L.C_STEP] >= step_limit:
             break
         cycle = ctr[L.C_CYCLE]
+        probes_full = n_probes > 0 and sample_probes(
+            cycle, n_probes, pr_cfg, pr_src, pr_idx, pr_buf, pr_cyc, pr_fill,
+            theta, G, V, pert, act, x, y, cu, ctr)
 
         # ---- combinational phase: wires from the current registers -------
         tag, new_sample, x_edge, p_edge, update_edge = controller_wires(
@@ -152,6 +158,8 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
         act[:] = act_w
         if dual:
             act0[:] = act0_w
+        if probes_full:
+            break
 
 
 @njit(cache=True)
@@ -192,6 +200,7 @@ STATE = ("cfg", "K", "geo", "fmts", "ctr",
          "theta", "G", "V", "p_ring", "in_ring",
          "sr_x", "sr_pert", "sr_act", "sr_act0", "sr_cu", "sr_theta", "sr_g", "sr_v",
          "nz_act", "nz_act0", "nz_cost", "nz_w", "events")
+PROBE_STATE = ("pr_cfg", "pr_src", "pr_idx", "pr_buf", "pr_cyc", "pr_fill")
 
 ACTIVATION_IDS = {"sigmoid": L.ACT_SIGMOID, "tanh": L.ACT_TANH, "relu": L.ACT_RELU,
                   "linear": L.ACT_LINEAR, "hard_sigmoid": L.ACT_HARD_SIGMOID}
@@ -212,11 +221,20 @@ class Emulator:
     baseline cycles of cost.baseline = "remeasure").
     """
 
-    def __init__(self, chip: Chip, seed: int = 0):
+    def __init__(self, chip: Chip, seed: int = 0, probes=()):
+        """probes: probe texts (see `mgd_emu.probes`) added to those of the
+        chip description's [trace] section."""
         self.chip = chip
         self.seed = int(seed)
         self.task = make_task(chip.task.name, **chip.task_params())
         self.s = self._build()
+        self._registers = registers_by_name(chip)
+        tr = chip.trace
+        stop = tr.window_stop if tr.window_stop > 0 else None
+        self.probes = parse_probes([*tr.probes, *probes], chip, tr.every, tr.window_start, stop)
+        self.pr = compile_probes(self.probes)
+        self._memory = {p.name: ([], []) for p in self.probes}
+        self._chunk_cycles = 4096
 
     # ------------------------------------------------------------------ build
     def _build(self) -> dict:
@@ -333,19 +351,76 @@ class Emulator:
         return s
 
     # -------------------------------------------------------------------- run
-    def run(self, n_cycles: int, order: np.ndarray = DEFAULT_ORDER) -> "Emulator":
-        """Run n clock cycles in compiled code."""
+    def run(self, n_cycles: int, order: np.ndarray = DEFAULT_ORDER, sink=None,
+            progress=None) -> "Emulator":
+        """Run n clock cycles in compiled code.
+
+        The cycles run in chunks of about a quarter second (no Python per
+        cycle): between chunks probe buffers are flushed to `sink` (default:
+        kept in memory, see `samples`), `progress(self)` is called, and
+        Ctrl-C takes effect.
+        """
         if n_cycles < 0:
             raise ValueError("n_cycles must be >= 0")
-        cycle_loop(int(n_cycles), np.iinfo(np.int64).max, order, *(self.s[k] for k in STATE))
+        target = self.cycle + int(n_cycles)
+        while self.cycle < target:
+            self._chunk(min(target - self.cycle, self._chunk_cycles), np.iinfo(np.int64).max,
+                        order, sink, progress)
         return self
 
-    def run_steps(self, n_steps: int, order: np.ndarray = DEFAULT_ORDER) -> "Emulator":
+    def run_steps(self, n_steps: int, order: np.ndarray = DEFAULT_ORDER, sink=None,
+                  progress=None) -> "Emulator":
         """Run until n more measurement steps are done (baseline cycles included)."""
         target = self.step + int(n_steps)
         while self.step < target:
-            cycle_loop(2 * (target - self.step) + 1, target, order, *(self.s[k] for k in STATE))
+            self._chunk(min(2 * (target - self.step) + 1, self._chunk_cycles), target, order,
+                        sink, progress)
         return self
+
+    def _chunk(self, n, step_limit, order, sink, progress):
+        t0, c0 = time.perf_counter(), self.cycle
+        cycle_loop(n, step_limit, order, *(self.s[k] for k in STATE),
+                   len(self.probes), *(self.pr[k] for k in PROBE_STATE))
+        self.flush(sink)
+        if progress is not None:
+            progress(self)
+        elapsed, done = time.perf_counter() - t0, self.cycle - c0
+        if done == n and elapsed < 0.1:  # aim at ~0.25 s per chunk
+            self._chunk_cycles = min(self._chunk_cycles * 2, 1 << 40)
+        elif elapsed > 0.5 and done > 1:
+            self._chunk_cycles = max(self._chunk_cycles // 2, 1)
+
+    # ---------------------------------------------------------------- probes
+    def flush(self, sink=None) -> None:
+        """Hand the buffered samples to `sink.append(probe, cycles, values)`
+        (values as the registers hold them, shaped [samples, *subset shape]),
+        or keep them in memory; then empty the buffers."""
+        pr, fill = self.pr, self.pr["pr_fill"]
+        for i, probe in enumerate(self.probes):
+            n = int(fill[i])
+            if n == 0:
+                continue
+            col, width = int(pr["pr_cfg"][i, 3]), int(pr["pr_cfg"][i, 4])
+            cycles = pr["pr_cyc"][:n, i].copy()
+            values = pr["pr_buf"][:n, col:col + width].reshape((n,) + probe.shape).copy()
+            if sink is not None:
+                sink.append(probe, cycles, values)
+            else:
+                self._memory[probe.name][0].append(cycles)
+                self._memory[probe.name][1].append(values)
+        fill[:] = 0
+        if sink is not None and hasattr(sink, "commit"):
+            sink.commit(self)
+
+    def samples(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(cycles, real values) recorded in memory by the probe on `name`."""
+        if name not in self._memory:
+            raise KeyError(f"{name} is not probed (probes: {', '.join(self._memory) or 'none'})")
+        cycles, values = self._memory[name]
+        probe = next(p for p in self.probes if p.name == name)
+        if not cycles:
+            return np.zeros(0, dtype=np.int64), np.zeros((0,) + probe.shape)
+        return np.concatenate(cycles), np.concatenate(values)
 
     @property
     def cycle(self) -> int:
@@ -369,53 +444,20 @@ class Emulator:
         return self.cycle / self.chip.timing.clock_hz
 
     # ------------------------------------------------------------- registers
-    def _layout(self):
-        """(name, array key, start, shape, format class) of every register."""
-        s, chip = self.s, self.chip
-        node = chip.perturbation.mode == "node"
-        out = []
-        for layer, row in enumerate(s["geo"]):
-            fi, fo, w, b, n = (int(v) for v in row[:5])
-            p = f"layer{layer}."
-            out.append((p + "weight", "theta", w, (fo, fi), "weight"))
-            out.append((p + "weight_integrator", "G", w, (fo, fi), "integrator"))
-            if chip.optimizer.kind == "momentum":
-                out.append((p + "weight_velocity", "V", w, (fo, fi), "velocity"))
-            if b >= 0:
-                out.append((p + "bias", "theta", b, (fo,), "bias"))
-                out.append((p + "bias_integrator", "G", b, (fo,), "integrator"))
-                if chip.optimizer.kind == "momentum":
-                    out.append((p + "bias_velocity", "V", b, (fo,), "velocity"))
-            if node:
-                out.append((p + "node_perturbation", "pert", n, (fo,), "perturbation"))
-            else:
-                out.append((p + "weight_perturbation", "pert", w, (fo, fi), "perturbation"))
-                if b >= 0:
-                    out.append((p + "bias_perturbation", "pert", b, (fo,), "perturbation"))
-            out.append((p + "activation", "act", n, (fo,), "activation"))
-        out += [("input", "x", 0, (len(s["x"]),), "input"),
-                ("target", "y", 0, (len(s["y"]),), None),
-                ("cost", "cu", L.U_COST, (), "cost"),
-                ("cost_baseline", "cu", L.U_COST0, (), "cost"),
-                ("cost_change", "cu", L.U_CHANGE, (), "cost_change"),
-                ("broadcast", "cu", L.U_BROADCAST, (), "cost_change"),
-                ("sample_index", "ctr", L.C_SAMPLE, (), None)]
-        return out
-
     def register_format(self, name: str) -> Format | None:
-        for reg, _, _, _, cls in self._layout():
-            if reg == name:
-                return getattr(self.chip.formats, cls) if cls else None
-        raise KeyError(name)
+        """The number format of a register (None for target and sample_index)."""
+        reg = self._registers.get(name)
+        if reg is None:
+            raise KeyError(name)
+        return getattr(self.chip.formats, reg.format_class) if reg.format_class else None
 
     @property
     def registers(self) -> dict[str, np.ndarray]:
         """Every register's real value (copies), by name."""
         out = {}
-        for name, key, start, shape, _ in self._layout():
-            size = int(np.prod(shape)) if shape else 1
-            arr = self.s[key][start:start + size].copy()
-            out[name] = arr.reshape(shape) if shape else arr[0]
+        for reg in self._registers.values():
+            arr = self.s[reg.source][reg.start:reg.start + reg.size].astype(float)
+            out[reg.name] = arr.reshape(reg.shape) if reg.shape else arr[0]
         return out
 
     @property
@@ -423,10 +465,10 @@ class Emulator:
         """Integer codes of every fixed-point register, by name."""
         regs = self.registers
         out = {}
-        for name, _, _, _, cls in self._layout():
-            fmt = getattr(self.chip.formats, cls) if cls else None
+        for reg in self._registers.values():
+            fmt = getattr(self.chip.formats, reg.format_class) if reg.format_class else None
             if fmt is not None and fmt.is_fixed:
-                out[name] = np.rint(np.asarray(regs[name]) * 2.0 ** fmt.frac_bits).astype(np.int64)
+                out[reg.name] = np.rint(np.asarray(regs[reg.name]) * 2.0 ** fmt.frac_bits).astype(np.int64)
         return out
 
     @property

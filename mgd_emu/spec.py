@@ -64,6 +64,8 @@ class Key:
             return "any text"
         if self.type == "layers":
             return "a list of at least 2 integers, each 1..100000"
+        if self.type == "probes":
+            return "a list of probe strings"
         if self.type == "format":
             return 'a table { kind = "float" } or { kind = "fixed", signed, int_bits, frac_bits, rounding, overflow }'
         if self.type == "delay":
@@ -158,6 +160,12 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
     )),
     "task": ("What the chip learns; further keys are the task's parameters.", (
         Key("name", "str", "parity", "the dataset", ("parity", "nist7x7", "digits")),
+    )),
+    "trace": ("Registers recorded during a run (see traces/README.md); the command line's --probe adds more.", (
+        Key("probes", "probes", [], 'probes, each "NAME[INDEX] every=K window=START:STOP" (index and options optional), e.g. "layer0.weight[0:4, :] every=10"'),
+        Key("every", "int", 1, "default sampling period of a probe, cycles", lo=1, hi=2**62),
+        Key("window_start", "int", 0, "default first cycle a probe records", lo=0, hi=2**62),
+        Key("window_stop", "int", 0, "default cycle a probe stops recording at (exclusive); 0 = the end of the run", lo=0, hi=2**62),
     )),
     "formats": ("Number format of every signal class.", tuple(
         Key(cls, "format", {"kind": "float"}, doc) for cls, doc in FORMAT_CLASSES.items()
@@ -426,6 +434,10 @@ def _value(source, path, k: Key, v):
                 or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 100000 for n in v)):
             raise bad()
         return list(v)
+    if k.type == "probes":
+        if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+            raise bad()
+        return list(v)
     if k.type == "delay":
         if v == "auto":
             return v
@@ -563,6 +575,13 @@ def correlator_delays(chip: Chip) -> list[int]:
 
 def _check_consistency(source: str, chip: Chip) -> None:
     t, p, f, opt = chip.timing, chip.perturbation, chip.formats, chip.optimizer
+    from .probes import ProbeError, parse_probes
+    try:
+        parse_probes(chip.trace.probes, chip)
+    except ProbeError as exc:
+        raise ChipError(source, "trace.probes", str(exc)) from None
+    if 0 < chip.trace.window_stop <= chip.trace.window_start:
+        raise ChipError(source, "trace.window_stop", f"must be 0 (the end) or greater than trace.window_start = {chip.trace.window_start}")
     if chip.integrator.kind == "digital" and t.tau_theta % t.tau_p:
         raise ChipError(source, "timing.tau_theta", f"must be a multiple of timing.tau_p = {t.tau_p} with a digital integrator, got {t.tau_theta}")
     if chip.integrator.kind == "analog" and chip.cost.baseline == "remeasure":
