@@ -377,6 +377,13 @@ class Emulator:
                         sink, progress)
         return self
 
+    def warm_up(self) -> None:
+        """Compile the kernels (or load them from the cache) by running one
+        cycle on a copy of the state: the chip itself does not move."""
+        cycle_loop(1, np.iinfo(np.int64).max, DEFAULT_ORDER, *(self.s[k].copy() for k in STATE),
+                   0, *(self.pr[k].copy() for k in PROBE_STATE))
+        self.evaluate()
+
     def _chunk(self, n, step_limit, order, sink, progress):
         t0, c0 = time.perf_counter(), self.cycle
         cycle_loop(n, step_limit, order, *(self.s[k] for k in STATE),

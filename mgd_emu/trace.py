@@ -27,6 +27,10 @@ from .spec import Chip, loads_chip
 FORMAT_NAME = "mgd-emu-trace"
 FORMAT_VERSION = 1
 _CHUNK_BYTES = 1 << 16
+# HDF5 1.10 file format (readable by HDF5 1.10 and later), not the newest: the
+# oldest that supports single-writer/multiple-reader mode, which keeps the file
+# consistent on disk at every flush, so a killed run leaves a readable file.
+LIBVER = ("v110", "v110")
 
 
 class TraceError(ValueError):
@@ -69,7 +73,7 @@ class TraceWriter:
         try:
             if self.path.parent and not self.path.parent.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.f = h5py.File(self.path, "w", libver="earliest")
+            self.f = h5py.File(self.path, "w", libver=LIBVER)
         except (OSError, ValueError) as exc:
             raise TraceError(f"{self.path}: cannot be written ({exc})") from None
         chip, task = emu.chip, emu.task
@@ -112,6 +116,7 @@ class TraceWriter:
         self._eval = {k: evl.create_dataset(k, (0,), dt, maxshape=(None,), chunks=(1024,))
                       for k, dt in (("cycles", np.int64), ("cost", np.float64), ("accuracy", np.float64))}
         self._write_events()
+        self.f.swmr_mode = True  # every object exists: from here on, only appends
         self.f.flush()
 
     def _create_signal(self, signals, probe: Probe):
@@ -241,7 +246,10 @@ class Trace:
         try:
             f = h5py.File(self.path, "r", locking=False)
         except OSError as exc:
-            raise TraceError(f"{self.path}: not an HDF5 file, so not an mgd-emu trace ({exc})") from None
+            if "already open for write" not in str(exc):
+                raise TraceError(f"{self.path}: not an HDF5 file, so not an mgd-emu trace ({exc})") from None
+            # still being written, or its writer was killed: read it as an SWMR reader
+            f = h5py.File(self.path, "r", locking=False, swmr=True)
         with f:
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
             if attrs.get("format") != FORMAT_NAME:
