@@ -1,7 +1,8 @@
 """The `mgd-emu` command line.
 
 Results go to stdout, progress and diagnostics to stderr. A user mistake
-prints one line `mgd-emu: error: ...` and exits with status 2.
+prints one line `mgd-emu: error: ...` and exits with status 2; Ctrl-C exits
+with 130 after closing the trace (marked incomplete).
 """
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from .spec import ChipError, load_chip, parse_override
 
 HW_MODELS = Path(__file__).resolve().parent.parent / "hw_models"
 DEFAULT_CHIP = "xor_8bit.toml"
+DEMO_PROBES = ["cost every=10", "layer0.weight every=100", "layer1.weight every=100",
+               "layer0.bias every=100", "layer1.bias every=100",
+               "layer0.weight_integrator every=100", "layer1.weight_integrator every=100",
+               "layer0.bias_integrator every=100", "layer1.bias_integrator every=100"]
 
 
 class UserError(Exception):
@@ -31,142 +36,457 @@ def find_chip(name: str) -> Path:
     return shipped if shipped.exists() else path
 
 
-def _load(args) -> "Chip":
-    overrides = dict(parse_override(item) for item in (getattr(args, "set", None) or []))
-    return load_chip(find_chip(args.chip), overrides)
+def _overrides(items) -> dict:
+    return dict(parse_override(item) for item in (items or []))
 
+
+def _load(args) -> "Chip":
+    return load_chip(find_chip(args.chip), _overrides(getattr(args, "set", None)))
+
+
+def _positive(name):
+    def parse(text):
+        try:
+            v = int(text.replace("_", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
+        return v
+    return parse
+
+
+def _seed(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed must be an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"--seed must be an integer >= 0, got {text!r}")
+    return v
+
+
+def _window(text):
+    a, sep, b = text.partition(":")
+    try:
+        return (int(a) if a else None, int(b) if b else None) if sep else None
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"--window must be START:STOP in cycles, got {text!r}")
+
+
+def _eta(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _si(seconds: float) -> str:
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale or unit == "ns":
+            return f"{seconds / scale:.4g} {unit}"
+    return f"{seconds} s"
+
+
+# ------------------------------------------------------------------ commands
 
 def cmd_chips(args) -> int:
     for path in sorted(HW_MODELS.glob("*.toml")):
         chip = load_chip(path)
-        print(f"{path.stem:<20} {chip.chip.description}")
+        print(f"{path.stem:<16} {chip.chip.description}")
     return 0
 
 
 def cmd_show(args) -> int:
-    sys.stdout.write(_load(args).to_toml())
+    chip = _load(args)
+    if not args.registers:
+        sys.stdout.write(chip.to_toml())
+        return 0
+    from .probes import register_table
+
+    print(f"{'register':<28} {'shape':<10} {'format':<36} meaning")
+    for reg in register_table(chip):
+        fmt = getattr(chip.formats, reg.format_class).describe() if reg.format_class else "-"
+        shape = "x".join(map(str, reg.shape)) or "scalar"
+        print(f"{reg.name:<28} {shape:<10} {fmt:<36} {reg.meaning}")
     return 0
 
 
 def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float | None,
-          quiet: bool) -> dict:
-    """Run a chip, evaluating every `eval_every` cycles; returns a summary."""
+          quiet: bool, probes=(), trace_path=None, note="") -> dict:
+    """Run a chip, evaluating every `eval_every` cycles, optionally writing a
+    trace; returns a summary."""
+    from tqdm import tqdm
+
     from .engine import Emulator
+    from .probes import ProbeError
+    from .trace import TraceWriter
 
     t0 = time.perf_counter()
-    emu = Emulator(chip, seed)
-    emu.run(1)  # compile (or load the cached kernels) before timing
-    compile_s = time.perf_counter() - t0
+    try:
+        emu = Emulator(chip, seed, probes=list(probes))
+    except ProbeError as exc:
+        raise UserError(f"--probe: {exc}") from None
+    emu.warm_up()
+    startup = time.perf_counter() - t0
+    writer = TraceWriter(trace_path, emu, cycles, note=note) if trace_path else None
+    bar = tqdm(total=cycles, unit="cycle", unit_scale=True, disable=quiet or None, file=sys.stderr,
+               dynamic_ncols=True, leave=False, desc=chip.name)
     history, reached = [], None
     t_run = time.perf_counter()
-    while emu.cycle < cycles:
-        emu.run(min(eval_every, cycles - emu.cycle))
-        cost, acc = emu.evaluate()
-        history.append((emu.cycle, cost, acc))
-        if not quiet:
-            rate = emu.cycle / max(time.perf_counter() - t_run, 1e-9)
-            print(f"\r  cycle {emu.cycle:>12,}/{cycles:,}  {rate:>12,.0f} cycles/s  "
-                  f"cost {cost:.4f}  accuracy {acc:.3f}", end="", file=sys.stderr, flush=True)
-        if until_accuracy is not None and acc >= until_accuracy and reached is None:
-            reached = emu.cycle
-            break
+
+    def progress(e):
+        bar.update(e.cycle - bar.n)
+
+    try:
+        while emu.cycle < cycles:
+            emu.run(min(eval_every, cycles - emu.cycle), sink=writer, progress=progress)
+            cost, acc = emu.evaluate()
+            history.append((emu.cycle, cost, acc))
+            if writer:
+                writer.evaluation(emu.cycle, cost, acc)
+            bar.set_postfix(cost=f"{cost:.4f}", accuracy=f"{acc:.3f}", refresh=False)
+            if until_accuracy is not None and acc >= until_accuracy:
+                reached = emu.cycle
+                break
+    except BaseException as exc:
+        bar.close()
+        if writer:
+            writer.__exit__(type(exc), exc, None)
+            print(f"mgd-emu: the trace {trace_path} holds the {emu.cycle:,} cycles run so far "
+                  "and is marked incomplete", file=sys.stderr)
+        raise
     wall = time.perf_counter() - t_run
-    if not quiet:
-        print(file=sys.stderr)
+    bar.close()
+    if writer:
+        writer.close(emu.cycle >= cycles or reached is not None,
+                     "completed" if emu.cycle >= cycles else f"target accuracy {until_accuracy} reached")
     cost, acc = history[-1][1:] if history else emu.evaluate()
     return {
         "chip": chip.name, "seed": seed, "cycles": emu.cycle, "steps": emu.step,
         "baseline_cycles": emu.baseline_cycles, "chip_time_s": emu.chip_time,
-        "final_cost": cost, "final_accuracy": acc, "reached_cycle": reached,
-        "wall_s": wall, "compile_s": compile_s,
+        "clock_hz": chip.timing.clock_hz,
+        "final_cost": cost, "final_accuracy": acc, "target_accuracy": until_accuracy,
+        "reached_cycle": reached, "reached_chip_time_s": reached / chip.timing.clock_hz if reached else None,
+        "wall_s": wall, "startup_s": startup,
         "cycles_per_s": emu.cycle / wall if wall > 0 else None,
-        "overflow_events": {k: v for k, v in emu.events.items() if v != (0, 0)},
+        "overflow_events": {k: list(v) for k, v in emu.events.items() if v != (0, 0)},
+        "trace": str(trace_path) if trace_path else None,
         "history": history,
     }
 
 
+def _print_summary(s: dict, out=sys.stdout) -> None:
+    hz = s["clock_hz"]
+    p = lambda *a: print(*a, file=out)
+    p(f"chip            {s['chip']} (seed {s['seed']})")
+    p(f"final accuracy  {s['final_accuracy']:.3f}   test cost {s['final_cost']:.5f}")
+    if s["target_accuracy"] is not None:
+        r = s["reached_cycle"]
+        p(f"accuracy {s['target_accuracy']:g}    " + (f"first reached at cycle {r:,} = {_si(r / hz)} of chip time"
+                                                      if r else f"not reached in {s['cycles']:,} cycles"))
+    p(f"cycles          {s['cycles']:,} = {_si(s['chip_time_s'])} of chip time at {hz:.4g} Hz")
+    rate = f"{s['cycles_per_s']:,.0f}" if s["cycles_per_s"] else "-"
+    p(f"wall time       {_eta(s['wall_s'])}, {rate} emulated cycles/s (+{s['startup_s']:.2f} s start-up)")
+    if s["overflow_events"]:
+        p("overflow events " + ", ".join(f"{k}: {a} saturated, {b} wrapped"
+                                         for k, (a, b) in s["overflow_events"].items()))
+    for key, label in (("trace", "trace"), ("plot", "plot"), ("twin_report", "twin")):
+        if s.get(key):
+            p(f"{label:<16}{s[key]}")
+
+
+def _trace_target(args, chip):
+    from .trace import default_trace_path
+
+    if args.trace:
+        return Path(args.trace)
+    if args.probe or getattr(args, "always_trace", False):
+        return default_trace_path(chip, args.seed)
+    return None
+
+
 def cmd_run(args) -> int:
     chip = _load(args)
-    if args.cycles <= 0:
-        raise UserError("--cycles must be a positive integer")
-    summary = train(chip, args.seed, args.cycles, args.eval_every, args.until_accuracy, args.quiet)
+    probes = list(args.probe or [])
+    if getattr(args, "always_trace", False) and not probes:
+        probes = DEMO_PROBES
+    trace_path = _trace_target(args, chip)
+    if trace_path is not None:
+        _check_writable(trace_path)
+    note = "mgd-emu " + " ".join(sys.argv[1:])
+    summary = train(chip, args.seed, args.cycles, args.eval_every, args.until_accuracy, args.quiet,
+                    probes, trace_path, note)
+    if trace_path is not None and not args.no_plot:
+        from .plot import plot_trace
+        from .trace import open_trace
+
+        summary["plot"] = str(plot_trace(open_trace(trace_path), trace_path.with_suffix(".png")))
+    if args.twin:
+        from .study import twin
+
+        report = twin(chip, args.seed, summary["cycles"], args.eval_every)
+        summary["twin"] = report.to_json()
     if args.json:
-        json.dump({k: v for k, v in summary.items()}, sys.stdout, indent=2)
+        json.dump(summary, sys.stdout, indent=2, default=_json_default)
         print()
         return 0
-    hz = chip.timing.clock_hz
-    print(f"chip            {chip.name} (seed {args.seed})")
-    print(f"final accuracy  {summary['final_accuracy']:.3f}   cost {summary['final_cost']:.5f}")
-    if args.until_accuracy is not None:
-        r = summary["reached_cycle"]
-        print(f"accuracy {args.until_accuracy} " + (f"first seen at cycle {r:,} ({r / hz:.3g} s of chip time)"
-                                                   if r else "not reached"))
-    print(f"cycles          {summary['cycles']:,} ({summary['chip_time_s']:.3g} s of chip time at {hz:.3g} Hz)")
-    print(f"wall time       {summary['wall_s']:.2f} s, {summary['cycles_per_s']:,.0f} cycles/s "
-          f"(+{summary['compile_s']:.2f} s start-up)")
-    if summary["overflow_events"]:
-        print("overflow events " + ", ".join(f"{k}: {s} saturated, {w} wrapped"
-                                             for k, (s, w) in summary["overflow_events"].items()))
+    _print_summary(summary)
+    if args.twin:
+        print()
+        print(report.table())
     return 0
+
+
+def _json_default(v):
+    import numpy as np
+
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(type(v))
+
+
+def _check_writable(path: Path) -> None:
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"--trace {path}: {parent} is not a directory")
+    if path.is_dir():
+        raise UserError(f"--trace {path}: is a directory; give a file name such as run.h5")
 
 
 def cmd_demo(args) -> int:
     args.chip = DEFAULT_CHIP
     args.set = []
+    args.always_trace = True
     print(f"mgd-emu {__version__}: training the default chip hw_models/{DEFAULT_CHIP} "
-          f"(8-bit XOR) until it classifies XOR perfectly.", file=sys.stderr)
+          f"(XOR on 8-bit weights) until it classifies XOR perfectly.", file=sys.stderr)
     return cmd_run(args)
 
+
+def cmd_inspect(args) -> int:
+    from .trace import open_trace
+
+    t = open_trace(args.trace)
+    a = t.attrs
+    cyc, cost, acc = t.evaluation
+    info = {
+        "trace": str(args.trace), "format_version": a["format_version"], "mgd_emu_version": a["mgd_emu_version"],
+        "chip": a["chip_name"], "chip_source": a["chip_source"], "seed": t.seed, "task": a["task"],
+        "train_dataset": a["train_dataset"], "created": a["created"],
+        "complete": t.complete, "end_reason": a["end_reason"], "start_cycle": a["start_cycle"],
+        "cycles_requested": a["cycles_requested"], "cycles_completed": t.cycles_completed,
+        "clock_hz": a["clock_hz"],
+        "signals": {name: _signal_info(t.signal(name)) for name in t.signals},
+        "final_cost": float(cost[-1]) if len(cost) else None,
+        "final_accuracy": float(acc[-1]) if len(acc) else None,
+        "evaluations": int(len(cyc)),
+        "overflow_events": {k: list(v) for k, v in t.events.items() if v != (0, 0)},
+    }
+    if args.json:
+        json.dump(info, sys.stdout, indent=2, default=_json_default)
+        print()
+        return 0
+    print(f"trace           {info['trace']} (format v{info['format_version']}, mgd-emu {info['mgd_emu_version']})")
+    print(f"chip            {info['chip']} from {info['chip_source']}, seed {info['seed']}, task {info['task']}")
+    status = "complete" if t.complete else f"INCOMPLETE ({info['end_reason']})"
+    print(f"run             {status}: {info['cycles_completed']:,} of {info['cycles_requested']:,} cycles "
+          f"({_si(info['cycles_completed'] / info['clock_hz'])} of chip time)")
+    if info["final_accuracy"] is not None:
+        print(f"last evaluation cycle {int(cyc[-1]):,}: accuracy {info['final_accuracy']:.3f}, "
+              f"test cost {info['final_cost']:.5f}")
+    print(f"signals         {len(info['signals'])}")
+    for name, s in info["signals"].items():
+        print(f"  {name:<26} {s['format']:<34} subset {s['shape']:<10} {s['samples']:>10,} samples"
+              f"  every {s['every']}")
+    if info["overflow_events"]:
+        print("overflow events " + ", ".join(f"{k}: {a} saturated, {b} wrapped"
+                                             for k, (a, b) in info["overflow_events"].items()))
+    return 0
+
+
+def _signal_info(s) -> dict:
+    shape = "x".join(map(str, s.data.shape[1:])) or "scalar"
+    fmt = s.format.describe() if s.format is not None else "index"
+    return {"format": fmt, "shape": shape, "samples": int(s.cycles.size), "index": s.index,
+            "every": int(s.attrs["every"]), "first_cycle": int(s.cycles[0]) if s.cycles.size else None,
+            "last_cycle": int(s.cycles[-1]) if s.cycles.size else None, "description": s.description}
+
+
+def cmd_plot(args) -> int:
+    from .plot import plot_trace
+    from .trace import open_trace
+
+    t = open_trace(args.trace)
+    out = Path(args.output) if args.output else Path(args.trace).with_suffix(".png")
+    print(plot_trace(t, out))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from . import export
+    from .trace import open_trace
+
+    t = open_trace(args.trace)
+    start, stop = args.window if args.window else (None, None)
+    if args.kind == "vcd":
+        out = Path(args.output) if args.output else Path(args.trace).with_suffix(".vcd")
+        for path in export.write_vcd(t, out, signals=args.signals, start=start, stop=stop):
+            print(path)
+    else:
+        out = Path(args.output) if args.output else Path(args.trace).with_suffix("")
+        for path in export.write_golden(t, out, block=args.block, start=start, stop=stop):
+            print(path)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .plot import plot_compare
+    from .study import compare, sweep
+
+    chips = []
+    for name in args.chips:
+        chip = load_chip(find_chip(name), _overrides(args.set))
+        chips.append((chip.name, chip))
+    if args.sweep:
+        if len(chips) != 1:
+            raise UserError("--sweep needs exactly one chip")
+        key, sep, values = args.sweep.partition("=")
+        if not sep or not values:
+            raise UserError(f"--sweep must be KEY=V1,V2,..., got {args.sweep!r}")
+        parsed = [parse_override(f"{key}={v}")[1] for v in values.split(",")]
+        chips = sweep(chips[0][1], key.strip(), parsed)
+    if len(chips) < 2:
+        raise UserError("compare needs two chips, or one chip and --sweep KEY=V1,V2,...")
+    result = compare(chips, args.seeds, args.cycles, args.eval_every)
+    out = Path(args.output) if args.output else Path("traces") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    png = plot_compare(result, out)
+    if args.json:
+        data = result.to_json()
+        data["plot"] = str(png)
+        json.dump(data, sys.stdout, indent=2, default=_json_default)
+        print()
+    else:
+        print(result.table())
+        print(f"\nplot: {png}")
+    return 0
+
+
+# ------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mgd-emu", description="Cycle-accurate emulator of chips that train "
                                 "themselves with multiplexed gradient descent (MGD).")
     p.add_argument("--version", action="version", version=f"mgd-emu {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chip_help = "a chip file, or the name of a shipped chip (see `mgd-emu chips`)"
+    set_help = "override a key of the chip description, e.g. formats.weight.frac_bits=5 (repeatable)"
 
-    s = sub.add_parser("chips", help="list the shipped chip descriptions")
+    s = sub.add_parser("chips", help="list the shipped chip descriptions",
+                       description="List the chip descriptions shipped in hw_models/.")
     s.set_defaults(func=cmd_chips)
 
-    s = sub.add_parser("show", help="print a chip's fully resolved description (TOML)")
-    s.add_argument("chip", help="a chip file, or the name of a shipped chip")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. formats.weight.frac_bits=5")
+    s = sub.add_parser("show", help="print a chip's fully resolved description (TOML)",
+                       description="Print a chip's fully resolved description, or its registers.")
+    s.add_argument("chip", help=chip_help)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+    s.add_argument("--registers", action="store_true", help="list the registers (probe names), shapes and formats")
     s.set_defaults(func=cmd_show)
 
-    def run_options(s, cycles):
-        s.add_argument("--cycles", type=int, default=cycles, help=f"cycles to run at most (default {cycles:,})")
-        s.add_argument("--seed", type=int, default=0, help="chip seed (default 0)")
-        s.add_argument("--eval-every", type=int, default=10_000, metavar="N",
-                       help="evaluate accuracy every N cycles (default 10,000)")
+    def run_options(s, cycles, eval_every):
+        s.add_argument("--cycles", type=_positive("--cycles"), default=cycles, metavar="N",
+                       help=f"cycles to run at most (default {cycles:,})")
+        s.add_argument("--seed", type=_seed, default=0, metavar="S", help="chip seed (default 0)")
+        s.add_argument("--eval-every", type=_positive("--eval-every"), default=eval_every, metavar="N",
+                       help=f"evaluate test accuracy every N cycles (default {eval_every:,})")
         s.add_argument("--until-accuracy", type=float, default=None, metavar="A",
-                       help="stop when the accuracy first reaches A and report the cycle")
-        s.add_argument("--quiet", action="store_true", help="no progress on stderr")
-        s.add_argument("--json", action="store_true", help="print the summary as JSON")
+                       help="stop when the test accuracy first reaches A and report that cycle")
+        s.add_argument("--trace", metavar="PATH", help="write an HDF5 trace to PATH (default with --probe: "
+                       "traces/<chip>-s<seed>-<time>-<pid>.h5)")
+        s.add_argument("--probe", action="append", metavar="SPEC",
+                       help='record a register: "NAME[INDEX] every=K window=A:B", e.g. "layer0.weight[0, :] every=10" '
+                       "(repeatable; see traces/README.md)")
+        s.add_argument("--no-plot", action="store_true", help="do not draw a plot next to the trace")
+        s.add_argument("--twin", action="store_true",
+                       help="also run the float-ideal twin (float formats, zero latency) and report where they diverge")
+        s.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+        s.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
 
-    s = sub.add_parser("run", help="train a chip and report accuracy, cycles and speed")
-    s.add_argument("chip", help="a chip file, or the name of a shipped chip")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. formats.weight.frac_bits=5")
-    run_options(s, 1_000_000)
+    s = sub.add_parser("run", help="train a chip and report accuracy, cycles and speed",
+                       description="Train a chip on its task, evaluating as it goes.")
+    s.add_argument("chip", help=chip_help)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+    run_options(s, 1_000_000, 10_000)
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("demo", help="train the default chip (what `make run` does)")
-    run_options(s, 2_000_000)
+    s = sub.add_parser("demo", help="train the default chip, with a trace and a plot (what `make run` does)",
+                       description=f"Train hw_models/{DEFAULT_CHIP} until it classifies XOR perfectly, "
+                       "writing a trace and a plot under traces/.")
+    run_options(s, 2_000_000, 10_000)
     s.set_defaults(func=cmd_demo, until_accuracy=1.0)
+
+    s = sub.add_parser("inspect", help="summarise a trace", description="Summarise a trace file.")
+    s.add_argument("trace", help="an HDF5 trace written by mgd-emu")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("plot", help="plot cost, accuracy, weights and gradients from a trace",
+                       description="Draw cost and accuracy over cycles, weight trajectories and (when the "
+                       "integrators were probed) the gradient estimate against the exact gradient.")
+    s.add_argument("trace", help="an HDF5 trace written by mgd-emu")
+    s.add_argument("-o", "--output", metavar="PNG", help="output image (default: the trace's name with .png)")
+    s.set_defaults(func=cmd_plot)
+
+    s = sub.add_parser("export", help="export a trace as VCD waveforms or RTL golden vectors",
+                       description="Export a trace: `vcd` writes a VCD file and a GTKWave save file; "
+                       "`golden` writes $readmemh stimulus/response vectors of one block and a manifest.")
+    s.add_argument("kind", choices=("vcd", "golden"), help="what to export")
+    s.add_argument("trace", help="an HDF5 trace written by mgd-emu")
+    s.add_argument("-o", "--output", metavar="PATH", help="output file (vcd) or folder (golden)")
+    s.add_argument("--signals", nargs="+", metavar="NAME", help="vcd: the signals to export (default: all)")
+    s.add_argument("--window", type=_window, metavar="A:B", help="cycles A (inclusive) to B (exclusive)")
+    s.add_argument("--block", default="synapse", metavar="BLOCK",
+                   help="golden: the block, e.g. synapse or layer0 (default synapse)")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("compare", help="run design points side by side on the same seeds",
+                       description="Run two or more chips (or one chip with --sweep) on the same seeds and "
+                       "print a table and a plot of accuracy over cycles.")
+    s.add_argument("chips", nargs="+", metavar="CHIP", help=chip_help)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help + ", applied to every chip")
+    s.add_argument("--sweep", metavar="KEY=V1,V2,...", help="one chip, one key, several values")
+    s.add_argument("--seeds", type=_seed, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
+    s.add_argument("--cycles", type=_positive("--cycles"), default=200_000, metavar="N",
+                   help="cycles per run (default 200,000)")
+    s.add_argument("--eval-every", type=_positive("--eval-every"), default=5_000, metavar="N",
+                   help="evaluate every N cycles (default 5,000)")
+    s.add_argument("-o", "--output", metavar="PNG", help="plot file (default traces/compare-<time>.png)")
+    s.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    s.set_defaults(func=cmd_compare)
     return p
 
 
 def main(argv=None) -> int:
+    from .probes import ProbeError
+    from .trace import TraceError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if getattr(args, "eval_every", 1) <= 0:
-            raise UserError("--eval-every must be a positive integer")
         return args.func(args)
-    except (ChipError, UserError) as err:
+    except (ChipError, UserError, TraceError, ProbeError) as err:
         print(f"mgd-emu: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nmgd-emu: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `mgd-emu show --registers | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
