@@ -159,7 +159,7 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
         Key("offset_sigma", "float", 0.0, "static device variation: each neuron's input offset is N(0, offset_sigma)", lo=0.0, hi=1e3),
     )),
     "task": ("What the chip learns; further keys are the task's parameters.", (
-        Key("name", "str", "parity", "the dataset", ("parity", "nist7x7", "digits")),
+        Key("name", "str", "parity", "the dataset", ("parity", "nist7x7", "digits", "random")),
     )),
     "trace": ("Registers recorded during a run (see traces/README.md); the command line's --probe adds more.", (
         Key("probes", "probes", [], 'probes, each "NAME[INDEX] every=K window=START:STOP" (index and options optional), e.g. "layer0.weight[0:4, :] every=10"'),
@@ -582,6 +582,13 @@ def _check_consistency(source: str, chip: Chip) -> None:
         raise ChipError(source, "trace.probes", str(exc)) from None
     if 0 < chip.trace.window_stop <= chip.trace.window_start:
         raise ChipError(source, "trace.window_stop", f"must be 0 (the end) or greater than trace.window_start = {chip.trace.window_start}")
+    from .tasks import task_shape
+    n_in, n_out = task_shape(chip.task.name, chip.task_params())
+    sizes = chip.layer_sizes
+    if (sizes[0], sizes[-1]) != (n_in, n_out):
+        raise ChipError(source, "network.layers",
+                        f"task {chip.task.name} needs {n_in} inputs and {n_out} outputs: the sizes must start with {n_in} "
+                        f"and end with {n_out}, got {list(sizes)}")
     if chip.integrator.kind == "digital" and t.tau_theta % t.tau_p:
         raise ChipError(source, "timing.tau_theta", f"must be a multiple of timing.tau_p = {t.tau_p} with a digital integrator, got {t.tau_theta}")
     if chip.integrator.kind == "analog" and chip.cost.baseline == "remeasure":

@@ -22,6 +22,10 @@ Tasks (parameters in :data:`TASKS`):
              kept); a simple random split by
              ``np.random.default_rng(split_seed).permutation``, the first
              ``round(test_fraction * n)`` samples of which are the test set.
+``random``   ``samples`` random 0/1 input patterns of ``inputs`` bits with
+             random labels among ``outputs`` classes (one output: 0/1), from
+             ``np.random.default_rng(seed)``: a task of any size, for
+             benchmarking wide chips.  Train and test are the same dataset.
 """
 from __future__ import annotations
 
@@ -82,7 +86,19 @@ TASKS = {
     "digits": {"test_fraction": (float, 0.2, (0.05, 0.5), "fraction held out as the test set"),
                "split_seed": (int, 0, (0, 2**31 - 1), "seed of the train/test split"),
                "classes": (int, 10, (2, 10), "keep the digits 0..classes-1")},
+    "random": {"inputs": (int, 16, (1, 65536), "input bits per pattern"),
+               "outputs": (int, 2, (1, 65536), "classes (one output: a 0/1 label)"),
+               "samples": (int, 256, (1, 65536), "patterns"),
+               "seed": (int, 0, (0, 2**31 - 1), "seed of the patterns and labels")},
 }
+
+
+def task_shape(name: str, params: dict) -> tuple[int, int]:
+    """(inputs, outputs) of a task, without building its data."""
+    full = {k: params.get(k, spec[1]) for k, spec in TASKS[name].items()}
+    return {"parity": lambda: (int(full["bits"]), 1), "nist7x7": lambda: (49, 4),
+            "digits": lambda: (64, int(full["classes"])),
+            "random": lambda: (int(full["inputs"]), int(full["outputs"]))}[name]()
 
 
 # ------------------------------------------------------------------ parity
@@ -160,6 +176,16 @@ def _digits(test_fraction: float, split_seed: int, classes: int) -> Task:
     return Task("digits", parts[0], parts[1], 64, classes)
 
 
+def _random(inputs: int, outputs: int, samples: int, seed: int) -> Task:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2, size=(samples, inputs))
+    labels = rng.integers(0, max(outputs, 2), size=samples)
+    targets = labels[:, None] if outputs == 1 else np.eye(outputs)[labels]
+    ds = _dataset("random", x, targets, labels,
+                  f"random inputs={inputs} outputs={outputs} samples={samples} seed={seed}")
+    return Task("random", ds, ds, inputs, outputs)
+
+
 def _copy(ds: Dataset) -> Dataset:
     return Dataset(ds.name, ds.inputs.copy(), ds.targets.copy(), ds.labels.copy(), ds.identity)
 
@@ -196,5 +222,7 @@ def make_task(name: str, **params) -> Task:
         return _parity(int(full["bits"]))
     if name == "nist7x7":
         return _nist7x7(float(full["noise"]), int(full["seed"]))
+    if name == "random":
+        return _random(int(full["inputs"]), int(full["outputs"]), int(full["samples"]), int(full["seed"]))
     t = _digits(float(full["test_fraction"]), int(full["split_seed"]), int(full["classes"]))
     return Task(t.name, _copy(t.train), _copy(t.test), t.n_in, t.n_out)

@@ -29,7 +29,7 @@ VARIANTS = {
     "ideal": "",
     "fixed8": FIXED8,
     "pipelined": "[timing]\nlayer_pipelining = true\ncost_latency = 1\nbroadcast_latency = 2\n" + FIXED8,
-    "node": '[perturbation]\nmode = "node"\n[network]\nlayers = [3, 4, 2]\n[task]\nname = "digits"\nclasses = 2\n',
+    "node": '[perturbation]\nmode = "node"\n[network]\nlayers = [3, 4, 2]\n[task]\nname = "random"\ninputs = 3\noutputs = 2\n',
     "remeasure_momentum": '[cost]\nbaseline = "remeasure"\n[optimizer]\nkind = "momentum"\n[timing]\ntau_x = 3\ntau_theta = 2\n',
     "analog_highpass": '[integrator]\nkind = "analog"\n[cost]\nbaseline = "highpass"\n[timing]\ntau_theta = 5\n',
     "noisy_walsh": '[perturbation]\nmultiplexing = "walsh"\n[noise]\ncost_sigma = 0.001\nweight_sigma = 0.001\nactivation_sigma = 0.01\ngain_sigma = 0.1\noffset_sigma = 0.1\n',

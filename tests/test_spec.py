@@ -133,6 +133,12 @@ def test_missing_file_is_refused(tmp_path):
         load_chip(tmp_path / "nope.toml")
 
 
+def test_layer_sizes_must_fit_the_task():
+    refused("[network]\nlayers = [4, 2, 3]", "network.layers", "task parity needs 2 inputs and 1 outputs")
+    refused('[network]\nlayers = [2, 2, 1]\n[task]\nname = "digits"', "network.layers", "start with 64 and end with 10")
+    assert loads_chip('[network]\nlayers = [3, 4, 1]\n[task]\nname = "parity"\nbits = 3').layer_sizes == (3, 4, 1)
+
+
 def test_unknown_task_parameter_is_refused():
     refused('[task]\nname = "parity"\nbitz = 3', "task.bitz", "did you mean 'bits'")
     refused('[task]\nname = "parity"\nbits = 99', "task.bits")

@@ -6,7 +6,7 @@ import pytest
 
 from mgd_emu.tasks import GLYPHS, TASKS, Dataset, Task, make_task
 
-ALL_DEFAULT_TASKS = ["parity", "nist7x7", "digits"]
+ALL_DEFAULT_TASKS = ["parity", "nist7x7", "digits", "random"]
 
 
 def _datasets(task):
@@ -337,3 +337,16 @@ def test_tasks_table_defaults_are_allowed_and_build():
             assert isinstance(default, typ) and lo <= default <= hi
             assert isinstance(doc, str) and doc and "\n" not in doc
         make_task(name, **{k: spec[1] for k, spec in params.items()})
+
+
+# ------------------------------------------------------------------ random
+
+def test_random_task_has_the_requested_size_and_is_fixed_by_its_seed():
+    t = make_task("random", inputs=784, outputs=10, samples=50, seed=3)
+    assert (t.n_in, t.n_out, t.train.inputs.shape) == (784, 10, (50, 784))
+    assert set(np.unique(t.train.inputs)) <= {0.0, 1.0}
+    assert np.array_equal(t.train.targets, np.eye(10)[t.train.labels])
+    assert np.array_equal(make_task("random", inputs=784, outputs=10, samples=50, seed=3).train.inputs, t.train.inputs)
+    assert not np.array_equal(make_task("random", inputs=784, outputs=10, samples=50, seed=4).train.inputs, t.train.inputs)
+    one = make_task("random", inputs=3, outputs=1, samples=20)
+    assert np.array_equal(one.train.targets[:, 0], one.train.labels) and set(one.train.labels) <= {0, 1}
