@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--signals", nargs="+", metavar="NAME", help="vcd: the signals to export (default: all)")
     s.add_argument("--window", type=_window, metavar="A:B", help="cycles A (inclusive) to B (exclusive)")
     s.add_argument("--block", default="synapse", metavar="BLOCK",
-                   help="golden: the block, e.g. synapse or layer0 (default synapse)")
+                   help="golden: synapse (the first fully probed parameter), synapse:layer1.weight[0,1], or layer0 (default synapse)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("compare", help="run design points side by side on the same seeds",
