@@ -1,0 +1,629 @@
+#!/usr/bin/env python
+"""mgd-emu benchmark suite: throughput, scaling, tracing, cold start, memory.
+
+    .venv/bin/python benchmarks/run.py                  # everything (make bench)
+    .venv/bin/python benchmarks/run.py --quick          # a ~1-minute subset
+    .venv/bin/python benchmarks/run.py --only small,tracing
+    .venv/bin/python benchmarks/run.py --json out.json
+
+Prints one table per benchmark, the targets with PASS/MISS and the measured
+ratio, and a machine line; writes every figure as JSON (default
+benchmarks/results/<timestamp>.json). benchmarks/README.md says what each
+figure means. Not part of the test run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+import mgd_emu  # noqa: E402
+from mgd_emu.engine import Emulator  # noqa: E402
+from mgd_emu.reference import Reference  # noqa: E402
+from mgd_emu.tasks import make_task  # noqa: E402
+from mgd_emu.trace import TraceWriter  # noqa: E402
+from speed_of_light import SpeedOfLight  # noqa: E402
+
+HW = ROOT / "hw_models"
+FORMAT_CLASSES = ("input", "weight", "bias", "perturbation", "activation", "cost", "cost_change",
+                  "integrator", "learning_rate", "correlator_gain", "velocity")
+FLOAT = {f"formats.{c}": {"kind": "float"} for c in FORMAT_CLASSES}
+# Wide networks: the per-element amplitude must be representable in s0.7, so
+# it is given per element (one LSB) instead of as the vector norm.
+WIDE = {"perturbation.amplitude": 2.0 ** -7, "perturbation.amplitude_is": "element"}
+
+# ---------------------------------------------------------------- options
+QUICK = False
+TARGET_S = 0.7      # aim of one timed call, seconds
+REPEATS = 3         # timed calls per figure (median reported)
+
+
+def configure(quick: bool):
+    global QUICK, TARGET_S, REPEATS
+    QUICK = quick
+    TARGET_S, REPEATS = (0.25, 1) if quick else (0.7, 3)
+
+
+# ---------------------------------------------------------------- chips
+
+def chip(name, overrides=None):
+    return mgd_emu.load_chip(HW / f"{name}.toml", overrides or {})
+
+
+def wide(name, layers, overrides=None):
+    """Chip `name` with network.layers = layers, learning the random task of
+    that size (no shipped dataset has, say, 784 inputs)."""
+    return chip(name, {"network.layers": layers, "task.name": "random", "task.inputs": layers[0],
+                       "task.outputs": layers[-1], **(overrides or {})})
+
+
+def build(c, probes=()):
+    """An Emulator of chip c, compiled (warm_up) and ready."""
+    emu = Emulator(c, 0, probes=probes)
+    emu.warm_up()
+    return emu
+
+
+def weight_probes(c):
+    """Every weight and bias register, every cycle."""
+    return [f"layer{i}.{r}" for i in range(len(c.layer_sizes) - 1) for r in ("weight", "bias")]
+
+
+# ---------------------------------------------------------------- timing
+
+def timed(fn, n0=1, target=None, repeats=None):
+    """(cycles per call, median seconds per call): fn(n) is called with n
+    grown until a call takes ~target seconds, after one untimed call."""
+    target = TARGET_S if target is None else target
+    repeats = REPEATS if repeats is None else repeats
+    n = max(1, int(n0))
+    fn(n)  # warm (compile, caches, engine chunk size)
+    while True:
+        t = time.perf_counter()
+        fn(n)
+        dt = time.perf_counter() - t
+        if dt >= target / 4:
+            break
+        n = int(n * min(16.0, max(2.0, target / max(dt, 1e-6))))
+    n = max(1, int(round(n * target / dt)))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(n)
+        times.append(time.perf_counter() - t)
+    return n, statistics.median(times)
+
+
+def rate(fn, n0=1, **kw):
+    n, dt = timed(fn, n0, **kw)
+    return n / dt
+
+
+# ---------------------------------------------------------------- baselines
+
+class NumpyLoop:
+    """MGD as a researcher would write it in numpy, one Python iteration per
+    cycle: vectorised matrix-vector products, a fresh +-A code from numpy's
+    generator each cycle, dual-path cost, correlate, integrate, update
+    (tau_theta = 1). Float64, zero latency, no quantisation."""
+
+    def __init__(self, c, seed=0):
+        task = make_task(c.task.name, **c.task_params())
+        self.X, self.Y = task.train.inputs, task.train.targets
+        self.sizes = c.layer_sizes
+        self.node = c.perturbation.mode == "node"
+        self.rng = np.random.default_rng(seed)
+        n_par = c.n_parameters
+        self.theta = self.rng.uniform(-0.5, 0.5, n_par)
+        self.G = np.zeros(n_par)
+        self.W, self.b, self.gW, self.gb, off = [], [], [], [], 0
+        for fi, fo in zip(self.sizes[:-1], self.sizes[1:]):
+            self.W.append(self.theta[off:off + fi * fo].reshape(fo, fi))
+            self.gW.append(self.G[off:off + fi * fo].reshape(fo, fi))
+            off += fi * fo
+            self.b.append(self.theta[off:off + fo])
+            self.gb.append(self.G[off:off + fo])
+            off += fo
+        self.P = c.n_generators
+        self.A = 2.0 ** -7
+        self.kappa = 1.0 / self.A ** 2
+        self.eta = c.optimizer.learning_rate
+        self.i = 0
+
+    def _forward(self, x, p):
+        acts, a, off = [], x, 0
+        for W, b in zip(self.W, self.b):
+            if p is None:
+                z = W @ a + b
+            elif self.node:
+                z = W @ a + b + p[off:off + len(b)]
+                off += len(b)
+            else:
+                n = W.size
+                z = (W + p[off:off + n].reshape(W.shape)) @ a + b + p[off + n:off + n + len(b)]
+                off += n + len(b)
+            a = 1.0 / (1.0 + np.exp(-z))
+            acts.append(a)
+        return acts
+
+    def run(self, n):
+        for _ in range(n):
+            s = self.i % len(self.X)
+            self.i += 1
+            x, t = self.X[s], self.Y[s]
+            p = self.A * (2.0 * self.rng.integers(0, 2, self.P) - 1.0)
+            acts = self._forward(x, p)
+            clean = self._forward(x, None)
+            change = np.mean((acts[-1] - t) ** 2) - np.mean((clean[-1] - t) ** 2)
+            if self.node:
+                off = 0
+                for layer, (gW, gb) in enumerate(zip(self.gW, self.gb)):
+                    e = change * self.kappa * p[off:off + len(gb)]
+                    off += len(gb)
+                    a_in = x if layer == 0 else acts[layer - 1]
+                    gW += np.outer(e, a_in)
+                    gb += e
+            else:
+                self.G += change * self.kappa * p
+            self.theta -= self.eta * self.G
+            self.G[:] = 0.0
+
+
+# ---------------------------------------------------------------- results
+
+class Report:
+    def __init__(self):
+        self.results = {}
+        self.tables = []
+
+    def table(self, bench, title, columns, rows, note=""):
+        self.results.setdefault(bench, []).extend(dict(zip(columns, r)) for r in rows)
+        lines = [f"\n== {title}"]
+        if note:
+            lines.append(f"   {note}")
+        cells = [[_fmt(v) for v in r] for r in rows]
+        widths = [max(len(str(c)), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+        lines.append("  ".join(str(c).rjust(w) for c, w in zip(columns, widths)))
+        lines.append("  ".join("-" * w for w in widths))
+        for r in cells:
+            lines.append("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+        text = "\n".join(lines)
+        self.tables.append(text)
+        print(text, flush=True)
+
+    def get(self, bench, key, **match):
+        for r in self.results.get(bench, []):
+            if all(r.get(k) == v for k, v in match.items()):
+                return r.get(key)
+        return None
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        if v != v:
+            return "-"
+        if abs(v) >= 1e5 or (abs(v) < 1e-2 and v != 0):
+            return f"{v:.3g}"
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+NAN = float("nan")
+
+
+# ---------------------------------------------------------------- benchmarks
+
+def bench_small(rep: Report):
+    """cycles/s of small chips, fixed and float, untraced and traced; the
+    speed-of-light kernel, the reference oracle and a numpy loop on the same chip."""
+    chips = [("xor_8bit", chip("xor_8bit"), "fixed"),
+             ("xor_ideal", chip("xor_ideal"), "float"),
+             ("nist7x7_8bit", chip("nist7x7_8bit"), "fixed"),
+             ("nist7x7 float", chip("nist7x7_8bit", FLOAT), "float")]
+    if QUICK:
+        chips = chips[:1] + chips[2:3]
+    rows = []
+    for label, c, kind in chips:
+        emu = build(c)
+        r_emu = rate(emu.run, 1000)
+        tr = build(c, probes=weight_probes(c))
+        with tempfile.TemporaryDirectory() as d, TraceWriter(Path(d) / "t.h5", tr, 1 << 40) as w:
+            r_tr = rate(lambda n: tr.run(n, sink=w), 1000)
+        sol = SpeedOfLight(c.layer_sizes, c.perturbation.mode)
+        r_sol = rate(sol.run, 1000)
+        ref = Reference(c, 0)
+        r_ref = rate(ref.step, 10, target=TARGET_S / 2, repeats=1)
+        npl = NumpyLoop(c)
+        r_np = rate(npl.run, 10, target=TARGET_S / 2, repeats=1)
+        rows.append((label, c.n_parameters, kind, r_emu, r_emu * c.n_parameters, r_tr,
+                     r_emu / r_tr, r_sol, r_emu / r_sol, r_ref, r_emu / r_ref, r_np, r_emu / r_np))
+    rep.table("small", "Small chips: cycles/s (1 thread)",
+              ("chip", "params", "formats", "emu cyc/s", "emu syn-cyc/s", "traced cyc/s",
+               "traced/untraced time", "SoL cyc/s", "emu/SoL", "reference cyc/s", "emu/reference",
+               "numpy-loop cyc/s", "emu/numpy-loop"), rows,
+              "traced = every weight and bias probed every cycle, streamed to HDF5 by TraceWriter; "
+              "reference = mgd_emu.reference.Reference.step (float64 oracle); numpy-loop = vectorised numpy per cycle")
+
+
+def _large_chips():
+    out = [("digits_8bit 64-16-10", chip("digits_8bit"), "fixed", False),
+           ("digits 64-64-10", chip("digits_8bit", {"network.layers": [64, 64, 10]}), "fixed", False),
+           ("digits 64-64-10", chip("digits_8bit", {"network.layers": [64, 64, 10], **FLOAT}), "float", False),
+           ("synthetic 784-256-10", wide("digits_8bit", [784, 256, 10], WIDE), "fixed", True),
+           ("synthetic 784-256-10", wide("digits_8bit", [784, 256, 10], {**WIDE, **FLOAT}), "float", True)]
+    return [out[1], out[3]] if QUICK else out
+
+
+def bench_large(rep: Report):
+    """synapse-cycles/s of large chips against the speed-of-light kernel."""
+    rows = []
+    for label, c, kind, synth in _large_chips():
+        emu = build(c)
+        r = rate(emu.run, 10)
+        if QUICK:
+            r_tr = NAN
+        else:
+            tr = build(c, probes=weight_probes(c))
+            with tempfile.TemporaryDirectory() as d, TraceWriter(Path(d) / "t.h5", tr, 1 << 40) as w:
+                r_tr = rate(lambda n: tr.run(n, sink=w), 10)
+        sol = SpeedOfLight(c.layer_sizes, c.perturbation.mode)
+        r_sol = rate(sol.run, 10)
+        P = c.n_parameters
+        rows.append((label, P, kind, c.perturbation.mode, r, r * P, r_tr * P, r_sol * P, r / r_sol))
+    rep.table("large", "Large chips: synapse-cycles/s (1 thread)",
+              ("chip", "params", "formats", "perturbation", "emu cyc/s", "emu syn-cyc/s",
+               "traced syn-cyc/s", "SoL syn-cyc/s", "emu/SoL"), rows,
+              "synapse-cycles/s = parameters x cycles / s; SoL = benchmarks/speed_of_light.py, same sizes and "
+              "perturbation mode, float64; synthetic = the random task (mgd_emu.tasks) of the network's size")
+
+
+def bench_threads(rep: Report):
+    """1 and 2 numba threads: the emulator and the parallel speed-of-light kernel."""
+    c = wide("digits_8bit", [784, 256, 10], WIDE)
+    emu = build(c)
+    sol = SpeedOfLight(c.layer_sizes, "node", parallel=True)
+    P = c.n_parameters
+    # interleaved 1, 2, 1, 2 ... threads, so that load from elsewhere hits both alike
+    emu_r, sol_r = {1: [], 2: []}, {1: [], 2: []}
+    for _ in range(1 if QUICK else 2):
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            emu_r[threads].append(rate(emu.run, 10) * P)
+            sol_r[threads].append(rate(sol.run, 10) * P)
+    rows = []
+    e1, s1 = statistics.median(emu_r[1]), statistics.median(sol_r[1])
+    for threads in (1, 2):
+        e, s = statistics.median(emu_r[threads]), statistics.median(sol_r[threads])
+        rows.append(("synthetic 784-256-10 fixed", P, threads, e, e / e1, s, s / s1))
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    par = bool(getattr(mgd_emu.engine.cycle_loop, "targetoptions", {}).get("parallel", False))
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "none"
+    rep.table("threads", "Threads (numba.set_num_threads)",
+              ("chip", "params", "threads", "emu syn-cyc/s", "emu speedup", "SoL-parallel syn-cyc/s",
+               "SoL speedup"), rows,
+              f"engine cycle_loop compiled with parallel={par}; numba threading layer {layer}; "
+              "SoL-parallel = the speed-of-light kernel with prange over neurons")
+
+
+SCALING_SIZES = [[2, 2, 1], [4, 8, 2], [16, 16, 4], [32, 64, 10], [64, 128, 10], [128, 256, 10],
+                 [256, 512, 10], [784, 1024, 10]]
+
+
+def bench_scaling(rep: Report):
+    """synapse-cycles/s against synapse count; cost against run length."""
+    sizes = SCALING_SIZES[::2] + SCALING_SIZES[-1:] if QUICK else SCALING_SIZES
+    sizes = [s for s in sizes if not (QUICK and s[1] > 512)]
+    rows = []
+    for layers in sizes:
+        c = wide("digits_8bit", layers, WIDE)
+        emu = build(c)
+        P = c.n_parameters
+        r = rate(emu.run, 10, repeats=1 if P > 1e5 else REPEATS)
+        sol = SpeedOfLight(layers, "node")
+        r_sol = rate(sol.run, 10, repeats=1 if P > 1e5 else REPEATS)
+        rows.append(("-".join(map(str, layers)), P, r, r * P, r_sol * P, r / r_sol))
+        del emu
+    rep.table("scaling", "Scaling: synapse-cycles/s against synapse count (fixed point, node perturbation, 1 thread)",
+              ("layers", "params", "emu cyc/s", "emu syn-cyc/s", "SoL syn-cyc/s", "emu/SoL"), rows,
+              "digits_8bit formats and perturbation with network.layers overridden, random task of that size")
+
+    # cost against run length, and the per-call overhead
+    c = chip("xor_8bit")
+    lengths = [10 ** 3, 10 ** 4, 10 ** 5] if QUICK else [10 ** 3, 10 ** 4, 10 ** 5, 10 ** 6]
+    rows = []
+    build(c)  # compile
+    for n in lengths:
+        emu = Emulator(c, 0)  # fresh, as a user would make it: chunk size starts small
+        t = time.perf_counter()
+        emu.run(n)
+        dt = time.perf_counter() - t
+        warm = build(c)
+        warm.run(max(n, 10 ** 5))  # let the chunk size adapt
+        ts = []
+        for _ in range(REPEATS):
+            t = time.perf_counter()
+            warm.run(n)
+            ts.append(time.perf_counter() - t)
+        dtw = statistics.median(ts)
+        rows.append((n, dt, n / dt, dt / n * 1e9, dtw, n / dtw))
+    emu = build(c)
+    k = 2000
+    t = time.perf_counter()
+    for _ in range(k):
+        emu.run(1)
+    per_call = (time.perf_counter() - t) / k
+    rows.append(("run(1) x2000", per_call, 1 / per_call, per_call * 1e9, per_call, 1 / per_call))
+    rep.table("run_length", "Cost against run length (xor_8bit, one run(n) call)",
+              ("cycles", "fresh emu s", "fresh cyc/s", "fresh ns/cycle", "warm emu s", "warm cyc/s"), rows,
+              "fresh = a new Emulator (compiled kernels cached), whose chunk size starts at 4096 cycles; "
+              "warm = an Emulator that has already run >= 1e5 cycles; last row: Python overhead of one run(1)")
+
+
+def bench_tracing(rep: Report):
+    """Tracing every weight every cycle into HDF5: overhead and write rate."""
+    chips = [("xor_8bit", chip("xor_8bit")),
+             ("parity8 8-10-1 (101 params)", chip("xor_8bit", {"network.layers": [8, 10, 1], "task.bits": 8}))]
+    rows = []
+    for label, c in chips:
+        emu = build(c)
+        n_u, _ = timed(emu.run, 1000)
+        tr = build(c, probes=weight_probes(c))
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "t.h5"
+            with TraceWriter(path, tr, 1 << 40) as w:
+                tr.run(n_u, sink=w)  # warm: same n, so chunking has adapted
+                c0 = tr.cycle
+                ts, tu = [], []
+                for _ in range(REPEATS + 2):  # alternate, so load from elsewhere hits both alike
+                    t = time.perf_counter()
+                    emu.run(n_u)
+                    tu.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    tr.run(n_u, sink=w)
+                    ts.append(time.perf_counter() - t)
+                cycles = tr.cycle - c0
+                t_all = sum(ts)
+            size = path.stat().st_size
+        t_u = statistics.median(tu)
+        t_t = statistics.median(ts)
+        n_el = sum(p.flat.size for p in tr.probes)
+        samples = cycles * n_el
+        raw_bytes = cycles * (n_el * 1 + 8 * len(tr.probes))  # int8 codes + int64 cycle per probe
+        rows.append((label, c.n_parameters, n_u, t_u, t_t, t_t / t_u, samples / t_all,
+                     raw_bytes / t_all / 1e6, size / (tr.cycle) * cycles / t_all / 1e6 if tr.cycle else NAN))
+    rep.table("tracing", "Tracing every weight every cycle (TraceWriter, HDF5, gzip)",
+              ("chip", "params", "cycles", "untraced s", "traced s", "traced/untraced", "samples/s",
+               "raw MB/s", "file MB/s"), rows,
+              "samples = weight values recorded; raw = uncompressed codes (1 byte) + cycle numbers (8 bytes per "
+              "probe and cycle); file = bytes on disk (compressed)")
+
+
+CHILD_COLD = r"""
+import json, sys, time
+t_py = time.time()
+import mgd_emu
+from mgd_emu.engine import Emulator
+chip = mgd_emu.load_chip(sys.argv[1])
+t_imp = time.time()
+Emulator(chip, 0).run(1)
+print(json.dumps({"t_py": t_py, "t_imp": t_imp, "t_end": time.time()}))
+"""
+
+
+def _cold_once(cache_dir=None):
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = str(cache_dir)
+    else:
+        env.pop("NUMBA_CACHE_DIR", None)
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-c", CHILD_COLD, str(HW / "xor_8bit.toml")], env=env,
+                         capture_output=True, text=True, cwd=ROOT, check=True)
+    t = json.loads(out.stdout.strip().splitlines()[-1])
+    return t["t_end"] - t0, t["t_py"] - t0, t["t_imp"] - t["t_py"], t["t_end"] - t["t_imp"]
+
+
+def bench_coldstart(rep: Report):
+    """Process start to the first emulated cycle, fresh and warm numba cache."""
+    rows = []
+    if QUICK:  # no fresh compile (~30 s): the package's own cache, warmed by the other benchmarks
+        warm = [_cold_once() for _ in range(3)]
+        rows.append(("warm cache (median of 3)",) + sorted(warm)[1])
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            rows.append(("fresh cache",) + _cold_once(d))
+            warm = [_cold_once(d) for _ in range(3)]
+            rows.append(("warm cache (median of 3)",) + sorted(warm)[1])
+    rep.table("coldstart", "Cold start: `python -c 'import mgd_emu ...; Emulator(chip, 0).run(1)'` (xor_8bit)",
+              ("cache", "total s", "interpreter s", "imports+load s", "build+compile+1 cycle s"), rows,
+              "total = from spawning the process to the end of run(1), measured by the parent; fresh: "
+              "NUMBA_CACHE_DIR = a new empty folder; warm: the same folder again (--quick: the default cache)")
+
+
+CHILD_MEM = r"""
+import json, resource, sys, time
+import mgd_emu
+from mgd_emu.engine import Emulator
+from mgd_emu.trace import TraceWriter
+path, n, out, every = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+chip = mgd_emu.load_chip(path)
+probes = [f"layer{i}.{r} every={every}" for i in range(len(chip.layer_sizes) - 1) for r in ("weight", "bias")]
+probes += [f"cost every={every}"]
+emu = Emulator(chip, 0, probes=probes)
+emu.warm_up()
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+with TraceWriter(out, emu, n) as w:
+    emu.run(n, sink=w)
+dt = time.perf_counter() - t
+print(json.dumps({"rss_before_kb": rss0, "rss_peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "seconds": dt}))
+"""
+
+
+def bench_memory(rep: Report):
+    """Peak RSS against run length, with probes streamed to HDF5."""
+    lengths = [10 ** 4, 10 ** 5, 10 ** 6] if QUICK else [10 ** 5, 10 ** 6, 10 ** 7]
+    every = 10
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for n in lengths:
+            out = Path(d) / f"m{n}.h5"
+            res = subprocess.run([sys.executable, "-c", CHILD_MEM, str(HW / "xor_8bit.toml"), str(n), str(out),
+                                  str(every)], capture_output=True, text=True, cwd=ROOT, check=True)
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            rows.append((n, r["rss_before_kb"] / 1024, r["rss_peak_kb"] / 1024,
+                         (r["rss_peak_kb"] - r["rss_before_kb"]) / 1024, r["seconds"], n / r["seconds"],
+                         out.stat().st_size / 1e6))
+    rep.table("memory", f"Peak memory against run length (xor_8bit, every weight and bias and the cost "
+                        f"probed every {every} cycles, streamed to HDF5)",
+              ("cycles", "RSS after build MiB", "peak RSS MiB", "growth MiB", "run s", "cyc/s", "trace MB"), rows,
+              "subprocess per run; resource.getrusage(RUSAGE_SELF).ru_maxrss in the child")
+
+
+BENCHMARKS = {
+    "small": bench_small,
+    "large": bench_large,
+    "threads": bench_threads,
+    "scaling": bench_scaling,
+    "tracing": bench_tracing,
+    "coldstart": bench_coldstart,
+    "memory": bench_memory,
+}
+
+
+# ---------------------------------------------------------------- targets
+
+def targets(rep: Report):
+    out = []
+
+    def add(name, value, goal, ok, unit=""):
+        if value is None or value != value:
+            return
+        out.append({"target": name, "measured": value, "goal": goal, "pass": bool(ok), "unit": unit})
+
+    for label in ("synthetic 784-256-10", "digits 64-64-10"):
+        v = rep.get("large", "emu/SoL", chip=label, formats="fixed")
+        add(f"{label} fixed-point >= 40% of speed of light (1 thread)", v, ">= 0.40", v is not None and v >= 0.40)
+    v = rep.get("threads", "emu speedup", threads=2)
+    add("2 threads >= 1.7x 1 thread (synthetic 784-256-10, 203,530 synapses)", v, ">= 1.7",
+        v is not None and v >= 1.7, "x")
+    for label in ("xor_8bit", "xor_ideal", "nist7x7_8bit", "nist7x7 float"):
+        v = rep.get("small", "emu/reference", chip=label)
+        add(f"{label} >= 500x the per-cycle numpy reference (Reference.step)", v, ">= 500",
+            v is not None and v >= 500, "x")
+    v = rep.get("small", "emu cyc/s", chip="xor_8bit")
+    add("XOR 2-2-1 (xor_8bit) >= 10 million cycles/s", v, ">= 1e7", v is not None and v >= 1e7, "cyc/s")
+    v = rep.get("small", "emu cyc/s", chip="xor_ideal")
+    add("XOR 2-2-1 (xor_ideal) >= 10 million cycles/s", v, ">= 1e7", v is not None and v >= 1e7, "cyc/s")
+    for label in ("parity8 8-10-1 (101 params)", "xor_8bit"):
+        v = rep.get("tracing", "traced/untraced", chip=label)
+        add(f"tracing every weight every cycle <= 2x untraced ({label})", v, "<= 2.0",
+            v is not None and v <= 2.0, "x")
+    v = None
+    for r in rep.results.get("coldstart", []):
+        if r["cache"].startswith("warm"):
+            v = r["total s"]
+    add("warm-cache cold start < 1 s", v, "< 1.0", v is not None and v < 1.0, "s")
+    return out
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import h5py
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (NAN, NAN, NAN)
+    return {"cpu": cpu, "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "python": platform.python_version(), "numba": numba.__version__, "numpy": np.__version__,
+            "h5py": h5py.__version__, "mgd_emu": mgd_emu.__version__,
+            "numba_threads": numba.config.NUMBA_NUM_THREADS, "platform": platform.platform(),
+            "loadavg_at_start": [round(x, 2) for x in load]}
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a ~1-minute subset, for smoke-checking")
+    ap.add_argument("--only", default="", help=f"comma-separated benchmarks: {','.join(BENCHMARKS)}")
+    ap.add_argument("--json", default="", help="write results here (default benchmarks/results/<timestamp>.json)")
+    args = ap.parse_args(argv)
+    configure(args.quick)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        ap.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+
+    t_start = time.perf_counter()
+    now = datetime.datetime.now()
+    m = machine()
+    mline = (f"machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), load {m['loadavg_at_start']}; "
+             f"Python {m['python']}, numba {m['numba']} ({m['numba_threads']} threads), numpy {m['numpy']}, "
+             f"h5py {m['h5py']}; mgd-emu {m['mgd_emu']} @ {git_commit() or '?'}")
+    print(f"mgd-emu benchmarks {now:%Y-%m-%d %H:%M}  ({'quick' if QUICK else 'full'}: {', '.join(names)})")
+    print(mline, flush=True)
+    rep = Report()
+    timings = {}
+    for name in names:
+        t = time.perf_counter()
+        BENCHMARKS[name](rep)
+        timings[name] = time.perf_counter() - t
+    tg = targets(rep)
+    if tg:
+        print("\n== Targets")
+        w = max(len(t["target"]) for t in tg)
+        for t in tg:
+            print(f"  {'PASS' if t['pass'] else 'MISS'}  {t['target'].ljust(w)}  measured {_fmt(t['measured'])}"
+                  f"{t['unit'] and ' ' + t['unit']}  (goal {t['goal']})")
+    wall = time.perf_counter() - t_start
+    print(f"\n{mline}")
+    print(f"wall time {wall:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})")
+    path = Path(args.json) if args.json else HERE / "results" / f"{now:%Y%m%d-%H%M%S}{'-quick' if QUICK else ''}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"format": "mgd-emu-bench", "version": 1, "date": now.isoformat(timespec="seconds"),
+           "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+           "quick": QUICK, "machine": m, "commit": git_commit(), "wall_s": wall, "bench_wall_s": timings,
+           "results": rep.results, "targets": tg}
+    path.write_text(json.dumps(doc, indent=1, default=float) + "\n")
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
