@@ -3,6 +3,11 @@
 `Emulator(chip, seed).run(n)` runs n cycles inside one compiled loop
 (`cycle_loop`). The whole cycle is on one screen below; `docs/CYCLE.md` is
 its specification.
+
+The cycle kernels are compiled with `_nrt=False` (no Numba runtime): they
+allocate nothing, and without it every call of a block kernel that is not
+inlined pays reference-count updates on each array argument, which measured
+2-5x slower on small chips. A kernel that did allocate would fail to compile.
 """
 from __future__ import annotations
 
@@ -34,7 +39,23 @@ B_CONTROLLER, B_SAMPLER, B_GENERATOR, B_COST, B_BROADCAST, B_SYNAPSE = range(6)
 DEFAULT_ORDER = np.arange(6, dtype=np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
+def layer_gate(layer, tag, st_tag, pipelined):
+    """1.0 when the slot in layer `layer` this cycle is a measurement (the
+    perturbations apply), else 0.0: the controller's tag, or with layer
+    pipelining the tag held in the stage register before the layer."""
+    tag_in = st_tag[layer - 1] if pipelined and layer > 0 else tag
+    return 1.0 if tag_in == L.TAG_MEASURE else 0.0
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def copy_register(src, dst):
+    """dst <- src, element by element (a commit of a double-buffered register)."""
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
+
+
+@njit(cache=True, _nrt=False)
 def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
                # sampler
                X, Y, sample_order, sampler_rng, x, y, x_next, y_next,
@@ -59,7 +80,6 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
     last = n_layers - 1
     out_off, n_out = geo[last, L.G_N_OFF], cfg[L.N_OUT]
     g_row = L.E_PER_LAYER * n_layers
-    gates = np.zeros(n_layers)
     for _ in range(n_cycles):
         if ctr[L.C_STEP] >= step_limit:
             break
@@ -81,8 +101,8 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
                 a_in, a0_in = src[prev:prev + size], src0[prev:prev + size]
                 tag_in = st_tag[layer - 1] if pipelined else tag
             act_kind = cfg[L.OUTPUT_ACT] if layer == last else cfg[L.HIDDEN_ACT]
-            gates[layer] = 1.0 if tag_in == L.TAG_MEASURE else 0.0
-            neuron_layer(layer, geo, act_kind, mode, a_in, theta, pert, gates[layer], gains,
+            neuron_layer(layer, geo, act_kind, mode, a_in, theta, pert,
+                         layer_gate(layer, tag, st_tag, pipelined), gains,
                          offsets, K[L.K_ACT_SIGMA], nz_act, fmts, sr_act, events, act_w)
             if dual:
                 neuron_layer(layer, geo, act_kind, mode, a0_in, theta, pert, 0.0, gains,
@@ -134,7 +154,8 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
                             a_pre = (act0 if pipelined else act0_w)[prev:prev + size]
                         else:
                             a_pre = (act if pipelined else act_w)[prev:prev + size]
-                    synapse_layer(layer, geo, mode, cycle, cfg[L.RING], gates[layer], pert,
+                    synapse_layer(layer, geo, mode, cycle, cfg[L.RING],
+                                  layer_gate(layer, tag, st_tag, pipelined), pert,
                                   a_pre, bcast, bvalid, update_edge, tag == L.TAG_MEASURE,
                                   integrator, cfg[L.OPTIMIZER], K[L.K_KAPPA], K[L.K_ETA],
                                   K[L.K_GAMMA], K[L.K_BETA], K[L.K_LAMBDA], K[L.K_WEIGHT_SIGMA],
@@ -146,18 +167,18 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
             for layer in range(last, 0, -1):
                 st_tag[layer] = st_tag[layer - 1]
                 st_newx[layer] = st_newx[layer - 1]
-                st_y[layer, :] = st_y[layer - 1, :]
+                copy_register(st_y[layer - 1], st_y[layer])
             st_tag[0] = tag
             st_newx[0] = 1 if new_sample else 0
-            st_y[0, :] = y
+            copy_register(y, st_y[0])
         if x_edge:
-            x[:] = x_next
-            y[:] = y_next
+            copy_register(x_next, x)
+            copy_register(y_next, y)
         if p_edge:
-            pert[:] = pert_next
-        act[:] = act_w
+            copy_register(pert_next, pert)
+        copy_register(act_w, act)
         if dual:
-            act0[:] = act0_w
+            copy_register(act0_w, act0)
         if probes_full:
             break
 

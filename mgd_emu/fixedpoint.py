@@ -160,7 +160,7 @@ _TWO_62 = 4611686018427387904.0        # 2**62: below it a rounded float fits in
 _TWO_M53 = 1.0 / 9007199254740992.0    # 2**-53
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _code_range(fmt):
     """(min_code, max_code, width) of fixed format row `fmt` (int64s)."""
     n = fmt[INT_BITS] + fmt[FRAC_BITS]
@@ -170,7 +170,7 @@ def _code_range(fmt):
     return np.int64(0), hi, n
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _overflow(v, fmt):
     """(code, event) of the exact integer v (int64) under fmt's overflow mode."""
     lo, hi, width = _code_range(fmt)
@@ -185,7 +185,7 @@ def _overflow(v, fmt):
     return m, np.int64(EVENT_WRAP)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _round_scaled(s, rounding, rnd):
     """The integer (as a float64) that `rounding` makes of finite s, |s| < 2**62.
 
@@ -213,7 +213,7 @@ def _round_scaled(s, rounding, rnd):
     return fl + 1.0 if up else fl
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def quantize_code(x, fmt, rnd):
     """(code, event) of the full-precision float64 x written in fixed format `fmt`.
 
@@ -244,7 +244,7 @@ def quantize_code(x, fmt, rnd):
     return code, np.int64(EVENT_WRAP)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def quantize(x, fmt, rnd):
     """(value, event): x as a register of format `fmt` holds it.
 
@@ -257,7 +257,7 @@ def quantize(x, fmt, rnd):
     return math.ldexp(float(code), -fmt[FRAC_BITS]), event
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def requantize_code(code, frac_in, fmt, rnd):
     """(code, event) of integer `code` with `frac_in` fraction bits in format `fmt`.
 
@@ -304,7 +304,7 @@ def requantize_code(code, frac_in, fmt, rnd):
     return _overflow(q, fmt)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def quantize_array(x, fmt, rng_state, out, events):
     """out[i] = quantize(x[i], fmt, rnd_i); events[1|2] += saturations | wraps.
 

@@ -6,7 +6,7 @@ each holding a C~ value (formats.cost_change) and a valid bit.
 from numba import njit
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def broadcast_out(delay, cycle, change, valid, ring, ring_valid):
     """What the synapses see this cycle: C~ from `delay` cycles ago."""
     if delay == 0:
@@ -15,7 +15,7 @@ def broadcast_out(delay, cycle, change, valid, ring, ring_valid):
     return ring[slot], ring_valid[slot] != 0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def broadcast_step(delay, cycle, change, valid, ring, ring_valid):
     """Shift this cycle's C~ into the delay line."""
     if delay > 0:

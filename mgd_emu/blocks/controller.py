@@ -10,7 +10,7 @@ from .layout import (BASE_REMEASURE, C_BASELINE_CYCLES, C_CYCLE, C_NEED_BASELINE
                      C_STEP, C_UPDATES, INTEG_DIGITAL, TAG_BASELINE, TAG_MEASURE)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def controller_wires(ctr, tau_x, tau_p, tau_theta, integrator):
     """(tag, new_sample, x_edge, p_edge, update_edge) for this cycle."""
     if ctr[C_NEED_BASELINE]:
@@ -22,7 +22,7 @@ def controller_wires(ctr, tau_x, tau_p, tau_theta, integrator):
     return TAG_MEASURE, k % tau_x == 0, x_edge, p_edge, update_edge
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def controller_step(ctr, tag, x_edge, update_edge, baseline):
     """Advance the counters; request a baseline slot after x or theta changed."""
     ctr[C_CYCLE] += 1

@@ -16,7 +16,7 @@ from .prng import gaussian
 from .register import store
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def cost_function(kind, y, target):
     """mse: mean of (y - y*)^2; cross_entropy: -sum y* log softmax(y)."""
     n = y.shape[0]
@@ -39,7 +39,7 @@ def cost_function(kind, y, target):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def measure_cost(kind, y, target, sigma, noise_state, fmts, sr, idx, events, row):
     """C = q_cost(cost(y, y*) + sigma * N(0,1))."""
     c = cost_function(kind, y, target)
@@ -49,7 +49,7 @@ def measure_cost(kind, y, target, sigma, noise_state, fmts, sr, idx, events, row
     return store(c, fmts, F_COST, sr, idx, events, row)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def cost_change(baseline, tag, new_sample, c, c0_path, cu, a_hp, limit, fmts, sr, events, row):
     """Combinational C~ for the slot at the cost unit, and whether it is valid.
 
@@ -71,7 +71,7 @@ def cost_change(baseline, tag, new_sample, c, c0_path, cu, a_hp, limit, fmts, sr
     return store(d, fmts, F_COST_CHANGE, sr, 2, events, row), True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def cost_unit_step(baseline, tag, c, c0_path, change, valid, cu):
     """Next values of the cost unit's registers."""
     if tag == TAG_MEASURE or tag == TAG_BASELINE:

@@ -15,7 +15,7 @@ from .prng import gaussian
 from .register import store
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def activation_function(kind, z):
     """The neuron's nonlinearity, in float64 (a lookup table's ideal values)."""
     if kind == ACT_SIGMOID:
@@ -31,7 +31,7 @@ def activation_function(kind, z):
     return z
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def neuron_layer(layer, geo, act_kind, mode, a_in, theta, pert, gate, gains, offsets,
                  act_sigma, noise_state, fmts, sr, events, a_out):
     """One layer's combinational output for one slot, written to `a_out`.

@@ -15,7 +15,7 @@ from .prng import lfsr32_step
 from .register import store
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def walsh_sign(row, column):
     """H[row, column] of the Sylvester Hadamard matrix: (-1)^popcount(row & column)."""
     v = row & column
@@ -26,7 +26,7 @@ def walsh_sign(row, column):
     return -1.0 if parity else 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def generate_codes(mux, code, amplitude, tau_p, lfsr, time_order, freqs, phases,
                    walsh_rows, walsh_n, geo, fmts, sr, events, p_next):
     """Write code number `code` of every generator into p_next.

@@ -50,7 +50,7 @@ from numba import njit
 LFSR32_TAPS = 0x80200003  # Galois mask of x^32 + x^22 + x^2 + x + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def splitmix64(x):
     """SplitMix64 output for state x: mix64(x + 0x9E3779B97F4A7C15), uint64.
 
@@ -65,7 +65,7 @@ def splitmix64(x):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def derive_seed(seed, stream, index):
     """A nonzero uint64 seed for generator `index` of `stream`.
 
@@ -80,7 +80,7 @@ def derive_seed(seed, stream, index):
     return z if z != np.uint64(0) else np.uint64(0x9E3779B97F4A7C15)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def xorshift64star_next(state):
     """(new state, 64-bit output) of one xorshift64* step; state must be nonzero.
 
@@ -94,7 +94,7 @@ def xorshift64star_next(state):
     return x, x * np.uint64(0x2545F4914F6CDD1D)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def lfsr32_step(state):
     """(new state, output bit) of the 32-bit Galois LFSR; state nonzero, < 2**32.
 
@@ -110,13 +110,13 @@ def lfsr32_step(state):
     return s, np.int64(bit)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def uniform01(word):
     """Uniform on [0, 1): (word >> 11) * 2**-53, the top 53 bits of a word."""
     return float(np.uint64(word) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def gaussian(state):
     """(new state, standard normal) by Box-Muller from two xorshift64* outputs.
 

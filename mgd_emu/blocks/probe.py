@@ -8,7 +8,7 @@ between compiled chunks; the cycle loop stops early when one fills.
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def sample_probes(cycle, n_probes, pr_cfg, pr_src, pr_idx, pr_buf, pr_cyc, pr_fill,
                   theta, G, V, pert, act, x, y, cu, ctr):
     """Record every probe whose schedule includes `cycle`. Returns True when a

@@ -11,7 +11,7 @@ from ..fixedpoint import KIND, KIND_FIXED, ROUND_STOCHASTIC, ROUNDING, quantize
 from .prng import xorshift64star_next
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def store(x, fmts, cls, sr, idx, events, row):
     """Value register `row` holds after writing full-width `x` in format `cls`.
 

@@ -12,7 +12,7 @@ from .prng import xorshift64star_next
 from .register import store
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def shuffle(order, state):
     """Fisher-Yates: for i = n-1..1: j = next() % (i+1); swap. Returns the state."""
     for i in range(order.shape[0] - 1, 0, -1):
@@ -24,7 +24,7 @@ def shuffle(order, state):
     return state
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def load_sample(index, X, Y, x, y, fmts, sr, events, row):
     """x <- q_in(X[index]); y* <- Y[index]."""
     for k in range(x.shape[0]):
@@ -33,7 +33,7 @@ def load_sample(index, X, Y, x, y, fmts, sr, events, row):
         y[k] = Y[index, k]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def sampler_step(x_edge, ctr, order, rng, X, Y, x_next, y_next, fmts, sr, events, row):
     """At an input edge, load the next sample into x_next, y_next (reshuffling
     at the end of an epoch); the engine commits them at the end of the cycle."""

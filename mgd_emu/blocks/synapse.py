@@ -19,7 +19,7 @@ from .prng import gaussian
 from .register import store
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def integrate_and_update(i, is_bias, layer, e, valid, update_edge, integrator, optimizer,
                          eta, gamma, beta, lam, weight_sigma, theta, G, V, wnoise,
                          fmts, sr_theta, sr_g, sr_v, events):
@@ -56,7 +56,7 @@ def integrate_and_update(i, is_bias, layer, e, valid, update_edge, integrator, o
         G[i] = store(beta * G[i] + lam * e, fmts, F_INTEGRATOR, sr_g, i, events, g_row)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
                   update_edge, measure, integrator, optimizer, kappa, eta, gamma, beta,
                   lam, weight_sigma, theta, G, V, p_ring, in_ring, wnoise,
@@ -90,11 +90,9 @@ def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
         return
     # node perturbation: the correlator sits at the neuron, the synapse
     # multiplies its neuron's error signal by its presynaptic activity.
-    a_d = np.empty(fan_in)
-    for k in range(fan_in):
-        a_d[k] = a_in[k] if d == 0 else in_ring[then, in_off + k]
-        if use_ring:
-            in_ring[now, in_off + k] = a_in[k]
+    # a_k(n - d) is read from the delay line before this cycle's activity is
+    # shifted in (after the loop), so d == ring reads the oldest stage.
+    a_d = a_in if d == 0 else in_ring[then, in_off:in_off + fan_in]
     for j in range(fan_out):
         p_now = pert[gen_off + j] * gate
         p_d = p_now if d == 0 else p_ring[then, gen_off + j]
@@ -112,3 +110,6 @@ def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
             integrate_and_update(b_off + j, True, layer, ej, valid, update_edge, integrator,
                                  optimizer, eta, gamma, beta, lam, weight_sigma, theta, G, V,
                                  wnoise, fmts, sr_theta, sr_g, sr_v, events)
+    if use_ring:
+        for k in range(fan_in):
+            in_ring[now, in_off + k] = a_in[k]
