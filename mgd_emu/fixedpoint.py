@@ -161,6 +161,14 @@ _TWO_M53 = 1.0 / 9007199254740992.0    # 2**-53
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def _pow2(k):
+    """2.0**k, exactly: a shift for 0 <= k <= 62 (math.ldexp is a library call)."""
+    if 0 <= k <= 62:
+        return float(np.int64(1) << k)
+    return math.ldexp(1.0, k)
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def _code_range(fmt):
     """(min_code, max_code, width) of fixed format row `fmt` (int64s)."""
     n = fmt[INT_BITS] + fmt[FRAC_BITS]
@@ -171,12 +179,32 @@ def _code_range(fmt):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _overflow(v, fmt):
-    """(code, event) of the exact integer v (int64) under fmt's overflow mode."""
+def format_constants(fmt):
+    """The constants of format row `fmt` that the kernels use, derived once
+    (a tuple, passed by value, hoisted out of the per-element loops):
+
+        (fixed, frac_bits, min_code, max_code, width, rounding, overflow,
+         2**frac_bits, 2**-frac_bits)
+
+    For a float format only `fixed` (False) matters.
+    """
     lo, hi, width = _code_range(fmt)
+    frac = fmt[FRAC_BITS]
+    return (fmt[KIND] == KIND_FIXED, frac, lo, hi, width, fmt[ROUNDING], fmt[OVERFLOW],
+            _pow2(frac), 1.0 / _pow2(frac))
+
+
+# Fields of format_constants(fmt).
+FC_FIXED, FC_FRAC, FC_LO, FC_HI, FC_WIDTH, FC_ROUNDING, FC_OVERFLOW, FC_SCALE, FC_LSB = range(9)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _overflow(v, lo, hi, width, overflow):
+    """(code, event) of the exact integer v (int64) under overflow mode
+    `overflow` of a format with code range [lo, hi] and `width` bits."""
     if v >= lo and v <= hi:
         return v, np.int64(EVENT_NONE)
-    if fmt[OVERFLOW] == OVERFLOW_SATURATE:
+    if overflow == OVERFLOW_SATURATE:
         return (hi if v > hi else lo), np.int64(EVENT_SATURATE)
     # Low `width` bits of v's two's complement, sign-extended when signed.
     m = v & ((np.int64(1) << width) - 1)
@@ -224,23 +252,33 @@ def quantize_code(x, fmt, rnd):
     exact, so the result is the exact two's complement of the exact integer).
     NaN -> (0, EVENT_SATURATE); +-inf -> (max/min code, EVENT_SATURATE).
     """
-    lo, hi, width = _code_range(fmt)
+    return quantize_code_fc(x, format_constants(fmt), rnd)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def quantize_code_fc(x, fc, rnd):
+    """quantize_code, given the format's constants fc = format_constants(fmt).
+
+    The scaling x * 2**frac is a multiplication by an exact power of two: it
+    rounds exactly as ldexp does (both give the correctly rounded x * 2**frac).
+    """
+    lo, hi, width = fc[FC_LO], fc[FC_HI], fc[FC_WIDTH]
     if math.isnan(x):
         return np.int64(0), np.int64(EVENT_SATURATE)
     if math.isinf(x):
         return (hi if x > 0.0 else lo), np.int64(EVENT_SATURATE)
-    frac = fmt[FRAC_BITS]
-    s = math.ldexp(x, frac)
+    frac = fc[FC_FRAC]
+    s = x * fc[FC_SCALE]
     if abs(s) < _TWO_62:
-        v = _round_scaled(s, fmt[ROUNDING], rnd)
-        return _overflow(np.int64(v), fmt)
+        v = _round_scaled(s, fc[FC_ROUNDING], rnd)
+        return _overflow(np.int64(v), lo, hi, width, fc[FC_OVERFLOW])
     # |s| >= 2**62 (possibly inf): s is an integer far out of range.
-    if fmt[OVERFLOW] == OVERFLOW_SATURATE:
+    if fc[FC_OVERFLOW] == OVERFLOW_SATURATE:
         return (hi if x > 0.0 else lo), np.int64(EVENT_SATURATE)
     # x = q * 2**(w - frac) + r exactly, so x * 2**frac = q * 2**w + r * 2**frac
     # with r * 2**frac an integer (s is one) of magnitude < 2**w.
     r = math.ldexp(np.fmod(x, math.ldexp(1.0, width - frac)), frac)
-    code, _ = _overflow(np.int64(r), fmt)
+    code, _ = _overflow(np.int64(r), lo, hi, width, fc[FC_OVERFLOW])
     return code, np.int64(EVENT_WRAP)
 
 
@@ -251,10 +289,16 @@ def quantize(x, fmt, rnd):
     Float format: (x, EVENT_NONE), unchanged. Fixed format: the code of
     quantize_code times 2**-frac_bits, exact as a float64 (codes <= 32 bits).
     """
-    if fmt[KIND] != KIND_FIXED:
+    return quantize_fc(x, format_constants(fmt), rnd)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def quantize_fc(x, fc, rnd):
+    """quantize, given the format's constants fc = format_constants(fmt)."""
+    if not fc[FC_FIXED]:
         return x, np.int64(EVENT_NONE)
-    code, event = quantize_code(x, fmt, rnd)
-    return math.ldexp(float(code), -fmt[FRAC_BITS]), event
+    code, event = quantize_code_fc(x, fc, rnd)
+    return float(code) * fc[FC_LSB], event
 
 
 @njit(cache=True, _nrt=False)
@@ -286,7 +330,7 @@ def requantize_code(code, frac_in, fmt, rnd):
         low = np.int64(0)
         if sh < width:     # else every one of the low `width` bits is 0
             low = (code & ((np.int64(1) << (width - sh)) - 1)) << sh
-        wrapped, _ = _overflow(low, fmt)
+        wrapped, _ = _overflow(low, lo, hi, width, fmt[OVERFLOW])
         return wrapped, np.int64(EVENT_WRAP)
     if d > 63:
         code = code >> min(d - 63, np.int64(63))
@@ -301,7 +345,8 @@ def requantize_code(code, frac_in, fmt, rnd):
     elif rounding == ROUND_STOCHASTIC:
         if np.int64(rnd >> np.uint64(64 - d)) < low:
             q += 1
-    return _overflow(q, fmt)
+    lo, hi, width = _code_range(fmt)
+    return _overflow(q, lo, hi, width, fmt[OVERFLOW])
 
 
 @njit(cache=True, _nrt=False)

@@ -12,7 +12,8 @@ from .layout import (ACT_HARD_SIGMOID, ACT_LINEAR, ACT_RELU, ACT_SIGMOID, ACT_TA
                      E_ACT, E_PER_LAYER, F_ACTIVATION, G_B_OFF, G_FAN_IN, G_FAN_OUT,
                      G_GEN_OFF, G_N_OFF, G_W_OFF, MODE_NODE)
 from .prng import gaussian
-from .register import store
+from ..fixedpoint import format_constants
+from .register import store_fc
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -47,6 +48,7 @@ def neuron_layer(layer, geo, act_kind, mode, a_in, theta, pert, gate, gains, off
     w_off, b_off, n_off = geo[layer, G_W_OFF], geo[layer, G_B_OFF], geo[layer, G_N_OFF]
     gen_off = geo[layer, G_GEN_OFF]
     row = E_PER_LAYER * layer + E_ACT
+    fc_act = format_constants(fmts[F_ACTIVATION])
     weight_pert = mode != MODE_NODE and gate != 0.0
     for j in range(fan_out):
         z = 0.0
@@ -67,4 +69,4 @@ def neuron_layer(layer, geo, act_kind, mode, a_in, theta, pert, gate, gains, off
         if act_sigma != 0.0:
             noise_state[n_off + j], xi = gaussian(noise_state[n_off + j])
             a += act_sigma * xi
-        a_out[n_off + j] = store(a, fmts, F_ACTIVATION, sr, n_off + j, events, row)
+        a_out[n_off + j] = store_fc(a, fc_act, sr, n_off + j, events, row)

@@ -12,7 +12,8 @@ from numba import njit
 from .layout import (E_PER_LAYER, E_PERT, F_PERTURBATION, G_GEN_COUNT, G_GEN_OFF,
                      MUX_CODE, MUX_FREQUENCY, MUX_TIME)
 from .prng import lfsr32_step
-from .register import store
+from ..fixedpoint import format_constants
+from .register import store_fc
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -44,12 +45,13 @@ def generate_codes(mux, code, amplitude, tau_p, lfsr, time_order, freqs, phases,
         p_next[time_order[code % n_gen]] = amplitude
     elif mux == MUX_FREQUENCY:
         t = float(code) * tau_p
+        fc_p = format_constants(fmts[F_PERTURBATION])
         for layer in range(geo.shape[0]):
             start, count = geo[layer, G_GEN_OFF], geo[layer, G_GEN_COUNT]
             row = E_PER_LAYER * layer + E_PERT
             for i in range(start, start + count):
                 v = amplitude * math.sin(2.0 * math.pi * freqs[i] * t + phases[i])
-                p_next[i] = store(v, fmts, F_PERTURBATION, sr, i, events, row)
+                p_next[i] = store_fc(v, fc_p, sr, i, events, row)
     else:
         column = code % walsh_n
         for i in range(n_gen):

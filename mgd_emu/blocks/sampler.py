@@ -9,7 +9,8 @@ from numba import njit
 
 from .layout import C_EPOCH, C_POS, C_SAMPLE, F_INPUT
 from .prng import xorshift64star_next
-from .register import store
+from ..fixedpoint import format_constants
+from .register import store_fc
 
 
 @njit(cache=True, _nrt=False)
@@ -27,8 +28,9 @@ def shuffle(order, state):
 @njit(cache=True, _nrt=False)
 def load_sample(index, X, Y, x, y, fmts, sr, events, row):
     """x <- q_in(X[index]); y* <- Y[index]."""
+    fc_in = format_constants(fmts[F_INPUT])
     for k in range(x.shape[0]):
-        x[k] = store(X[index, k], fmts, F_INPUT, sr, k, events, row)
+        x[k] = store_fc(X[index, k], fc_in, sr, k, events, row)
     for k in range(y.shape[0]):
         y[k] = Y[index, k]
 

@@ -8,7 +8,6 @@ Registers owned, per parameter i (weights and biases, flat):
             its neuron (node mode) applied, `ring` stages deep
   in_ring   node mode: the delay line of the presynaptic activity
 """
-import numpy as np
 from numba import njit
 
 from .layout import (E_B_INTEG, E_B_VEL, E_BIAS, E_PER_LAYER, E_W_INTEG, E_W_VEL,
@@ -16,44 +15,49 @@ from .layout import (E_B_INTEG, E_B_VEL, E_BIAS, E_PER_LAYER, E_W_INTEG, E_W_VEL
                      G_DELAY, G_FAN_IN, G_FAN_OUT, G_GEN_OFF, G_IN_OFF, G_W_OFF,
                      INTEG_DIGITAL, MODE_WEIGHT, OPT_MOMENTUM)
 from .prng import gaussian
-from .register import store
+from ..fixedpoint import format_constants
+from .register import store_fc
 
 
 @njit(cache=True, _nrt=False, inline="always")
 def integrate_and_update(i, is_bias, layer, e, valid, update_edge, integrator, optimizer,
                          eta, gamma, beta, lam, weight_sigma, theta, G, V, wnoise,
-                         fmts, sr_theta, sr_g, sr_v, events):
-    """Integrator G and updater for parameter i, given its correlation e."""
+                         fc_w, fc_b, fc_g, fc_v, sr_theta, sr_g, sr_v, events):
+    """Integrator G and updater for parameter i, given its correlation e.
+
+    fc_w, fc_b, fc_g, fc_v: constants of the weight, bias, integrator and
+    velocity formats (fixedpoint.format_constants).
+    """
     base = E_PER_LAYER * layer
-    p_cls, p_row = (F_BIAS, base + E_BIAS) if is_bias else (F_WEIGHT, base + E_WEIGHT)
+    fc_p, p_row = (fc_b, base + E_BIAS) if is_bias else (fc_w, base + E_WEIGHT)
     g_row = base + (E_B_INTEG if is_bias else E_W_INTEG)
     v_row = base + (E_B_VEL if is_bias else E_W_VEL)
     if integrator == INTEG_DIGITAL:
-        s = store(G[i] + e, fmts, F_INTEGRATOR, sr_g, i, events, g_row) if valid else G[i]
+        s = store_fc(G[i] + e, fc_g, sr_g, i, events, g_row) if valid else G[i]
         if update_edge:
             step = eta * s
             if optimizer == OPT_MOMENTUM:
-                V[i] = store(gamma * V[i] + step, fmts, F_VELOCITY, sr_v, i, events, v_row)
+                V[i] = store_fc(gamma * V[i] + step, fc_v, sr_v, i, events, v_row)
                 step = V[i]
             new = theta[i] - step
             if weight_sigma != 0.0:
                 wnoise[0], xi = gaussian(wnoise[0])
                 new += weight_sigma * xi
-            theta[i] = store(new, fmts, p_cls, sr_theta, i, events, p_row)
+            theta[i] = store_fc(new, fc_p, sr_theta, i, events, p_row)
             G[i] = 0.0
         else:
             G[i] = s
     else:
         step = eta * G[i]
         if optimizer == OPT_MOMENTUM:
-            V[i] = store(gamma * V[i] + step, fmts, F_VELOCITY, sr_v, i, events, v_row)
+            V[i] = store_fc(gamma * V[i] + step, fc_v, sr_v, i, events, v_row)
             step = V[i]
         new = theta[i] - step
         if weight_sigma != 0.0:
             wnoise[0], xi = gaussian(wnoise[0])
             new += weight_sigma * xi
-        theta[i] = store(new, fmts, p_cls, sr_theta, i, events, p_row)
-        G[i] = store(beta * G[i] + lam * e, fmts, F_INTEGRATOR, sr_g, i, events, g_row)
+        theta[i] = store_fc(new, fc_p, sr_theta, i, events, p_row)
+        G[i] = store_fc(beta * G[i] + lam * e, fc_g, sr_g, i, events, g_row)
 
 
 @njit(cache=True, _nrt=False)
@@ -74,6 +78,8 @@ def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
     then = (cycle - d) % ring
     use_ring = ring > 0 and p_ring.shape[0] > 0
     do_update = measure or integrator == INTEG_DIGITAL
+    fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
+    fc_g, fc_v = format_constants(fmts[F_INTEGRATOR]), format_constants(fmts[F_VELOCITY])
     if mode == MODE_WEIGHT:
         n_par = fan_out * fan_in + (fan_out if b_off >= 0 else 0)
         for i in range(w_off, w_off + n_par):
@@ -85,7 +91,7 @@ def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
             if do_update:
                 integrate_and_update(i, i >= w_off + fan_out * fan_in, layer, e, valid,
                                      update_edge, integrator, optimizer, eta, gamma, beta,
-                                     lam, weight_sigma, theta, G, V, wnoise, fmts,
+                                     lam, weight_sigma, theta, G, V, wnoise, fc_w, fc_b, fc_g, fc_v,
                                      sr_theta, sr_g, sr_v, events)
         return
     # node perturbation: the correlator sits at the neuron, the synapse
@@ -104,12 +110,12 @@ def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
         for k in range(fan_in):
             integrate_and_update(w_off + j * fan_in + k, False, layer, ej * a_d[k], valid,
                                  update_edge, integrator, optimizer, eta, gamma, beta, lam,
-                                 weight_sigma, theta, G, V, wnoise, fmts, sr_theta, sr_g,
+                                 weight_sigma, theta, G, V, wnoise, fc_w, fc_b, fc_g, fc_v, sr_theta, sr_g,
                                  sr_v, events)
         if b_off >= 0:
             integrate_and_update(b_off + j, True, layer, ej, valid, update_edge, integrator,
                                  optimizer, eta, gamma, beta, lam, weight_sigma, theta, G, V,
-                                 wnoise, fmts, sr_theta, sr_g, sr_v, events)
+                                 wnoise, fc_w, fc_b, fc_g, fc_v, sr_theta, sr_g, sr_v, events)
     if use_ring:
         for k in range(fan_in):
             in_ring[now, in_off + k] = a_in[k]
