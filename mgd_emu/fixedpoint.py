@@ -184,18 +184,19 @@ def format_constants(fmt):
     (a tuple, passed by value, hoisted out of the per-element loops):
 
         (fixed, frac_bits, min_code, max_code, width, rounding, overflow,
-         2**frac_bits, 2**-frac_bits)
+         2**frac_bits, 2**-frac_bits, float(min_code), float(max_code))
 
     For a float format only `fixed` (False) matters.
     """
     lo, hi, width = _code_range(fmt)
     frac = fmt[FRAC_BITS]
     return (fmt[KIND] == KIND_FIXED, frac, lo, hi, width, fmt[ROUNDING], fmt[OVERFLOW],
-            _pow2(frac), 1.0 / _pow2(frac))
+            _pow2(frac), 1.0 / _pow2(frac), float(lo), float(hi))
 
 
 # Fields of format_constants(fmt).
-FC_FIXED, FC_FRAC, FC_LO, FC_HI, FC_WIDTH, FC_ROUNDING, FC_OVERFLOW, FC_SCALE, FC_LSB = range(9)
+(FC_FIXED, FC_FRAC, FC_LO, FC_HI, FC_WIDTH, FC_ROUNDING, FC_OVERFLOW, FC_SCALE, FC_LSB,
+ FC_LO_F, FC_HI_F) = range(11)
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -233,6 +234,16 @@ def _round_scaled(s, rounding, rnd):
         if s < half:
             return fl
         return fl if fl == 2.0 * math.floor(0.5 * fl) else fl + 1.0
+    return _round_stochastic(s, rnd)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _round_stochastic(s, rnd):
+    """floor(s) + 1 iff u < s - floor(s), u = (rnd >> 11) * 2**-53; finite s.
+
+    For |s| >= 2**52 s is an integer, s - floor(s) = 0 and s comes back.
+    """
+    fl = math.floor(s)
     u = float(rnd >> np.uint64(11)) * _TWO_M53
     if fl == -1.0:
         up = (u - 1.0) < s        # u < s + 1, with u - 1 exact
@@ -294,11 +305,32 @@ def quantize(x, fmt, rnd):
 
 @njit(cache=True, _nrt=False, inline="always")
 def quantize_fc(x, fc, rnd):
-    """quantize, given the format's constants fc = format_constants(fmt)."""
+    """quantize, given the format's constants fc = format_constants(fmt).
+
+    The common case, a finite x whose rounded code is in range, takes a few
+    instructions inline (rint is IEEE round-half-even; floor is truncate);
+    NaN, infinities and overflow fall through to the exact general path.
+    """
     if not fc[FC_FIXED]:
         return x, np.int64(EVENT_NONE)
-    code, event = quantize_code_fc(x, fc, rnd)
+    s = x * fc[FC_SCALE]
+    rounding = fc[FC_ROUNDING]
+    if rounding == ROUND_NEAREST_EVEN:
+        r = np.rint(s)
+    elif rounding == ROUND_TRUNCATE:
+        r = math.floor(s)
+    else:
+        r = _round_stochastic(s, rnd)
+    if r >= fc[FC_LO_F] and r <= fc[FC_HI_F]:     # false for NaN
+        return r * fc[FC_LSB] + 0.0, np.int64(EVENT_NONE)   # + 0.0: code 0 is +0.0
+    code, event = _quantize_code_general(x, fc, rnd)
     return float(code) * fc[FC_LSB], event
+
+
+@njit(cache=True, _nrt=False)
+def _quantize_code_general(x, fc, rnd):
+    """quantize_code_fc, out of line: the rare path of quantize_fc."""
+    return quantize_code_fc(x, fc, rnd)
 
 
 @njit(cache=True, _nrt=False)

@@ -212,6 +212,7 @@ def test_quantize_value_is_code_times_lsb_exactly(case, rnd):
     code, event = call_code(x, fmt, rnd)
     value, event2 = quantize(float(x), row(fmt), np.uint64(rnd))
     assert Fraction(value) == Fraction(code, 2**fmt.frac_bits)
+    assert math.copysign(1.0, value) == math.copysign(1.0, code)   # code 0 is +0.0, never -0.0
     assert event2 == event
 
 
