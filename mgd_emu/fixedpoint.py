@@ -245,11 +245,13 @@ def _round_stochastic(s, rnd):
     """
     fl = math.floor(s)
     u = float(rnd >> np.uint64(11)) * _TWO_M53
-    if fl == -1.0:
-        up = (u - 1.0) < s        # u < s + 1, with u - 1 exact
-    else:
-        up = u < (s - fl)
-    return fl + 1.0 if up else fl
+    # up = u < s - fl, which is exact unless fl == -1; there it is u - 1 < s
+    # (u - 1 exact). Written as selects: `up` is a coin flip, a branch on it
+    # would be mispredicted half the time.
+    minus_one = fl == -1.0
+    lhs = u - 1.0 if minus_one else u
+    rhs = s if minus_one else s - fl
+    return fl + (1.0 if lhs < rhs else 0.0)
 
 
 @njit(cache=True, _nrt=False)
