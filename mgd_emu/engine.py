@@ -160,7 +160,7 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
                                   integrator, cfg[L.OPTIMIZER], K[L.K_KAPPA], K[L.K_ETA],
                                   K[L.K_GAMMA], K[L.K_BETA], K[L.K_LAMBDA], K[L.K_WEIGHT_SIGMA],
                                   theta, G, V, p_ring, in_ring, nz_w, fmts, sr_theta, sr_g,
-                                  sr_v, events)
+                                  sr_v, events, cfg[L.FAST_SYNAPSE] != 0)
 
         # ---- commit: double-buffered registers become current ------------
         if pipelined:
@@ -304,6 +304,11 @@ class Emulator:
         cfg[L.HIDDEN_ACT] = ACTIVATION_IDS[net.activation]
         cfg[L.OUTPUT_ACT] = ACTIVATION_IDS[net.output_activation]
         cfg[L.N_INPUTS_TOTAL] = n_in_total
+        # The common chip takes the synapses' branch-free rows (synapse.py).
+        cfg[L.FAST_SYNAPSE] = int(chip.integrator.kind == "digital" and opt.kind == "plain"
+                                  and chip.noise.weight_sigma == 0.0
+                                  and all(not fmt.is_fixed or fmt.overflow == "saturate"
+                                          for fmt in (f.weight, f.bias, f.integrator)))
 
         lr = f.learning_rate
         tau = float(timing.tau_theta)

@@ -239,11 +239,12 @@ def _round_scaled(s, rounding, rnd):
 
 @njit(cache=True, _nrt=False, inline="always")
 def _round_stochastic(s, rnd):
-    """floor(s) + 1 iff u < s - floor(s), u = (rnd >> 11) * 2**-53; finite s.
+    """floor(s) + 1 iff u < s - floor(s), u = (rnd >> 11) * 2**-53.
 
-    For |s| >= 2**52 s is an integer, s - floor(s) = 0 and s comes back.
+    For |s| >= 2**52 s is an integer, s - floor(s) = 0 and s comes back;
+    so do NaN and the infinities.
     """
-    fl = math.floor(s)
+    fl = np.floor(s)   # a float (math.floor gives an int64)
     u = float(rnd >> np.uint64(11)) * _TWO_M53
     # up = u < s - fl, which is exact unless fl == -1; there it is u - 1 < s
     # (u - 1 exact). Written as selects: `up` is a coin flip, a branch on it
@@ -320,13 +321,35 @@ def quantize_fc(x, fc, rnd):
     if rounding == ROUND_NEAREST_EVEN:
         r = np.rint(s)
     elif rounding == ROUND_TRUNCATE:
-        r = math.floor(s)
+        r = np.floor(s)
     else:
         r = _round_stochastic(s, rnd)
     if r >= fc[FC_LO_F] and r <= fc[FC_HI_F]:     # false for NaN
         return r * fc[FC_LSB] + 0.0, np.int64(EVENT_NONE)   # + 0.0: code 0 is +0.0
     code, event = _quantize_code_general(x, fc, rnd)
     return float(code) * fc[FC_LSB], event
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def quantize_sat_fc(x, fc, rnd):
+    """(value, saturated) of quantize_fc for a format that saturates (or a
+    float format), computed without a branch, so that loops over register
+    elements vectorise: every rounding is formed and the format's selected,
+    and the clamp is a pair of selects. Equal to quantize_fc bit for bit
+    when fc's overflow mode is saturate (NaN -> +0.0, +-inf and |x| out of
+    range -> the nearest end, each counted as a saturation); for a float
+    format it returns (x, False). Wrap formats need quantize_fc.
+    """
+    s = x * fc[FC_SCALE]
+    fl = np.floor(s)
+    rounding = fc[FC_ROUNDING]
+    r = (np.rint(s) if rounding == ROUND_NEAREST_EVEN else
+         fl if rounding == ROUND_TRUNCATE else _round_stochastic(s, rnd))
+    lo, hi = fc[FC_LO_F], fc[FC_HI_F]
+    nan, under, over = r != r, r < lo, r > hi
+    code = 0.0 if nan else (lo if under else (hi if over else r))
+    fixed = fc[FC_FIXED]
+    return (code * fc[FC_LSB] + 0.0 if fixed else x), fixed and (nan or under or over)
 
 
 @njit(cache=True, _nrt=False)

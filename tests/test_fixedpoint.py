@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 from mgd_emu.blocks.prng import derive_seed
 from mgd_emu.fixedpoint import (
@@ -34,6 +35,8 @@ from mgd_emu.fixedpoint import (
     quantize,
     quantize_array,
     quantize_code,
+    quantize_sat_fc,
+    format_constants,
     representable,
     requantize_code,
     to_code,
@@ -324,6 +327,33 @@ def test_event_is_reported_exactly_when_the_exact_integer_is_out_of_range(case, 
 def test_huge_values_saturate_and_wrap_exactly(x, fmt):
     """Scaled values beyond int64 (and beyond float64 range for x ~ 1.8e308)."""
     assert call_code(x, fmt, 12345 << 11) == oracle_code(x, fmt, 12345 << 11)
+
+
+@njit
+def quantize_sat(x, fmt, rnd):
+    return quantize_sat_fc(x, format_constants(fmt), rnd)
+
+
+@SETTINGS
+@given(cases(overflow="saturate"), words)
+@example((Format("fixed", True, 3, 4, "stochastic"), math.nan), 0)
+@example((Format("fixed", False, 3, 4, "truncate"), -math.inf), 0)
+@example((Format("fixed", True, 0, 7, "nearest-even"), -1e-300), 0)
+def test_branchless_saturating_quantiser_equals_the_exact_oracle(case, rnd):
+    """quantize_sat_fc, the form of the vectorised register rows, gives the
+    oracle's value, its saturation flag, and +0.0 for code 0."""
+    fmt, x = case
+    value, saturated = quantize_sat(float(x), fmt.row, np.uint64(rnd))
+    code, event = oracle_code(x, fmt, rnd)
+    assert np.float64(value).tobytes() == np.float64(math.ldexp(float(code), -fmt.frac_bits)).tobytes()
+    assert saturated == (event == EVENT_SATURATE)
+
+
+@SETTINGS
+@given(st.floats(allow_nan=True, allow_infinity=True), words)
+def test_branchless_saturating_quantiser_passes_floats_through(x, rnd):
+    value, saturated = quantize_sat(x, FLOAT.row, np.uint64(rnd))
+    assert np.float64(value).tobytes() == np.float64(x).tobytes() and not saturated
 
 
 @pytest.mark.parametrize("overflow_mode", OVERFLOWS)

@@ -8,14 +8,16 @@ Registers owned, per parameter i (weights and biases, flat):
             its neuron (node mode) applied, `ring` stages deep
   in_ring   node mode: the delay line of the presynaptic activity
 """
+import numpy as np
 from numba import njit
 
 from .layout import (E_B_INTEG, E_B_VEL, E_BIAS, E_PER_LAYER, E_W_INTEG, E_W_VEL,
                      E_WEIGHT, F_BIAS, F_INTEGRATOR, F_VELOCITY, F_WEIGHT, G_B_OFF,
                      G_DELAY, G_FAN_IN, G_FAN_OUT, G_GEN_OFF, G_IN_OFF, G_W_OFF,
                      INTEG_DIGITAL, MODE_WEIGHT, OPT_MOMENTUM)
-from .prng import gaussian
-from ..fixedpoint import format_constants
+from .prng import gaussian, xorshift64star_next
+from ..fixedpoint import (FC_FIXED, FC_ROUNDING, ROUND_STOCHASTIC, format_constants,
+                          quantize_sat_fc)
 from .register import store_fc
 
 
@@ -60,16 +62,89 @@ def integrate_and_update(i, is_bias, layer, e, valid, update_edge, integrator, o
         G[i] = store_fc(beta * G[i] + lam * e, fc_g, sr_g, i, events, g_row)
 
 
+@njit(cache=True, _nrt=False, inline="always")
+def integrate_and_update_fast(k, e, valid, update_edge, eta, theta, G, sr_theta, sr_g,
+                              fc_p, fc_g, sto_p, sto_g):
+    """integrate_and_update of synapse k for the common chip, without a
+    branch, so that loops over synapses vectorise: a digital integrator, the
+    plain updater, no update noise, formats that saturate (or float).
+
+    G_k <- q_G(G_k + e) when valid; at an update edge theta_k <-
+    q_p(theta_k - eta * G_k) and G_k <- 0. sto_p, sto_g: the formats round
+    stochastically (a generator steps only when its register is written).
+    Returns (G saturated, theta saturated) as 0/1.
+    """
+    state, rnd = xorshift64star_next(sr_g[k])
+    sr_g[k] = state if (sto_g and valid) else sr_g[k]
+    g, sat = quantize_sat_fc(G[k] + e, fc_g, rnd)
+    g = g if valid else G[k]
+    sat_g = 1 if (sat and valid) else 0
+    if not update_edge:
+        G[k] = g
+        return sat_g, 0
+    state, rnd = xorshift64star_next(sr_theta[k])
+    sr_theta[k] = state if sto_p else sr_theta[k]
+    t, sat = quantize_sat_fc(theta[k] - eta * g, fc_p, rnd)
+    theta[k] = t
+    G[k] = 0.0
+    return sat_g, 1 if sat else 0
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def stochastic(fc):
+    """Whether a format's registers round stochastically."""
+    return fc[FC_FIXED] and fc[FC_ROUNDING] == ROUND_STOCHASTIC
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def node_synapse_row(n, ej, a, valid, update_edge, eta, theta, G, sr_theta, sr_g,
+                     fc_p, fc_g, sto_p, sto_g):
+    """The n synapses of one neuron in node mode, e_k = e_j * a_k, by
+    integrate_and_update_fast on views of their registers. Returns the
+    saturations of (G, theta)."""
+    n_g = 0
+    n_p = 0
+    for k in range(n):
+        s_g, s_p = integrate_and_update_fast(k, ej * a[k], valid, update_edge, eta, theta, G,
+                                             sr_theta, sr_g, fc_p, fc_g, sto_p, sto_g)
+        n_g += s_g
+        n_p += s_p
+    return n_g, n_p
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def weight_synapse_row(lo, hi, d, now, then, use_ring, gate, pert, p_ring, bcast, kappa,
+                       valid, update_edge, eta, theta, G, sr_theta, sr_g, fc_p, fc_g,
+                       sto_p, sto_g):
+    """Synapses lo..hi-1 in weight mode: delay line, e_i = C~ p_i(n - d)
+    kappa, and integrate_and_update_fast. Returns the saturations of (G, theta)."""
+    n_g = 0
+    n_p = 0
+    for i in range(lo, hi):
+        p_now = pert[i] * gate
+        p_d = p_now if d == 0 else p_ring[then, i]
+        if use_ring:
+            p_ring[now, i] = p_now
+        s_g, s_p = integrate_and_update_fast(i, bcast * p_d * kappa, valid, update_edge, eta,
+                                             theta, G, sr_theta, sr_g, fc_p, fc_g, sto_p, sto_g)
+        n_g += s_g
+        n_p += s_p
+    return n_g, n_p
+
+
 @njit(cache=True, _nrt=False)
 def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
                   update_edge, measure, integrator, optimizer, kappa, eta, gamma, beta,
                   lam, weight_sigma, theta, G, V, p_ring, in_ring, wnoise,
-                  fmts, sr_theta, sr_g, sr_v, events):
+                  fmts, sr_theta, sr_g, sr_v, events, fast=False):
     """Every synapse of one layer for one cycle.
 
     weight mode: e_i = C~ * p_i(n - d) * kappa
     node mode:   e_jk = C~ * p_j(n - d) * kappa * a_k(n - d), bias: a = 1
     Parameters update only in measurement cycles (analog) or at update edges.
+    fast: the chip is the common one of integrate_and_update_fast (decided
+    at build); its synapses then take the branch-free rows, with the same
+    bits as the general path.
     """
     fan_in, fan_out = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT]
     w_off, b_off, d = geo[layer, G_W_OFF], geo[layer, G_B_OFF], geo[layer, G_DELAY]
@@ -80,8 +155,31 @@ def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
     do_update = measure or integrator == INTEG_DIGITAL
     fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
     fc_g, fc_v = format_constants(fmts[F_INTEGRATOR]), format_constants(fmts[F_VELOCITY])
+    sto_w, sto_b, sto_g = stochastic(fc_w), stochastic(fc_b), stochastic(fc_g)
+    base = E_PER_LAYER * layer
+    n_weights = fan_out * fan_in
     if mode == MODE_WEIGHT:
-        n_par = fan_out * fan_in + (fan_out if b_off >= 0 else 0)
+        n_par = n_weights + (fan_out if b_off >= 0 else 0)
+        if fast:
+            if update_edge:
+                wg, wp = weight_synapse_row(w_off, w_off + n_weights, d, now, then, use_ring, gate,
+                                            pert, p_ring, bcast, kappa, valid, True, eta, theta, G,
+                                            sr_theta, sr_g, fc_w, fc_g, sto_w, sto_g)
+                bg, bp = weight_synapse_row(w_off + n_weights, w_off + n_par, d, now, then,
+                                            use_ring, gate, pert, p_ring, bcast, kappa, valid, True,
+                                            eta, theta, G, sr_theta, sr_g, fc_b, fc_g, sto_b, sto_g)
+            else:
+                wg, wp = weight_synapse_row(w_off, w_off + n_weights, d, now, then, use_ring, gate,
+                                            pert, p_ring, bcast, kappa, valid, False, eta, theta, G,
+                                            sr_theta, sr_g, fc_w, fc_g, sto_w, sto_g)
+                bg, bp = weight_synapse_row(w_off + n_weights, w_off + n_par, d, now, then,
+                                            use_ring, gate, pert, p_ring, bcast, kappa, valid, False,
+                                            eta, theta, G, sr_theta, sr_g, fc_b, fc_g, sto_b, sto_g)
+            events[base + E_W_INTEG, 1] += wg
+            events[base + E_WEIGHT, 1] += wp
+            events[base + E_B_INTEG, 1] += bg
+            events[base + E_BIAS, 1] += bp
+            return
         for i in range(w_off, w_off + n_par):
             p_now = pert[i] * gate
             p_d = p_now if d == 0 else p_ring[then, i]
@@ -89,7 +187,7 @@ def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
                 p_ring[now, i] = p_now
             e = bcast * p_d * kappa if valid else 0.0
             if do_update:
-                integrate_and_update(i, i >= w_off + fan_out * fan_in, layer, e, valid,
+                integrate_and_update(i, i >= w_off + n_weights, layer, e, valid,
                                      update_edge, integrator, optimizer, eta, gamma, beta,
                                      lam, weight_sigma, theta, G, V, wnoise, fc_w, fc_b, fc_g, fc_v,
                                      sr_theta, sr_g, sr_v, events)
@@ -99,6 +197,8 @@ def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
     # a_k(n - d) is read from the delay line before this cycle's activity is
     # shifted in (after the loop), so d == ring reads the oldest stage.
     a_d = a_in if d == 0 else in_ring[then, in_off:in_off + fan_in]
+    n_g = 0
+    n_p = 0
     for j in range(fan_out):
         p_now = pert[gen_off + j] * gate
         p_d = p_now if d == 0 else p_ring[then, gen_off + j]
@@ -107,15 +207,30 @@ def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
         ej = bcast * p_d * kappa if valid else 0.0
         if not do_update:
             continue
-        for k in range(fan_in):
-            integrate_and_update(w_off + j * fan_in + k, False, layer, ej * a_d[k], valid,
-                                 update_edge, integrator, optimizer, eta, gamma, beta, lam,
-                                 weight_sigma, theta, G, V, wnoise, fc_w, fc_b, fc_g, fc_v, sr_theta, sr_g,
-                                 sr_v, events)
+        row = w_off + j * fan_in
+        if fast:
+            th, g = theta[row:row + fan_in], G[row:row + fan_in]
+            srt, srg = sr_theta[row:row + fan_in], sr_g[row:row + fan_in]
+            if update_edge:
+                rg, rp = node_synapse_row(fan_in, ej, a_d, valid, True, eta, th, g, srt, srg,
+                                          fc_w, fc_g, sto_w, sto_g)
+            else:
+                rg, rp = node_synapse_row(fan_in, ej, a_d, valid, False, eta, th, g, srt, srg,
+                                          fc_w, fc_g, sto_w, sto_g)
+            n_g += rg
+            n_p += rp
+        else:
+            for k in range(fan_in):
+                integrate_and_update(row + k, False, layer, ej * a_d[k], valid,
+                                     update_edge, integrator, optimizer, eta, gamma, beta, lam,
+                                     weight_sigma, theta, G, V, wnoise, fc_w, fc_b, fc_g, fc_v,
+                                     sr_theta, sr_g, sr_v, events)
         if b_off >= 0:
             integrate_and_update(b_off + j, True, layer, ej, valid, update_edge, integrator,
                                  optimizer, eta, gamma, beta, lam, weight_sigma, theta, G, V,
                                  wnoise, fc_w, fc_b, fc_g, fc_v, sr_theta, sr_g, sr_v, events)
+    events[base + E_W_INTEG, 1] += n_g
+    events[base + E_WEIGHT, 1] += n_p
     if use_ring:
         for k in range(fan_in):
             in_ring[now, in_off + k] = a_in[k]
