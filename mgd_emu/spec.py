@@ -29,12 +29,16 @@ from .fixedpoint import KINDS, MAX_WIDTH, OVERFLOWS, ROUNDINGS, Format
 
 
 class ChipError(ValueError):
-    """A chip description that cannot be used; the message names file and key."""
+    """A chip description that cannot be used; the message names file and key.
 
-    def __init__(self, source: str, key: str, message: str):
+    `where` is what the message blames: "FILE: KEY" by default, or the
+    override that caused the error (see `load_chip`).
+    """
+
+    def __init__(self, source: str, key: str, message: str, where: str | None = None):
         self.source, self.key, self.message = source, key, message
-        where = f"{source}: {key}" if key else source
-        super().__init__(f"{where}: {message}")
+        self.where = where if where is not None else f"{source}: {key}" if key else source
+        super().__init__(f"{self.where}: {message}")
 
 
 # --------------------------------------------------------------------------
@@ -89,7 +93,7 @@ FORMAT_CLASSES = {
     "input": "input sample register x (one per network input)",
     "weight": "weight registers theta (layer{i}.weight)",
     "bias": "bias registers (layer{i}.bias)",
-    "perturbation": "perturbation generator outputs (weight, bias or node perturbation)",
+    "perturbation": "perturbation generator outputs (weight, bias or node perturbation); signed, except with time multiplexing (+A and 0 only)",
     "activation": "neuron output registers (layer{i}.activation)",
     "cost": "cost unit output C and its baseline C0",
     "cost_change": "cost change C~ and the broadcast line",
@@ -272,8 +276,9 @@ class Chip:
         return tomli_w.dumps(self.to_dict())
 
     def replace(self, overrides: Mapping[str, Any]) -> "Chip":
-        """A new chip with dotted-key overrides applied and validated."""
-        return from_dict(apply_overrides(self.to_dict(), overrides, self.source), self.source)
+        """A new chip with dotted-key overrides applied and validated; a
+        refusal names "SOURCE with KEY=VALUE" (the chip itself is valid)."""
+        return _resolve(self.to_dict(), self.source, overrides, flag="", base_is_valid=True)
 
     # Derived quantities used by the engine and reference ------------------
     @property
@@ -303,7 +308,15 @@ class Chip:
 # --------------------------------------------------------------------------
 
 def load_chip(path, overrides: Mapping[str, Any] | None = None) -> Chip:
-    """Load, override and validate a chip description file."""
+    """Load, override and validate a chip description file.
+
+    `overrides` maps dotted keys to values (``{"timing.tau_x": 4}``), as the
+    command line's ``--set KEY=VALUE`` does. An error an override causes is
+    blamed on it, in the command line's spelling: ``--set KEY=VALUE: ...``
+    when the overridden value itself is wrong, ``FILE with --set KEY=VALUE:
+    OTHER.KEY: ...`` when it clashes with the rest of the file. An error the
+    file has without the overrides is the file's.
+    """
     path = Path(path)
     source = str(path)
     try:
@@ -318,16 +331,12 @@ def load_chip(path, overrides: Mapping[str, Any] | None = None) -> Chip:
     raw.setdefault("chip", {})
     if isinstance(raw["chip"], dict):
         raw["chip"].setdefault("name", path.stem)
-    if overrides:
-        raw = apply_overrides(raw, overrides, source)
-    return from_dict(raw, source)
+    return _resolve(raw, source, overrides)
 
 
 def loads_chip(text: str, source: str = "<string>", overrides=None) -> Chip:
-    raw = parse_toml(text, source)
-    if overrides:
-        raw = apply_overrides(raw, overrides, source)
-    return from_dict(raw, source)
+    """Like `load_chip`, from TOML text; `source` names it in messages."""
+    return _resolve(parse_toml(text, source), source, overrides)
 
 
 def parse_toml(text: str, source: str) -> dict:
@@ -349,23 +358,104 @@ def parse_override(item: str, source: str = "--set") -> tuple[str, Any]:
     return key, value
 
 
-def apply_overrides(raw: dict, overrides: Mapping[str, Any], source: str) -> dict:
-    """Set dotted keys in a raw description (validation happens afterwards)."""
+def _override_items(overrides, source: str) -> list[tuple[str, Any]]:
+    """The (dotted key, value) pairs of an overrides mapping, checked."""
+    if overrides is None:
+        return []
+    if not isinstance(overrides, Mapping):
+        raise ChipError(source, "", "overrides must be a mapping of dotted keys to values, such as "
+                        f"{{'timing.tau_x': 4}}, got {type(overrides).__name__} {overrides!r:.60}")
+    for key in overrides:
+        if not isinstance(key, str):
+            raise ChipError(source, "", f"an override key must be a dotted key such as 'timing.tau_x', got {key!r}")
+    return list(overrides.items())
+
+
+def toml_literal(value, top: bool = True) -> str:
+    """A value as the command line's --set KEY=VALUE spells it (a string
+    that parse_override reads back as itself stays a bare word at the top)."""
+    if isinstance(value, str):
+        if top and value and value == value.strip() and parse_override(f"v={value}")[1] == value:
+            return value
+        return tomli_w.dumps({"v": value})[4:].strip()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{k} = {toml_literal(v, False)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_literal(v, False) for v in value) + "]"
+    if isinstance(value, (int, float)):
+        return tomli_w.dumps({"v": value})[4:].strip()
+    return repr(value)
+
+
+def _blamed(source: str, items, flag: str, key: str, direct: bool) -> str:
+    """What a message blames: the overrides `items` (and `source` unless direct)."""
+    if flag:
+        named = " ".join(f"{flag}{k}={toml_literal(v)}" for k, v in items)
+        where = named if direct else f"{source} with {named}"
+    else:
+        where = f"{source} with " + ", ".join(f"{k}={toml_literal(v)}" for k, v in items)
+    if key and not (direct and len(items) == 1 and items[0][0] == key):
+        where += f": {key}"
+    return where
+
+
+def apply_overrides(raw: dict, overrides: Mapping[str, Any], source: str, flag: str = "--set ") -> dict:
+    """Set dotted keys in a raw description (validation happens afterwards).
+
+    ``formats.CLASS.kind = "float"`` replaces the whole format table (a float
+    format has no other keys); any other key is set in place.
+    """
     raw = _thaw(raw)
-    for dotted, value in overrides.items():
+    for dotted, value in _override_items(overrides, source):
         parts = dotted.split(".")
         if not dotted or any(not p for p in parts):
-            raise ChipError(source, dotted, "not a dotted key such as timing.tau_x")
+            raise ChipError(source, dotted, "not a dotted key such as timing.tau_x",
+                            _blamed(source, [(dotted, value)], flag, dotted, True))
         node = raw
         for depth, part in enumerate(parts[:-1]):
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ChipError(source, ".".join(parts[: depth + 1]), "is a value, not a table")
+                prefix = ".".join(parts[: depth + 1])
+                raise ChipError(source, prefix, "is a value, not a table",
+                                _blamed(source, [(dotted, value)], flag, prefix, True))
             node = child
+        if len(parts) == 3 and parts[0] == "formats" and parts[2] == "kind" and value == "float":
+            node.clear()
         node[parts[-1]] = value
     return raw
+
+
+def _resolve(raw: dict, source: str, overrides, flag: str = "--set ", base_is_valid: bool = False) -> Chip:
+    """from_dict(raw with overrides applied); an error an override causes
+    names the override (see `load_chip`)."""
+    items = _override_items(overrides, source)
+    if not items:
+        return from_dict(raw, source)
+    merged = apply_overrides(raw, dict(items), source, flag)
+    try:
+        return from_dict(merged, source)
+    except ChipError as err:
+        key = err.key
+        # the error lies in an overridden value: blame the (most specific) override
+        inside = [(k, v) for k, v in items if key and (key == k or key.startswith(k + "."))]
+        if inside:
+            k, v = max(inside, key=lambda kv: len(kv[0]))
+            raise ChipError(source, key, err.message, _blamed(source, [(k, v)], flag, key, True)) from None
+        # otherwise: the file's own error, if it has it without the overrides
+        if not base_is_valid:
+            try:
+                from_dict(raw, source)
+            except ChipError as alone:
+                if str(alone) == str(err):
+                    raise err from None
+        # a clash of the overrides (those inside the key, else all) with the file
+        below = [(k, v) for k, v in items if key and k.startswith(key + ".")]
+        raise ChipError(source, key, err.message, _blamed(source, below or items, flag, key, False)) from None
 
 
 def from_dict(raw: Mapping, source: str = "<chip>") -> Chip:
@@ -465,12 +555,18 @@ def _format(source, path, v) -> dict:
         if key not in FORMAT_KEYS:
             raise ChipError(source, f"{path}.{key}", _unknown(key, FORMAT_KEYS))
     kind = v.get("kind")
+    extra = [key for key in v if key != "kind"]
+    fixed_it = (f'to make it fixed point set {path}.kind = "fixed" with int_bits and frac_bits '
+                f'(e.g. {path} = {{ kind = "fixed", int_bits = 1, frac_bits = 6 }})')
+    if kind is None and extra:
+        raise ChipError(source, f"{path}.{extra[0]}",
+                        f'only applies to kind = "fixed", and {path} is float (it gives no kind, and float is the default): {fixed_it}')
     if kind not in KINDS:
         raise ChipError(source, f"{path}.kind", f'must be "float" or "fixed", got {kind!r}')
     if kind == "float":
-        extra = [key for key in v if key != "kind"]
         if extra:
-            raise ChipError(source, f"{path}.{extra[0]}", 'only applies to kind = "fixed"')
+            raise ChipError(source, f"{path}.{extra[0]}",
+                            f'only applies to kind = "fixed", and {path} is kind = "float": {fixed_it}')
         return {"kind": "float"}
     out = {"kind": "fixed"}
     for key in ("int_bits", "frac_bits"):
@@ -609,8 +705,18 @@ def _check_consistency(source: str, chip: Chip) -> None:
         raise ChipError(source, "perturbation.normalization", f'"step_length" applies to +-A codes (code, walsh), not {p.multiplexing}')
     if p.presynaptic == "unperturbed" and p.mode == "node" and chip.cost.baseline != "dual_path":
         raise ChipError(source, "perturbation.presynaptic", '"unperturbed" needs cost.baseline = "dual_path" (the unperturbed activity comes from the second path)')
-    a = element_amplitude(chip)
+    if chip.cost.function == "cross_entropy" and sizes[-1] < 2:
+        raise ChipError(source, "cost.function",
+                        f'"cross_entropy" needs at least 2 outputs (a softmax over one class is 1, so the cost is '
+                        f'identically 0 and nothing is learned); the network has {sizes[-1]}: use "mse"')
     fmt = f.perturbation
+    if fmt.is_fixed and not fmt.signed and p.multiplexing != "time":
+        writes = ("sinusoids, negative half the time (an unsigned register clips them to 0)"
+                  if p.multiplexing == "frequency" else "-A as well as +A")
+        raise ChipError(source, "formats.perturbation.signed",
+                        f"must be true with {p.multiplexing} multiplexing: its generators write {writes}; "
+                        f'an unsigned perturbation format suits only multiplexing = "time" (+A and 0)')
+    a = element_amplitude(chip)
     if fmt.is_fixed:
         q = _const(a, fmt)
         if q == 0.0:
@@ -618,21 +724,68 @@ def _check_consistency(source: str, chip: Chip) -> None:
                             f"the per-element amplitude {a:.6g} is zero in formats.perturbation ({fmt.describe()}, LSB {fmt.lsb:.6g})")
         if q != _sat(a, fmt):
             raise ChipError(source, "perturbation.amplitude", f"the per-element amplitude {a:.6g} overflows formats.perturbation (max {fmt.max_value:.6g})")
-    for key, value, cls in (("optimizer.learning_rate", opt.learning_rate, "learning_rate"),
-                            ("optimizer.momentum", opt.momentum if opt.kind == "momentum" else 0.0, "learning_rate")):
-        fmt = f[cls]
-        if fmt.is_fixed and value != 0.0:
-            q = _const(value, fmt)
-            if q == 0.0:
-                raise ChipError(source, key, f"{value:.6g} is zero in formats.{cls} ({fmt.describe()}, LSB {fmt.lsb:.6g})")
-            if value > fmt.max_value:
-                raise ChipError(source, key, f"{value:.6g} overflows formats.{cls} (max {fmt.max_value:.6g})")
-    kappa = correlator_gain(chip)
+    # Constants as the engine rounds them into formats.learning_rate: refused
+    # when the register would hold 0, when the rounded value is out of range
+    # (it would saturate), or when a filter coefficient would hold 1 or more.
+    fmt = f.learning_rate
+    for key, what, value, below_one, hint in register_constants(chip) if fmt.is_fixed else ():
+        q = _const(value, fmt)
+        where = f"formats.learning_rate ({fmt.describe()}, LSB {fmt.lsb:.6g}, max {fmt.max_value:.6g})"
+        hint = f": {hint}" if hint else ""
+        if q == 0.0:
+            raise ChipError(source, key, f"{what} = {value:.6g} is zero in {where}{hint}")
+        if q != _sat(value, fmt):
+            raise ChipError(source, key, f"{what} = {value:.6g} overflows {where}{hint}")
+        if below_one and q >= 1.0:
+            raise ChipError(source, key, f"{what} = {value:.6g} rounds to {q:.6g} in {where}, so it would not decay{hint}")
+    # kappa as the engine computes it: from the amplitude as the perturbation
+    # register holds it, then held in formats.correlator_gain (saturating).
+    a_held = _const(a, f.perturbation)
+    kappa = correlator_gain(chip, a_held)
     fmt = f.correlator_gain
-    if fmt.is_fixed and (_const(kappa, fmt) == 0.0 or kappa > fmt.max_value):
+    if fmt.is_fixed and (_const(kappa, fmt) == 0.0 or _const(kappa, fmt) != _sat(kappa, fmt)):
+        held = f", from the amplitude {a_held:.6g} that formats.perturbation holds" if f.perturbation.is_fixed else ""
         raise ChipError(source, "formats.correlator_gain",
-                        f"cannot hold the correlator normalisation 1/N = {kappa:.6g} ({fmt.describe()}: LSB {fmt.lsb:.6g}, max {fmt.max_value:.6g})")
+                        f"cannot hold the correlator normalisation 1/N = {kappa:.6g}{held} "
+                        f"({fmt.describe()}: LSB {fmt.lsb:.6g}, max {fmt.max_value:.6g})")
     _check_datapath(source, chip)
+
+
+def register_constants(chip: Chip) -> list[tuple[str, str, float, bool, str]]:
+    """The constants the engine rounds into formats.learning_rate, unrounded.
+
+    Each is (key to blame, what it is, value, whether rounding to 1 or more
+    breaks it (a filter that would not decay), a hint for a refusal): eta'
+    (eta, or eta/tau_theta when divided), gamma (momentum), the analog
+    integrator's lambda = 1/(tau+1) and beta = tau/(tau+1), the high-pass
+    coefficient tau_hp/(tau_hp+1); only those the chip uses (engine._build
+    rounds them with plan.quantize_const). A learning rate or momentum of 0
+    is not listed (0 is what it should hold).
+    """
+    opt, tau = chip.optimizer, float(chip.timing.tau_theta)
+    out = []
+    if opt.learning_rate != 0.0:
+        if opt.divide_by_tau_theta:
+            out.append(("optimizer.learning_rate",
+                        f"eta/tau_theta (optimizer.divide_by_tau_theta = true) = {opt.learning_rate:.6g}/{chip.timing.tau_theta}",
+                        opt.learning_rate / tau, False,
+                        "give formats.learning_rate more frac_bits, or a larger learning rate or shorter tau_theta"))
+        else:
+            out.append(("optimizer.learning_rate", "eta", opt.learning_rate, False, ""))
+    if opt.kind == "momentum" and opt.momentum != 0.0:
+        out.append(("optimizer.momentum", "gamma", opt.momentum, False, ""))
+    if chip.integrator.kind == "analog":
+        hint = ("the analog integrator's time constant needs formats.learning_rate to resolve 1/(tau_theta+1): "
+                "give it more frac_bits, or shorten timing.tau_theta")
+        out.append(("timing.tau_theta", "the analog integrator's lambda = 1/(tau_theta+1)", 1.0 / (tau + 1.0), False, hint))
+        # (beta rounds to 1 only where lambda = 1 - beta rounds to 0, refused first)
+        out.append(("timing.tau_theta", "the analog integrator's beta = tau_theta/(tau_theta+1)", tau / (tau + 1.0),
+                    False, hint))
+    if chip.cost.baseline == "highpass":
+        hp = chip.cost.tau_hp
+        out.append(("cost.tau_hp", "the high-pass coefficient tau_hp/(tau_hp+1)", hp / (hp + 1.0), True,
+                    "give formats.learning_rate more frac_bits, or change cost.tau_hp"))
+    return out
 
 
 def correlator_gain(chip: Chip, a: float | None = None) -> float:

@@ -23,6 +23,18 @@ def refused(text: str, key: str, *words: str, overrides=None) -> ChipError:
     return err
 
 
+def blamed(text: str, overrides, where: str, key: str, *words: str) -> ChipError:
+    """An override's error: the message starts with what it blames (`where`)."""
+    with pytest.raises(ChipError) as info:
+        loads_chip(text, "chip.toml", overrides)
+    err = info.value
+    assert err.key == key, str(err)
+    assert str(err).startswith(f"{where}: "), str(err)
+    for w in words:
+        assert w in str(err), str(err)
+    return err
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_chips_load_and_round_trip(path):
     chip = load_chip(path)
@@ -56,7 +68,7 @@ def test_overrides_use_dotted_keys_and_the_same_validation():
     chip = loads_chip('[formats]\nweight = { kind = "fixed", int_bits = 1, frac_bits = 6 }',
                       overrides={"formats.weight.frac_bits": 5, "timing.tau_x": 4})
     assert chip.formats.weight.frac_bits == 5 and chip.timing.tau_x == 4
-    refused("", "timing.tau_x", "an integer in [1,", overrides={"timing.tau_x": 0})
+    blamed("", {"timing.tau_x": 0}, "--set timing.tau_x=0", "timing.tau_x", "an integer in [1,")
 
 
 def test_replace_returns_a_new_validated_chip():
@@ -152,6 +164,162 @@ def test_frequencies_must_stay_below_nyquist():
 def test_a_datapath_wider_than_the_exact_range_is_refused():
     wide = '{ kind = "fixed", int_bits = 8, frac_bits = 23 }'
     refused(f"[formats]\nweight = {wide}\nperturbation = {wide}\ninput = {wide}\nbias = {wide}", "formats", "53")
+
+
+U8 = '{ kind = "fixed", signed = false, int_bits = 0, frac_bits = 8 }'
+LR12 = '[formats]\nlearning_rate = { kind = "fixed", signed = false, int_bits = 0, frac_bits = 12 }\n'
+
+
+@pytest.mark.parametrize("mux", ["code", "walsh", "frequency"])
+def test_an_unsigned_perturbation_format_is_refused_where_the_generators_write_negative_values(mux):
+    refused(f'[perturbation]\nmultiplexing = "{mux}"\namplitude = 0.1\n[formats]\nperturbation = {U8}',
+            "formats.perturbation.signed", f"must be true with {mux} multiplexing", 'only multiplexing = "time"')
+
+
+def test_time_multiplexing_may_use_an_unsigned_perturbation_format():
+    chip = loads_chip(f'[perturbation]\nmultiplexing = "time"\namplitude = 0.1\n[formats]\nperturbation = {U8}')
+    assert not chip.formats.perturbation.signed
+
+
+def test_a_divided_learning_rate_that_is_zero_in_its_format_is_refused():
+    # 0.05 / 1000 = 5e-5 is below half the LSB 2^-12 = 2.4e-4: the register would hold 0
+    refused(LR12 + "[optimizer]\nlearning_rate = 0.05\ndivide_by_tau_theta = true\n[timing]\ntau_theta = 1000",
+            "optimizer.learning_rate", "eta/tau_theta", "= 5e-05 is zero in formats.learning_rate")
+
+
+def test_a_divided_learning_rate_is_checked_as_divided():
+    # 2.0 alone overflows u0.12, but the register holds 2.0/100 = 0.02
+    chip = loads_chip(LR12 + "[optimizer]\nlearning_rate = 2.0\ndivide_by_tau_theta = true\n[timing]\ntau_theta = 100")
+    assert chip.optimizer.learning_rate == 2.0
+    refused(LR12 + "[optimizer]\nlearning_rate = 2.0", "optimizer.learning_rate", "overflows formats.learning_rate")
+
+
+def test_an_analog_leak_that_is_zero_in_its_format_is_refused():
+    # lambda = 1/10001 is below half the LSB of u0.12: the integrator would stay 0
+    refused(LR12 + '[integrator]\nkind = "analog"\n[timing]\ntau_theta = 10000',
+            "timing.tau_theta", "lambda = 1/(tau_theta+1)", "is zero in formats.learning_rate")
+
+
+def test_a_constant_overflows_only_if_its_rounded_value_is_out_of_range():
+    # u0.12 holds at most 4095/4096 = 0.999756; 0.99985 rounds to that code, 0.99995 to 4096
+    assert loads_chip(LR12 + "[optimizer]\nlearning_rate = 0.99985").optimizer.learning_rate == 0.99985
+    refused(LR12 + "[optimizer]\nlearning_rate = 0.99995", "optimizer.learning_rate", "overflows formats.learning_rate")
+    # the same holds for the analog beta = 5000/5001 = 0.9998: held as 4095/4096
+    assert loads_chip(LR12 + '[integrator]\nkind = "analog"\n[timing]\ntau_theta = 5000').timing.tau_theta == 5000
+
+
+def test_an_analog_integrator_whose_constants_fit_is_accepted():
+    assert loads_chip(LR12 + '[integrator]\nkind = "analog"\n[timing]\ntau_theta = 1000').timing.tau_theta == 1000
+
+
+def test_a_highpass_coefficient_that_is_zero_or_one_in_its_format_is_refused():
+    refused(LR12 + '[cost]\nbaseline = "highpass"\ntau_hp = 0.0001', "cost.tau_hp", "is zero in formats.learning_rate")
+    refused('[formats]\nlearning_rate = { kind = "fixed", signed = false, int_bits = 1, frac_bits = 12 }\n'
+            '[cost]\nbaseline = "highpass"\ntau_hp = 1000000.0', "cost.tau_hp", "rounds to 1", "would not decay")
+    assert loads_chip(LR12 + '[cost]\nbaseline = "highpass"\ntau_hp = 1.6').cost.tau_hp == 1.6
+
+
+def test_constants_of_blocks_the_chip_does_not_use_are_not_checked():
+    # a digital chip never uses beta and lambda, a dual-path chip never the high-pass coefficient
+    assert loads_chip(LR12 + "[timing]\ntau_theta = 10000\n[cost]\ntau_hp = 0.0001").timing.tau_theta == 10000
+
+
+KAPPA13 = ('[perturbation]\namplitude = 0.0117\namplitude_is = "element"\nnormalization = "power"\n'
+           '[formats]\nperturbation = { kind = "fixed", int_bits = 0, frac_bits = 7 }\n'
+           'correlator_gain = { kind = "fixed", signed = false, int_bits = 13, frac_bits = 0 }\n')
+
+
+def test_the_correlator_gain_is_checked_from_the_amplitude_the_register_holds():
+    # 1/0.0117^2 = 7305 fits u13.0 (max 8191), but s0.7 holds 0.0117 as 1/128,
+    # and the engine's 1/N = 128^2 = 16384 would saturate
+    refused(KAPPA13, "formats.correlator_gain", "1/N = 16384", "amplitude 0.0078125", "max 8191")
+    assert loads_chip(KAPPA13.replace("int_bits = 13", "int_bits = 15")).formats.correlator_gain.int_bits == 15
+
+
+def test_cross_entropy_with_a_single_output_is_refused():
+    refused('[cost]\nfunction = "cross_entropy"', "cost.function", "at least 2 outputs", "identically 0")
+    two = loads_chip('[cost]\nfunction = "cross_entropy"\n[network]\nlayers = [3, 2]\n'
+                     '[task]\nname = "random"\ninputs = 3\noutputs = 2')
+    assert two.cost.function == "cross_entropy"
+
+
+# -- overrides: an error an override causes names the override ---------------
+
+def test_an_unknown_key_in_an_override_names_the_override_not_the_file():
+    err = blamed("", {"timing.tau_thta": 4}, "--set timing.tau_thta=4", "timing.tau_thta",
+                 "unknown key; did you mean 'tau_theta'")
+    assert "chip.toml" not in str(err)
+
+
+def test_a_shipped_file_is_not_blamed_for_an_override():
+    with pytest.raises(ChipError) as info:
+        load_chip(HW / "xor_8bit.toml", {"timing.tau_thta": 4})
+    assert str(info.value).startswith("--set timing.tau_thta=4: unknown key; did you mean 'tau_theta'?")
+    assert "xor_8bit.toml" not in str(info.value)
+
+
+def test_a_bad_override_value_names_the_override_in_the_command_line_spelling():
+    blamed('[formats]\nweight = { kind = "fixed", int_bits = 1, frac_bits = 6 }', {"formats.weight.rounding": "up"},
+           "--set formats.weight.rounding=up", "formats.weight.rounding", "truncate, nearest-even, stochastic")
+    blamed("", {"network.layers": [2, 0, 1]}, "--set network.layers=[2, 0, 1]", "network.layers")
+    blamed("[timing]\ntau_x = 2", {"timing.tau_x.fast": 1}, "--set timing.tau_x.fast=1: timing.tau_x", "timing.tau_x",
+           "is a value, not a table")
+
+
+def test_an_error_inside_an_overridden_table_names_the_override_and_the_key():
+    blamed("", {"formats.weight": {"kind": "fixd"}}, '--set formats.weight={ kind = "fixd" }: formats.weight.kind',
+           "formats.weight.kind", '"float" or "fixed"')
+
+
+def test_an_override_that_clashes_with_the_file_names_both():
+    blamed("[timing]\ntau_theta = 4", {"timing.tau_p": 3}, "chip.toml with --set timing.tau_p=3: timing.tau_theta",
+           "timing.tau_theta", "multiple of timing.tau_p = 3")
+
+
+def test_the_files_own_error_is_still_the_files():
+    refused("[timing]\ntau_thetta = 4", "timing.tau_thetta", "did you mean 'tau_theta'", overrides={"timing.tau_x": 2})
+
+
+def test_replace_names_the_override_it_was_given():
+    chip = loads_chip("", "chip.toml")
+    with pytest.raises(ChipError) as info:
+        chip.replace({"formats.weight.frac_bits": 40})
+    assert str(info.value).startswith("chip.toml with formats.weight.frac_bits=40: "), str(info.value)
+
+
+def test_overrides_that_are_not_a_mapping_are_refused_with_chip_error(tmp_path):
+    path = tmp_path / "chip.toml"
+    path.write_text("")
+    for bad in (["timing.tau_x=4"], "timing.tau_x=4", {3: 4}):
+        with pytest.raises(ChipError, match="override") as info:
+            load_chip(path, bad)
+        assert str(info.value).startswith(str(path))
+    with pytest.raises(ChipError, match="a mapping of dotted keys"):
+        loads_chip("").replace([("timing.tau_x", 4)])
+
+
+def test_a_fixed_point_key_on_a_float_format_says_how_to_make_it_fixed():
+    err = blamed("", {"formats.weight.frac_bits": 5}, "--set formats.weight.frac_bits=5", "formats.weight.frac_bits",
+                 'only applies to kind = "fixed"', "float", 'kind = "fixed" with int_bits and frac_bits')
+    assert "None" not in str(err)
+    blamed('[formats]\nweight = { kind = "float" }', {"formats.weight.frac_bits": 5}, "--set formats.weight.frac_bits=5",
+           "formats.weight.frac_bits", 'formats.weight is kind = "float"')
+    refused('[formats]\nweight = { int_bits = 1, frac_bits = 6 }', "formats.weight.int_bits", "is float (it gives no kind",
+            'kind = "fixed"')
+
+
+def test_a_kind_float_override_replaces_a_fixed_format():
+    text = '[formats]\nweight = { kind = "fixed", int_bits = 1, frac_bits = 6, rounding = "stochastic" }'
+    assert loads_chip(text, overrides={"formats.weight.kind": "float"}).formats.weight.kind == "float"
+    # other keys set after it still apply, and are refused as for any float format
+    blamed(text, {"formats.weight.kind": "float", "formats.weight.frac_bits": 3}, "--set formats.weight.frac_bits=3",
+           "formats.weight.frac_bits", 'is kind = "float"')
+
+
+def test_a_kind_fixed_override_keeps_the_other_keys():
+    chip = loads_chip("", overrides={"formats.weight.kind": "fixed", "formats.weight.int_bits": 1,
+                                     "formats.weight.frac_bits": 6})
+    assert (chip.formats.weight.kind, chip.formats.weight.width) == ("fixed", 8)
 
 
 def test_nothing_in_a_chip_file_is_executed(tmp_path):
