@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,22 @@ _CHUNK_BYTES = 1 << 16
 # oldest that supports single-writer/multiple-reader mode, which keeps the file
 # consistent on disk at every flush, so a killed run leaves a readable file.
 LIBVER = ("v110", "v110")
+
+# The values of the root attribute `end_reason` (traces/README.md lists them).
+END_RUNNING = "running"                     # the writer never closed: the process was killed
+END_COMPLETED = "completed"                 # every requested cycle ran
+END_STOPPED = "stopped early"               # the writer's context closed normally before that
+END_INTERRUPTED = "interrupted (Ctrl-C)"
+END_FAILED = "failed: "                     # + "ExceptionType: message"
+
+
+def target_reached(accuracy: float) -> str:
+    """end_reason of a run stopped at a target test accuracy (complete = true)."""
+    return f"target accuracy {float(accuracy)!r} reached"
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split())
 
 
 class TraceError(ValueError):
@@ -75,7 +92,7 @@ class TraceWriter:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self.f = h5py.File(self.path, "w", libver=LIBVER)
         except (OSError, ValueError) as exc:
-            raise TraceError(f"{self.path}: cannot be written ({exc})") from None
+            raise TraceError(f"{self.path}: cannot be written ({_one_line(exc)})") from None
         chip, task = emu.chip, emu.task
         a = self.f.attrs
         a["format"] = FORMAT_NAME
@@ -95,7 +112,7 @@ class TraceWriter:
         a["cycles_requested"] = self.cycles_requested
         a["cycles_completed"] = 0
         a["complete"] = False
-        a["end_reason"] = "running"
+        a["end_reason"] = END_RUNNING
         a["probes"] = json.dumps([p.text for p in emu.probes])
         a["note"] = note
         signals = self.f.create_group("signals")
@@ -197,9 +214,10 @@ class TraceWriter:
         if exc_type is None:
             done = self.emu.cycle - self.start_cycle
             self.close(done >= self.cycles_requested,
-                       "completed" if done >= self.cycles_requested else "stopped early")
+                       END_COMPLETED if done >= self.cycles_requested else END_STOPPED)
         else:
-            reason = "interrupted (Ctrl-C)" if exc_type is KeyboardInterrupt else f"failed: {exc_type.__name__}: {exc}"
+            reason = (END_INTERRUPTED if exc_type is KeyboardInterrupt
+                      else f"{END_FAILED}{exc_type.__name__}: {_one_line(exc)}")
             self.close(False, reason)
         return False
 
@@ -243,11 +261,14 @@ class Trace:
         self.path = Path(path)
         if not self.path.exists():
             raise TraceError(f"{self.path}: no such file")
+        if self.path.is_dir():
+            raise TraceError(f"{self.path}: is a directory, not a trace file (traces are .h5 files)")
         try:
             f = h5py.File(self.path, "r", locking=False)
         except OSError as exc:
             if "already open for write" not in str(exc):
-                raise TraceError(f"{self.path}: not an HDF5 file, so not an mgd-emu trace ({exc})") from None
+                raise TraceError(f"{self.path}: not an HDF5 file, so not an mgd-emu trace "
+                                 f"({_hdf5_cause(exc)})") from None
             # still being written, or its writer was killed: read it as an SWMR reader
             f = h5py.File(self.path, "r", locking=False, swmr=True)
         with f:
@@ -325,6 +346,18 @@ class Trace:
 
         chip = self.chip.replace({"trace.probes": []})
         return Emulator(chip, self.seed, probes=json.loads(self.attrs["probes"]))
+
+
+def _hdf5_cause(exc) -> str:
+    """HDF5's reason for refusing a file, on one line: its `error message`
+    field when it has one (h5py's text also carries a time stamp and buffer
+    addresses), else the whole text."""
+    text = _one_line(exc)
+    m = re.search(r"error message = '([^']*)'", text)
+    if m:
+        return m.group(1)
+    m = re.search(r"\(([^()]*)\)\s*$", text)  # "Unable to ... (file signature not found)"
+    return m.group(1) if m else text
 
 
 def open_trace(path) -> Trace:

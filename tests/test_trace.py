@@ -15,7 +15,7 @@ import pytest
 from mgd_emu import ChipError, load_chip, loads_chip
 from mgd_emu.engine import Emulator
 from mgd_emu.probes import ProbeError, parse_probe
-from mgd_emu.trace import TraceError, TraceWriter, open_trace
+from mgd_emu.trace import END_STOPPED, TraceError, TraceWriter, open_trace, target_reached
 
 ROOT = Path(__file__).resolve().parents[1]
 XOR8 = load_chip(ROOT / "hw_models/xor_8bit.toml")
@@ -164,7 +164,7 @@ def test_an_exception_leaves_an_incomplete_trace_with_every_flushed_cycle(tmp_pa
         with TraceWriter(tmp_path / "t.h5", emu, 10**9) as w:
             emu.run(10**9, sink=w, progress=fail_on_third_chunk)
     t = open_trace(tmp_path / "t.h5")
-    assert not t.complete and "power cut" in t.attrs["end_reason"]
+    assert not t.complete and t.attrs["end_reason"] == "failed: RuntimeError: power cut"
     assert t.cycles_completed == calls[-1] == t.signal("cost").cycles.size
 
 
@@ -228,8 +228,31 @@ def test_a_file_that_is_not_a_trace_is_refused(tmp_path):
 
 def test_a_trace_path_that_cannot_be_written_is_refused(tmp_path):
     (tmp_path / "file").write_text("")
-    with pytest.raises(TraceError, match="cannot be written"):
+    with pytest.raises(TraceError, match="cannot be written") as err:
         TraceWriter(tmp_path / "file" / "t.h5", Emulator(XOR8, 0), 10)
+    assert "\n" not in str(err.value)
+
+
+def test_refusals_to_read_are_one_line_and_name_the_cause(tmp_path):
+    with pytest.raises(TraceError) as err:
+        open_trace(tmp_path)
+    assert str(err.value) == f"{tmp_path}: is a directory, not a trace file (traces are .h5 files)"
+    (tmp_path / "text.h5").write_text("hello")
+    with pytest.raises(TraceError) as err:
+        open_trace(tmp_path / "text.h5")
+    # HDF5's own text carries newlines, time stamps and buffer addresses: only its cause is kept
+    assert str(err.value) == (f"{tmp_path / 'text.h5'}: not an HDF5 file, so not an mgd-emu trace "
+                              "(file signature not found)")
+
+
+def test_the_end_reasons_of_runs_that_stop_before_their_cycles(tmp_path):
+    emu = Emulator(XOR8, 0, probes=["cost"])
+    with TraceWriter(tmp_path / "t.h5", emu, 1000) as w:
+        emu.run(400, sink=w)
+    t = open_trace(tmp_path / "t.h5")
+    assert (t.complete, t.attrs["end_reason"], t.cycles_completed) == (False, END_STOPPED, 400)
+    assert target_reached(1.0) == "target accuracy 1.0 reached"
+    assert target_reached(0.75) == "target accuracy 0.75 reached"
 
 
 def test_a_float_chip_stores_values_and_names_its_probes_in_the_file(tmp_path):
