@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit
+from vcd.writer import RealVariable
 
 from . import __version__
 from .blocks import layout as L
@@ -41,6 +42,26 @@ _SUB_BLOCK = {"weight": "synapse", "bias": "synapse", "weight_integrator": "syna
 
 
 # =============================================================== VCD export
+
+class _RealUntilSampled(RealVariable):
+    """A VCD `real` that has no value until its first sample.
+
+    VCD has no x for reals, and pyvcd writes every real's initial value
+    (0.0 by default) into $dumpvars. This one holds None until its first
+    change and is then left out of $dumpvars (pyvcd skips variables whose
+    dump() is None), so its first value change is its first sample:
+    viewers show no value before it, rather than a 0 the chip never held."""
+
+    __slots__ = ()
+
+    def dump(self, check: bool = True):
+        return None if self.value is None else super().dump(check)
+
+
+def _no_value_yet(var) -> None:
+    var.__class__ = _RealUntilSampled
+    var.value = None
+
 
 def vcd_timescale(clock_hz: float) -> tuple[str, int]:
     """(VCD timescale, units per clock cycle): the coarsest unit in which one
@@ -178,8 +199,9 @@ def write_vcd(t: Trace, out, signals=None, start=None, stop=None) -> list[Path]:
                            f"fixed-point registers hold two's complement codes, value = code * 2^-frac_bits")) as w:
             clk = w.register_var(("chip",), "clk", "wire", size=1, init=0)
             for v in vars_:
-                v.var = w.register_var(v.scope, v.name, v.kind, size=v.width,
-                                       init=0.0 if v.kind == "real" else None)
+                v.var = w.register_var(v.scope, v.name, v.kind, size=v.width)  # reg, integer: x
+                if v.kind == "real":
+                    _no_value_yet(v.var)
             if events:
                 order_cyc = np.concatenate([e[0] for e in events])
                 order_var = np.concatenate([e[1] for e in events])

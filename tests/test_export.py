@@ -152,6 +152,31 @@ def test_gtkw_names_every_exported_signal_grouped_by_block(vcd_trace, tmp_path):
     assert str(vcd.resolve()) in text
 
 
+def test_no_vcd_variable_claims_a_value_before_its_first_sample(tmp_path):
+    # A float chip (real variables) and a fixed one (reg), each with a probe
+    # whose window starts after the export window does.
+    ideal = load_chip(ROOT / "hw_models/xor_ideal.toml")
+    for chip, kind in ((ideal, "r"), (XOR8, "b")):
+        t = record(tmp_path / f"{kind}.h5", chip, ["cost window=100:", "layer0.weight every=50"], 300)
+        vcd, _ = export.write_vcd(t, tmp_path / f"{kind}.vcd", start=0, stop=200)
+        _, _, changes = read_vcd(vcd)
+        cost = changes["chip.cost_unit.cost"]
+        first_value = cost[1] if kind == "b" else cost[0]
+        if kind == "b":  # a reg is x in $dumpvars until its first sample
+            assert cost[0] == (0, "x")
+        else:  # VCD has no x for a real: it has no value change at all before its first sample
+            assert cost[0][0] == 1000
+        assert first_value[0] == 1000  # cycle 100, 10 ns a cycle
+        assert value_at(changes["chip.layer0.synapse.weight_0_0"], 0) is not None
+        dumpvars = vcd.read_text().split("$dumpvars", 1)[1].split("$end", 1)[0]
+        ident = [line.split()[3] for line in vcd.read_text().splitlines()
+                 if line.startswith("$var") and line.split()[4] == "cost"][0]
+        assert (ident in dumpvars.split()) == (kind == "b")
+        if shutil.which("vcd2fst"):
+            out = subprocess.run(["vcd2fst", str(vcd), str(tmp_path / f"{kind}.fst")], capture_output=True, text=True)
+            assert out.returncode == 0, out.stderr
+
+
 @pytest.mark.skipif(shutil.which("vcd2fst") is None, reason="GTKWave's vcd2fst is not installed")
 def test_gtkwave_converts_the_vcd(vcd_trace, tmp_path):
     vcd, _ = export.write_vcd(vcd_trace, tmp_path / "w.vcd", start=0, stop=300)
