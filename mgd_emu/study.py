@@ -152,6 +152,8 @@ class Divergence:
     register: str
     tolerance: float        # what counts as "the same": one LSB of the chip's format
     first_cycle: int | None  # first checked cycle with a difference above tolerance
+    last_same: int | None    # the check before it (0: none), where they still agreed: the
+                             # departure happened after this cycle and by first_cycle
     max_abs: float           # largest |chip - twin| over the run's checks
     final_abs: float         # max |chip - twin| at the last check
     final_rel: float         # ||chip - twin|| / ||twin|| at the last check
@@ -168,13 +170,21 @@ class TwinReport:
     twin_eval: list[tuple[int, float, float]]
 
     def table(self) -> str:
+        shown = ", ".join(f"{c:,}" for c in self.checks[:5]) + (", ..." if len(self.checks) > 5 else "")
         lines = [f"float-ideal twin of {self.chip} (seed {self.seed}): float formats, zero latency; "
-                 f"compared at {len(self.checks)} cycles up to {self.cycles:,}",
-                 f"{'register':<28} {'tolerance':>10} {'diverges at cycle':>18} {'max |diff|':>11} "
+                 f"compared at {len(self.checks)} cycles up to {self.cycles:,} ({shown})",
+                 "diverges in cycles A-B: still within tolerance at the check at cycle A-1, "
+                 "apart at the check at cycle B (checks double, then come at a fixed period)",
+                 f"{'register':<28} {'tolerance':>10} {'diverges in cycles':>20} {'max |diff|':>11} "
                  f"{'final |diff|':>12} {'final rel':>10}"]
         for d in self.registers:
-            first = f"{d.first_cycle:,}" if d.first_cycle is not None else "never"
-            lines.append(f"{d.register:<28} {d.tolerance:>10.3g} {first:>18} {d.max_abs:>11.4g} "
+            if d.first_cycle is None:
+                where = "never"
+            elif d.first_cycle - d.last_same == 1:
+                where = f"{d.first_cycle:,}"
+            else:
+                where = f"{d.last_same + 1:,}-{d.first_cycle:,}"
+            lines.append(f"{d.register:<28} {d.tolerance:>10.3g} {where:>20} {d.max_abs:>11.4g} "
                          f"{d.final_abs:>12.4g} {d.final_rel:>10.3g}")
         (c, cc, ca), (_, tc, ta) = self.chip_eval[-1], self.twin_eval[-1]
         lines.append(f"at cycle {c:,}: chip accuracy {ca:.3f} (cost {cc:.5f}), twin accuracy {ta:.3f} (cost {tc:.5f})")
@@ -204,7 +214,8 @@ def _check_cycles(cycles: int, check_every: int) -> list[int]:
 def twin(chip: Chip, seed: int, cycles: int, check_every: int = 10_000) -> TwinReport:
     """Run `chip` and its float-ideal twin in lock step and report, per
     register, the first checked cycle at which they differ by more than one
-    LSB of the chip's format (float registers: 1e-9 relative)."""
+    LSB of the chip's format (float registers: 1e-9 relative), and the check
+    before it: the registers part somewhere in between."""
     a, b = Emulator(chip, seed), Emulator(ideal_twin(chip), seed)
     names = [n for n in a.registers if n not in _STIMULUS]
     tol = {}
@@ -212,7 +223,9 @@ def twin(chip: Chip, seed: int, cycles: int, check_every: int = 10_000) -> TwinR
         fmt = a.register_format(n)
         tol[n] = fmt.lsb if fmt is not None and fmt.is_fixed else 0.0
     first = dict.fromkeys(names)
+    last_same = dict.fromkeys(names)
     max_abs = dict.fromkeys(names, 0.0)
+    previous = 0
     checks, chip_eval, twin_eval = _check_cycles(cycles, check_every), [], []
     for c in checks:
         a.run(c - a.cycle)
@@ -223,15 +236,16 @@ def twin(chip: Chip, seed: int, cycles: int, check_every: int = 10_000) -> TwinR
             d = float(np.max(np.abs(x - y))) if x.size else 0.0
             limit = tol[n] if tol[n] > 0 else 1e-9 * max(1.0, float(np.max(np.abs(y))) if y.size else 1.0)
             if first[n] is None and d > limit:
-                first[n] = c
+                first[n], last_same[n] = c, previous
             max_abs[n] = max(max_abs[n], d)
+        previous = c
     ra, rb = a.registers, b.registers
     out = []
     for n in names:
         x, y = np.asarray(ra[n], float), np.asarray(rb[n], float)
         norm = float(np.linalg.norm(y))
         diff = float(np.linalg.norm(x - y))
-        out.append(Divergence(n, tol[n], first[n], max_abs[n], float(np.max(np.abs(x - y))) if x.size else 0.0,
+        out.append(Divergence(n, tol[n], first[n], last_same[n], max_abs[n], float(np.max(np.abs(x - y))) if x.size else 0.0,
                               diff / norm if norm > 0 else (0.0 if diff == 0 else float("inf"))))
     chip_eval.append((a.cycle, *a.evaluate()))
     twin_eval.append((b.cycle, *b.evaluate()))

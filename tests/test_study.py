@@ -72,5 +72,17 @@ def test_the_twin_of_a_pipelined_8_bit_chip_shows_where_it_departs():
     # Quantised perturbation codes stay within one LSB of the ideal ones.
     assert by["layer0.weight_perturbation"].first_cycle is None
     assert by["layer0.weight_perturbation"].max_abs <= by["layer0.weight_perturbation"].tolerance
-    assert "diverges at cycle" in report.table()
+    # Checks double (1, 2, 4, ...), then come every check_every: a departure is
+    # located between the last check that agreed and the first that did not.
+    assert report.checks[:4] == [1, 2, 4, 8] and report.checks[-2:] == [15_000, 20_000]
+    for d in report.registers:
+        if d.first_cycle is not None:
+            k = report.checks.index(d.first_cycle)
+            assert d.last_same == (report.checks[k - 1] if k else 0)
+    table = report.table()
+    assert "diverges in cycles" in table
+    w = by["layer0.weight"]
+    row = next(line for line in table.splitlines() if line.startswith("layer0.weight "))
+    span = f"{w.first_cycle:,}" if w.first_cycle - w.last_same == 1 else f"{w.last_same + 1:,}-{w.first_cycle:,}"
+    assert row.split()[2] == span
     json.dumps(report.to_json())
