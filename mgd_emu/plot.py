@@ -15,12 +15,37 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from . import reference  # noqa: E402
 from .tasks import make_task  # noqa: E402
 from .trace import Trace  # noqa: E402
 
 MAX_LINES = 40  # trajectories drawn per panel; more become unreadable
+# The image formats a plot can be saved in, by file suffix (png, pdf, svg, ...).
+IMAGE_FORMATS = sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def image_format(out) -> str:
+    """The image format of file `out`, from its suffix; ValueError naming the
+    allowed suffixes when there is none or it is not one matplotlib writes."""
+    fmt = Path(out).suffix[1:].lower()
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"{out}: not an image file name (allowed suffixes: "
+                         f"{', '.join('.' + f for f in IMAGE_FORMATS)})")
+    return fmt
+
+
+def _save(fig, out: Path) -> Path:
+    """Save to exactly `out` (matplotlib would add .png to a name without a suffix)."""
+    fmt = image_format(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(out, dpi=110, format=fmt)
+    finally:
+        plt.close(fig)
+    return out
 
 
 def _time_unit(seconds: float) -> tuple[str, float]:
@@ -38,9 +63,21 @@ def _chip_time_axis(ax, clock_hz: float, last_cycle: float) -> None:
     top.tick_params(labelsize=7)
 
 
-def _cycles_axis(ax) -> None:
+def _cycle_label(v, _pos=None) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.4g}{suffix}"
+    return f"{v:.4g}"
+
+
+def _cycles_axis(ax, last_cycle: float | None = None) -> None:
+    """x axis in clock cycles; with last_cycle, the whole run [0, last_cycle]
+    (and a margin, so points at either end show whole), so every panel of a
+    figure shows the same span."""
     ax.set_xlabel("cycle")
-    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+    ax.xaxis.set_major_formatter(FuncFormatter(_cycle_label))  # 20k, 1.5M: no offset text
+    if last_cycle is not None:
+        ax.set_xlim(-0.015 * last_cycle, 1.015 * last_cycle)
     ax.grid(alpha=0.3)
 
 
@@ -130,89 +167,91 @@ def gradient_alignment(trace: Trace):
     return source, np.array(out_c), np.array(cos), last[0], last[1]
 
 
+def panel_layout(trace: Trace, grad="compute") -> list[list[str]]:
+    """The panels plot_trace draws, row by row: each only when the trace
+    holds what it shows, so no panel is empty. Rows: cost | accuracy,
+    weights | biases, gradient | gradient_scatter."""
+    if isinstance(grad, str):
+        grad = gradient_alignment(trace)
+    n_layers = len(trace.chip.layer_sizes) - 1
+    evaluated = len(trace.evaluation[0]) > 0
+    has = {"cost": "cost" in trace.signals or evaluated, "accuracy": evaluated,
+           "weights": any(f"layer{i}.weight" in trace.signals for i in range(n_layers)),
+           "biases": any(f"layer{i}.bias" in trace.signals for i in range(n_layers)),
+           "gradient": grad is not None, "gradient_scatter": grad is not None}
+    rows = [["cost", "accuracy"], ["weights", "biases"], ["gradient", "gradient_scatter"]]
+    return [r for r in ([p for p in row if has[p]] for row in rows) if r]
+
+
 def plot_trace(trace: Trace, out) -> Path:
-    """Draw the trace's run into `out` (PNG); returns the path."""
+    """Draw the trace's run into `out` (PNG, or any suffix in IMAGE_FORMATS);
+    returns the path.
+
+    Panels (see panel_layout), two to a row, each only when the trace holds
+    what it shows; a row with one panel spans the width: cost | test
+    accuracy; weights | biases; gradient estimate vs exact over the run | at
+    the last check. A trace with none of them gives a figure saying what to
+    probe."""
     out = Path(out)
+    image_format(out)
     chip = trace.chip
     hz = chip.timing.clock_hz
-    last = max(trace.cycles_completed, 1)
+    last = max(trace.cycles_completed + int(trace.attrs.get("start_cycle", 0)), 1)
     grad = gradient_alignment(trace)
     n_layers = len(chip.layer_sizes) - 1
-    traj = [n for n in (*[f"layer{i}.weight" for i in range(n_layers)], *[f"layer{i}.bias" for i in range(n_layers)])
-            if n in trace.signals]
-    rows = 1 + (1 if traj else 0) + (1 if grad is not None else 0)
-    fig = plt.figure(figsize=(11, 3.6 * rows + 0.6), layout="constrained")
-    gs = fig.add_gridspec(rows, 2)
-    status = "complete" if trace.complete else f"INCOMPLETE ({trace.attrs.get('end_reason', '')})"
-    fig.suptitle(f"{trace.attrs['chip_name']}: seed {trace.seed}, task {trace.attrs['task']}, "
-                 f"{trace.cycles_completed:,} cycles ({status})", fontsize=11)
-
-    # Row 1: the cost the chip measured, and the test evaluation.
-    ax = fig.add_subplot(gs[0, 0])
-    if "cost" in trace.signals:
-        c, v = trace.values("cost")
-        ax.plot(c, v, lw=0.4, color="0.7", label="cost C, per measurement")
-        n = max(1, c.size // 100)
-        ax.plot(c, _moving_mean(v, n), lw=1.2, color="C0", label=f"moving mean ({n} samples)")
     ev_c, ev_cost, ev_acc = trace.evaluation
-    if len(ev_c):
-        ax.plot(ev_c, ev_cost, "o-", ms=3, color="C3", label="test cost (unperturbed)")
-    ax.set_ylabel(f"cost ({chip.cost.function})")
-    ax.set_title("cost", fontsize=10)
-    if ax.has_data():
-        ax.legend(fontsize=7, loc="upper right")
-    else:
-        ax.text(0.5, 0.5, "no cost recorded: probe `cost`", ha="center", va="center", transform=ax.transAxes)
-    _cycles_axis(ax)
-    _chip_time_axis(ax, hz, last)
+    weights = [n for n in (f"layer{i}.weight" for i in range(n_layers)) if n in trace.signals]
+    biases = [n for n in (f"layer{i}.bias" for i in range(n_layers)) if n in trace.signals]
 
-    ax = fig.add_subplot(gs[0, 1])
-    if len(ev_c):
+    def cost_panel(ax):
+        if "cost" in trace.signals:
+            c, v = trace.values("cost")
+            ax.plot(c, v, lw=0.4, color="0.7", label="cost C, per measurement")
+            n = max(1, c.size // 100)
+            ax.plot(c, _moving_mean(v, n), lw=1.2, color="C0", label=f"moving mean ({n} samples)")
+        if len(ev_c):
+            ax.plot(ev_c, ev_cost, "o-", ms=3, color="C3", label="test cost (unperturbed)")
+        ax.set_ylabel(f"cost ({chip.cost.function})")
+        ax.set_title("cost" if "cost" in trace.signals else "test cost (probe `cost` for the chip's own)",
+                     fontsize=10)
+        ax.legend(fontsize=7, loc="upper right")
+        _time_axes(ax)
+
+    def accuracy_panel(ax):
         ax.plot(ev_c, ev_acc, "o-", ms=3, color="C2", label="test accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=7, loc="lower right")
-    else:
-        ax.text(0.5, 0.5, "no evaluation recorded", ha="center", va="center", transform=ax.transAxes)
-    ax.set_ylabel("accuracy")
-    ax.set_title("test accuracy (unperturbed network)", fontsize=10)
-    _cycles_axis(ax)
-    _chip_time_axis(ax, hz, last)
+        ax.set_ylabel("accuracy (fraction of test samples)")
+        ax.set_title("test accuracy (unperturbed network)", fontsize=10)
+        _time_axes(ax)
 
-    row = 1
-    if traj:
-        groups = [[n for n in traj if n.endswith(".weight")], [n for n in traj if n.endswith(".bias")]]
-        for col, names in enumerate(groups):
-            ax = fig.add_subplot(gs[row, col])
+    def trajectory_panel(names, kind):
+        def draw(ax):
             drawn = total = 0
             for k, n in enumerate(names):
-                s = trace.signal(n)
-                v = s.values.reshape(s.cycles.size, -1)
+                sig = trace.signal(n)
+                v = sig.values.reshape(sig.cycles.size, -1)
                 total += v.shape[1]
                 keep = max(0, min(v.shape[1], MAX_LINES - drawn))
                 for j in range(keep):
-                    ax.plot(s.cycles, v[:, j], lw=0.8, color=f"C{k}", alpha=0.8,
-                            label=n if j == 0 else None)
+                    ax.plot(sig.cycles, v[:, j], lw=0.8, color=f"C{k}", alpha=0.8, label=n if j == 0 else None)
                 drawn += keep
-                fmt = s.format
-                if fmt is not None and fmt.is_fixed and k == 0:
-                    for lim in (fmt.min_value, fmt.max_value):
-                        ax.axhline(lim, color="k", ls=":", lw=0.8)
-            kind = "weights" if col == 0 else "biases"
+            fmt = trace.signal(names[0]).format
+            limits = fmt is not None and fmt.is_fixed
+            if limits:
+                for lim in (fmt.min_value, fmt.max_value):
+                    ax.axhline(lim, color="k", ls=":", lw=0.8,
+                               label=f"format range ({fmt.describe().split()[0]})" if lim == fmt.min_value else None)
             more = f" ({drawn} of {total} drawn)" if drawn < total else ""
-            ax.set_title(f"{kind} theta{more}; dotted: format range", fontsize=10)
-            ax.set_ylabel("weight value" if col == 0 else "bias value")
-            if names:
-                ax.legend(fontsize=7, loc="upper left")
-            else:
-                ax.text(0.5, 0.5, f"no {kind} recorded", ha="center", va="center", transform=ax.transAxes)
-            _cycles_axis(ax)
-            _chip_time_axis(ax, hz, last)
-        row += 1
+            ax.set_title(f"{kind} theta{more}", fontsize=10)
+            ax.set_ylabel(f"{kind[:-1] if kind == 'weights' else 'bias'} value")
+            ax.legend(fontsize=7, loc="best", ncol=2)
+            _time_axes(ax)
+        return draw
 
-    if grad is not None:
+    def cosine_panel(ax):
         source, gc, cos, est, ex = grad
         what = "integrator G" if source == "integrator" else "update -dtheta"
-        ax = fig.add_subplot(gs[row, 0])
         ax.plot(gc, cos, ".", ms=3, color="C4", label=f"cos({what}, exact gradient)")
         n = max(1, gc.size // 20)
         ax.plot(gc, _moving_mean(cos, n), color="C4", lw=1.2, label=f"moving mean ({n} samples)")
@@ -221,10 +260,11 @@ def plot_trace(trace: Trace, out) -> Path:
         ax.set_ylabel("cosine similarity")
         ax.set_title(f"gradient estimate ({what}) vs exact gradient (backprop, training set)", fontsize=10)
         ax.legend(fontsize=7, loc="lower right")
-        _cycles_axis(ax)
-        _chip_time_axis(ax, hz, last)
+        _time_axes(ax)
 
-        ax = fig.add_subplot(gs[row, 1])
+    def scatter_panel(ax):
+        source, gc, cos, est, ex = grad
+        what = "integrator G" if source == "integrator" else "update -dtheta"
         x, y = ex / np.linalg.norm(ex), est / np.linalg.norm(est)
         ax.scatter(x, y, s=10, color="C4", alpha=0.7, label=f"{x.size} components")
         lim = 1.05 * max(np.max(np.abs(x)), np.max(np.abs(y)))
@@ -238,39 +278,66 @@ def plot_trace(trace: Trace, out) -> Path:
         ax.legend(fontsize=7, loc="upper left")
         ax.grid(alpha=0.3)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    def _time_axes(ax):
+        _cycles_axis(ax, last)
+        _chip_time_axis(ax, hz, last)
+
+    draw = {"cost": cost_panel, "accuracy": accuracy_panel, "weights": trajectory_panel(weights, "weights"),
+            "biases": trajectory_panel(biases, "biases"), "gradient": cosine_panel,
+            "gradient_scatter": scatter_panel}
+    rows = [[draw[name] for name in row] for row in panel_layout(trace, grad)]
+    status = "complete" if trace.complete else f"INCOMPLETE ({trace.attrs.get('end_reason', '')})"
+    title = (f"{trace.attrs['chip_name']}: seed {trace.seed}, task {trace.attrs['task']}, "
+             f"{trace.cycles_completed:,} cycles ({status})")
+    if not rows:  # nothing this plot draws was recorded: say what to probe
+        fig = plt.figure(figsize=(8, 2.4), layout="constrained")
+        fig.suptitle(title, fontsize=11)
+        fig.text(0.5, 0.45, "this trace records none of cost, weights, biases or evaluations:\n"
+                 "probe them, e.g. --probe cost --probe layer0.weight, and evaluate with --eval-every",
+                 ha="center", va="center", fontsize=10)
+        return _save(fig, out)
+    fig = plt.figure(figsize=(11, 3.6 * len(rows) + 0.6), layout="constrained")
+    gs = fig.add_gridspec(len(rows), 2)
+    fig.suptitle(title, fontsize=11)
+    for r, row in enumerate(rows):
+        for col, panel in enumerate(row):
+            panel(fig.add_subplot(gs[r, col] if len(row) == 2 else gs[r, :]))
+    return _save(fig, out)
 
 
 def plot_compare(result, out) -> Path:
     """Accuracy and test cost over cycles of each design point of a
     `study.Comparison`: the mean over seeds, with the seeds' range shaded."""
     out = Path(out)
+    image_format(out)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
     clocks = {chip.timing.clock_hz for chip in result.chips}
+    several = len(result.seeds) > 1
     for k, label in enumerate(result.labels):
         runs = result.runs[label]
         c = runs[0].cycles
         for ax, key in zip(axes, ("accuracy", "cost")):
             ys = np.array([getattr(r, key) for r in runs])
             ax.plot(c, ys.mean(axis=0), color=f"C{k}", lw=1.5, label=label)
-            if len(runs) > 1:
+            if several:
                 ax.fill_between(c, ys.min(axis=0), ys.max(axis=0), color=f"C{k}", alpha=0.15, lw=0)
+    how = "line: mean over seeds; band: min-max" if several else f"seed {result.seeds[0]}"
     axes[0].set_ylim(-0.02, 1.02)
-    axes[0].set_ylabel("test accuracy")
-    axes[0].set_title("accuracy (line: mean over seeds; band: min-max)", fontsize=10)
+    axes[0].set_ylabel("test accuracy (fraction of test samples)")
+    axes[0].set_title(f"test accuracy ({how})", fontsize=10)
     axes[1].set_ylabel("test cost")
     axes[1].set_yscale("log")
-    axes[1].set_title("test cost (unperturbed network)", fontsize=10)
+    # plain numbers (0.3, not 3x10^-1); minor ticks labelled only when about a decade is in view
+    narrow = lambda: np.log10(max(axes[1].get_ylim()) / max(min(axes[1].get_ylim()), 1e-300)) < 1.2
+    axes[1].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axes[1].yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}" if narrow() else ""))
+    axes[1].set_title(f"test cost, unperturbed network ({how})", fontsize=10)
     for ax in axes:
-        _cycles_axis(ax)
+        _cycles_axis(ax, result.cycles)
         if len(clocks) == 1:
             _chip_time_axis(ax, next(iter(clocks)), result.cycles)
-    axes[0].legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"{len(result.labels)} design points, seeds {', '.join(map(str, result.seeds))}", fontsize=11)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{len(result.labels)} design points, seed{'s' if several else ''} "
+                 f"{', '.join(map(str, result.seeds))}, "
+                 f"evaluated every {result.eval_every:,} cycles", fontsize=11)
+    return _save(fig, out)

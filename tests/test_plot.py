@@ -7,7 +7,7 @@ import pytest
 from mgd_emu import load_chip, reference
 from mgd_emu.tasks import make_task
 from mgd_emu.engine import Emulator
-from mgd_emu.plot import gradient_alignment, plot_compare, plot_trace
+from mgd_emu.plot import IMAGE_FORMATS, gradient_alignment, panel_layout, plot_compare, plot_trace
 from mgd_emu.study import compare
 from mgd_emu.trace import TraceWriter, open_trace
 
@@ -83,3 +83,60 @@ def test_plot_compare_draws_every_design_point(tmp_path):
     result = compare([("8-bit", XOR8), ("ideal", IDEAL)], [0, 1], 4_000, 2_000)
     out = plot_compare(result, tmp_path / "cmp.png")
     assert is_png(out)
+
+
+def drawn_figures(monkeypatch):
+    """Keep the figures plot_trace / plot_compare save, to look at their axes."""
+    from mgd_emu import plot
+
+    figs, save = [], plot._save
+
+    def keep(fig, out):
+        figs.append(fig)
+        return save(fig, out)
+    monkeypatch.setattr(plot, "_save", keep)
+    return figs
+
+
+def readable(ax):
+    """A panel with data, a legend, a labelled cycle axis and chip time on top."""
+    top = [c for c in ax.child_axes if "chip time" in c.get_xlabel()]
+    return ax.has_data() and ax.get_legend() is not None and ax.get_xlabel() == "cycle" and ax.get_ylabel() and top
+
+
+def test_only_recorded_signals_get_a_panel(tmp_path, monkeypatch):
+    figs = drawn_figures(monkeypatch)
+    t = record(tmp_path / "w.h5", XOR8, 0, 2_000, ["cost every=10", "layer0.weight every=10"], 1_000)
+    assert panel_layout(t) == [["cost", "accuracy"], ["weights"]]  # no empty biases panel
+    plot_trace(t, tmp_path / "w.png")
+    axes = figs[-1].axes
+    assert len(axes) == 3 and all(readable(ax) for ax in axes)
+    # A row with one panel spans the figure; every panel shows the whole run.
+    assert axes[2].get_position().width > 1.8 * axes[0].get_position().width
+    assert all(ax.get_xlim()[0] <= 0 and ax.get_xlim()[1] >= 2_000 for ax in axes)
+    t = record(tmp_path / "a.h5", XOR8, 0, 1_000, ["layer0.activation"], 1_000)
+    assert panel_layout(t) == [["cost", "accuracy"]]  # the test cost stands in for the chip's own
+    empty = Emulator(XOR8, 0, probes=["layer0.activation"])
+    with TraceWriter(tmp_path / "e.h5", empty, 100) as w:
+        empty.run(100, sink=w)
+    assert panel_layout(open_trace(tmp_path / "e.h5")) == []
+    assert is_png(plot_trace(open_trace(tmp_path / "e.h5"), tmp_path / "e.png"))  # a note on what to probe
+
+
+def test_both_comparison_panels_have_legends_and_time_axes(tmp_path, monkeypatch):
+    figs = drawn_figures(monkeypatch)
+    result = compare([("8-bit", XOR8), ("ideal", IDEAL)], [0], 2_000, 1_000)
+    plot_compare(result, tmp_path / "cmp.png")
+    axes = figs[-1].axes
+    assert len(axes) == 2 and all(readable(ax) for ax in axes)
+    assert [t.get_text() for t in axes[1].get_legend().get_texts()] == ["8-bit", "ideal"]
+
+
+def test_a_plot_is_written_to_exactly_the_path_asked_for(tmp_path):
+    t = record(tmp_path / "c.h5", XOR8, 0, 1_000, ["cost"], 1_000)
+    assert plot_trace(t, tmp_path / "c.pdf").read_bytes()[:4] == b"%PDF"
+    for bad in ("c", "c.foo"):  # matplotlib would write c.png, or fail late
+        with pytest.raises(ValueError, match=r"allowed suffixes: .*\.png"):
+            plot_trace(t, tmp_path / bad)
+        assert not (tmp_path / bad).exists() and not (tmp_path / "c.png").exists()
+    assert "png" in IMAGE_FORMATS and "svg" in IMAGE_FORMATS
