@@ -7,8 +7,11 @@ with 130 after closing the trace (marked incomplete).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +28,20 @@ DEMO_PROBES = ["cost every=10", "layer0.weight every=100", "layer1.weight every=
 
 class UserError(Exception):
     """A mistake in what the user asked for: reported in one line."""
+
+
+def _one_line(text) -> str:
+    """A message on one line: library errors (HDF5's in particular) carry newlines."""
+    return " ".join(str(text).split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `mgd-emu: error: ...`, with status 2
+    (argparse prints its whole usage block first)."""
+
+    def error(self, message):
+        sys.stderr.write(f"mgd-emu: error: {_one_line(message)} (see `{self.prog} --help`)\n")
+        sys.exit(2)
 
 
 def find_chip(name: str) -> Path:
@@ -44,35 +61,113 @@ def _load(args) -> "Chip":
     return load_chip(find_chip(args.chip), _overrides(getattr(args, "set", None)))
 
 
-def _positive(name):
-    def parse(text):
-        try:
-            v = int(text.replace("_", ""))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
-        return v
-    return parse
+# Argument types. argparse reports their errors as "argument --cycles: MESSAGE".
+
+def _positive(text):
+    try:
+        v = int(text.replace("_", ""))
+    except ValueError:
+        v = 0
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return v
 
 
 def _seed(text):
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seed must be an integer >= 0, got {text!r}") from None
+        v = -1
     if v < 0:
-        raise argparse.ArgumentTypeError(f"--seed must be an integer >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return v
+
+
+def _accuracy(text):
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a test accuracy in [0, 1] (1 = every test sample "
+                                         f"classified right), got {text!r}")
     return v
 
 
 def _window(text):
+    """A:B (A inclusive, B exclusive), A: (to the end) or :B (from the start)."""
     a, sep, b = text.partition(":")
+    if sep:
+        try:
+            return (int(a) if a.strip() else None, int(b) if b.strip() else None)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"must be A:B, A: or :B in cycles (A inclusive, B exclusive), "
+                                     f"e.g. 0:2000, got {text!r}")
+
+
+def _check_output(path: Path, option: str, folder: bool = False) -> Path:
+    """Refuse, before any work is done, an output path that cannot be written:
+    `option PATH: why`. folder: the output is a folder (created if missing).
+    Nothing is left behind: an existing file is opened for appending and
+    closed, a new one is created and removed, a missing folder is only tested
+    by creating a temporary file in its nearest existing parent."""
+    if not str(path):
+        raise UserError(f"{option}: the path is empty")
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path}: is a file; this output is a folder of files")
+    if not folder and path.is_dir():
+        raise UserError(f"{option} {path}: is a directory; give a file name")
+    where = path if folder else path.parent
+    existing = where
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option} {path}: {existing} is not a directory")
     try:
-        return (int(a) if a else None, int(b) if b else None) if sep else None
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f"--window must be START:STOP in cycles, got {text!r}")
+        if folder and path.exists() or existing != where:
+            fd, tmp = tempfile.mkstemp(dir=existing, prefix=".mgd-emu-write-test-")
+            os.close(fd)
+            os.unlink(tmp)
+        elif path.exists():
+            with open(path, "ab"):
+                pass
+        else:
+            with open(path, "xb"):
+                pass
+            path.unlink()
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot be written ({exc.strerror or exc})") from None
+    return path
+
+
+def _image_target(text: str | None, default: Path, stem: str, option: str) -> Path:
+    """The image a plot goes to: `text` (a file with an image suffix, or an
+    existing folder, then FOLDER/STEM.png) or `default`; checked writable."""
+    from .plot import IMAGE_FORMATS
+
+    path = default
+    if text is not None:
+        if not text:
+            raise UserError(f"{option}: the path is empty; give a file name such as run.png")
+        path = Path(text)
+        if path.is_dir():
+            path = path / f"{stem}.png"
+    fmt = path.suffix[1:].lower()
+    if fmt not in IMAGE_FORMATS:
+        what = f"format {path.suffix!r} is not supported" if path.suffix else "has no image suffix"
+        raise UserError(f"{option} {path}: {what} (allowed: {', '.join('.' + f for f in IMAGE_FORMATS)})")
+    return _check_output(path, option)
+
+
+@contextlib.contextmanager
+def _writing(path, option: str):
+    """Turn an OS error while writing an output (disk full, a race with the
+    check above) into one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot be written ({exc.strerror or exc})") from None
 
 
 def _eta(seconds: float) -> str:
@@ -118,7 +213,7 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
 
     from .engine import Emulator
     from .probes import ProbeError
-    from .trace import TraceWriter
+    from .trace import END_COMPLETED, TraceWriter, target_reached
 
     t0 = time.perf_counter()
     try:
@@ -158,13 +253,13 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
     bar.close()
     if writer:
         writer.close(emu.cycle >= cycles or reached is not None,
-                     "completed" if emu.cycle >= cycles else f"target accuracy {until_accuracy} reached")
+                     END_COMPLETED if reached is None else target_reached(until_accuracy))
     cost, acc = history[-1][1:] if history else emu.evaluate()
     return {
         "chip": chip.name, "seed": seed, "cycles": emu.cycle, "steps": emu.step,
         "baseline_cycles": emu.baseline_cycles, "chip_time_s": emu.chip_time,
         "clock_hz": chip.timing.clock_hz,
-        "final_cost": cost, "final_accuracy": acc, "target_accuracy": until_accuracy,
+        "final_cost": cost, "final_accuracy": acc, "target_accuracy": until_accuracy, "eval_every": eval_every,
         "reached_cycle": reached, "reached_chip_time_s": reached / chip.timing.clock_hz if reached else None,
         "wall_s": wall, "startup_s": startup,
         "cycles_per_s": emu.cycle / wall if wall > 0 else None,
@@ -180,9 +275,14 @@ def _print_summary(s: dict, out=sys.stdout) -> None:
     p(f"chip            {s['chip']} (seed {s['seed']})")
     p(f"final accuracy  {s['final_accuracy']:.3f}   test cost {s['final_cost']:.5f}")
     if s["target_accuracy"] is not None:
-        r = s["reached_cycle"]
-        p(f"accuracy {s['target_accuracy']:g}    " + (f"first reached at cycle {r:,} = {_si(r / hz)} of chip time"
-                                                      if r else f"not reached in {s['cycles']:,} cycles"))
+        r, every = s["reached_cycle"], s["eval_every"]
+        if r:
+            # Accuracy is evaluated every `every` cycles: the target was first
+            # met somewhere after the previous evaluation.
+            near = f" (to within {every:,} cycles: accuracy is evaluated every {every:,})" if every > 1 else ""
+            p(f"accuracy {s['target_accuracy']:g}    first reached at cycle {r:,} = {_si(r / hz)} of chip time{near}")
+        else:
+            p(f"accuracy {s['target_accuracy']:g}    not reached in {s['cycles']:,} cycles")
     p(f"cycles          {s['cycles']:,} = {_si(s['chip_time_s'])} of chip time at {hz:.4g} Hz")
     rate = f"{s['cycles_per_s']:,.0f}" if s["cycles_per_s"] else "-"
     p(f"wall time       {_eta(s['wall_s'])}, {rate} emulated cycles/s (+{s['startup_s']:.2f} s start-up)")
@@ -195,11 +295,16 @@ def _print_summary(s: dict, out=sys.stdout) -> None:
 
 
 def _trace_target(args, chip):
+    """Where the run's trace goes: --trace PATH; else, when anything is probed
+    (--probe, the chip's [trace] section, the demo), the default path; else None."""
     from .trace import default_trace_path
 
-    if args.trace:
+    if args.trace is not None:
+        if not args.trace.strip():
+            raise UserError("--trace: the path is empty; give a file name such as traces/run.h5 "
+                            "(or leave --trace out for the default)")
         return Path(args.trace)
-    if args.probe or getattr(args, "always_trace", False):
+    if args.probe or chip.trace.probes or getattr(args, "always_trace", False):
         return default_trace_path(chip, args.seed)
     return None
 
@@ -207,11 +312,14 @@ def _trace_target(args, chip):
 def cmd_run(args) -> int:
     chip = _load(args)
     probes = list(args.probe or [])
-    if getattr(args, "always_trace", False) and not probes:
+    if getattr(args, "always_trace", False) and not probes and not chip.trace.probes:
         probes = DEMO_PROBES
     trace_path = _trace_target(args, chip)
     if trace_path is not None:
-        _check_writable(trace_path)
+        _check_output(trace_path, "--trace")
+        if args.trace is None and not args.probe and chip.trace.probes and not (args.quiet or args.json):
+            print(f"mgd-emu: recording the probes of the chip's [trace] section "
+                  f"({len(chip.trace.probes)}) into {trace_path}", file=sys.stderr)
     note = "mgd-emu " + " ".join(sys.argv[1:])
     summary = train(chip, args.seed, args.cycles, args.eval_every, args.until_accuracy, args.quiet,
                     probes, trace_path, note)
@@ -219,7 +327,9 @@ def cmd_run(args) -> int:
         from .plot import plot_trace
         from .trace import open_trace
 
-        summary["plot"] = str(plot_trace(open_trace(trace_path), trace_path.with_suffix(".png")))
+        png = trace_path.with_suffix(".png")
+        with _writing(png, "plot"):
+            summary["plot"] = str(plot_trace(open_trace(trace_path), png))
     if args.twin:
         from .study import twin
 
@@ -248,20 +358,13 @@ def _json_default(v):
     raise TypeError(type(v))
 
 
-def _check_writable(path: Path) -> None:
-    parent = path.parent
-    if parent.exists() and not parent.is_dir():
-        raise UserError(f"--trace {path}: {parent} is not a directory")
-    if path.is_dir():
-        raise UserError(f"--trace {path}: is a directory; give a file name such as run.h5")
-
-
 def cmd_demo(args) -> int:
     args.chip = DEFAULT_CHIP
     args.set = []
     args.always_trace = True
-    print(f"mgd-emu {__version__}: training the default chip hw_models/{DEFAULT_CHIP} "
-          f"(XOR on 8-bit weights) until it classifies XOR perfectly.", file=sys.stderr)
+    if not (args.quiet or args.json):
+        print(f"mgd-emu {__version__}: training the default chip hw_models/{DEFAULT_CHIP} "
+              f"(XOR on 8-bit weights) until it classifies XOR perfectly.", file=sys.stderr)
     return cmd_run(args)
 
 
@@ -290,7 +393,12 @@ def cmd_inspect(args) -> int:
         return 0
     print(f"trace           {info['trace']} (format v{info['format_version']}, mgd-emu {info['mgd_emu_version']})")
     print(f"chip            {info['chip']} from {info['chip_source']}, seed {info['seed']}, task {info['task']}")
-    status = "complete" if t.complete else f"INCOMPLETE ({info['end_reason']})"
+    from .trace import END_COMPLETED
+
+    if not t.complete:
+        status = f"INCOMPLETE ({info['end_reason']})"
+    else:  # complete, and why it ended when it stopped before the cycles requested
+        status = "complete" + (f" ({info['end_reason']})" if info["end_reason"] != END_COMPLETED else "")
     print(f"run             {status}: {info['cycles_completed']:,} of {info['cycles_requested']:,} cycles "
           f"({_si(info['cycles_completed'] / info['clock_hz'])} of chip time)")
     if info["final_accuracy"] is not None:
@@ -318,9 +426,12 @@ def cmd_plot(args) -> int:
     from .plot import plot_trace
     from .trace import open_trace
 
-    t = open_trace(args.trace)
-    out = Path(args.output) if args.output else Path(args.trace).with_suffix(".png")
-    print(plot_trace(t, out))
+    trace = Path(args.trace)
+    out = _image_target(args.output, trace.with_suffix(".png"), trace.stem, "-o")
+    t = open_trace(trace)
+    with _writing(out, "-o"):
+        png = plot_trace(t, out)
+    print(png)
     return 0
 
 
@@ -328,16 +439,32 @@ def cmd_export(args) -> int:
     from . import export
     from .trace import open_trace
 
-    t = open_trace(args.trace)
+    trace = Path(args.trace)
     start, stop = args.window if args.window else (None, None)
+    if args.output is not None and not args.output.strip():
+        raise UserError("-o: the path is empty")
     if args.kind == "vcd":
-        out = Path(args.output) if args.output else Path(args.trace).with_suffix(".vcd")
-        for path in export.write_vcd(t, out, signals=args.signals, start=start, stop=stop):
-            print(path)
+        if args.block is not None:
+            raise UserError("--block selects the block of golden vectors; `export vcd` takes --signals")
+        out = Path(args.output) if args.output else trace.with_suffix(".vcd")
+        if out.is_dir():
+            out = out / f"{trace.stem}.vcd"
+        _check_output(out, "-o")
+        _check_output(out.with_suffix(".gtkw"), "-o")
+        t = open_trace(trace)
+        with _writing(out, "-o"):
+            paths = export.write_vcd(t, out, signals=args.signals, start=start, stop=stop)
     else:
-        out = Path(args.output) if args.output else Path(args.trace).with_suffix("")
-        for path in export.write_golden(t, out, block=args.block, start=start, stop=stop):
-            print(path)
+        if args.signals:
+            raise UserError("--signals selects the signals of a VCD; `export golden` takes --block "
+                            "(its signals are those of the block)")
+        out = Path(args.output) if args.output else trace.with_suffix("")
+        _check_output(out, "-o", folder=True)
+        t = open_trace(trace)
+        with _writing(out, "-o"):
+            paths = export.write_golden(t, out, block=args.block or "synapse", start=start, stop=stop)
+    for path in paths:
+        print(path)
     return 0
 
 
@@ -359,10 +486,21 @@ def cmd_compare(args) -> int:
         chips = sweep(chips[0][1], key.strip(), parsed)
     if len(chips) < 2:
         raise UserError("compare needs two chips, or one chip and --sweep KEY=V1,V2,...")
-    result = compare(chips, args.seeds, args.cycles, args.eval_every)
-    out = Path(args.output) if args.output else Path("traces") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    png = plot_compare(result, out)
+    # The plot's path is checked before the runs, so a bad -o loses no study.
+    stem = f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = _image_target(args.output, Path("traces") / f"{stem}.png", stem, "-o")
+    total, t0 = len(chips) * len(args.seeds), time.perf_counter()
+    done = []
+
+    def progress(label, seed):
+        done.append(label)
+        if not args.quiet:
+            print(f"mgd-emu: [{len(done)}/{total}] {label}, seed {seed}, {args.cycles:,} cycles "
+                  f"({time.perf_counter() - t0:.1f} s so far)", file=sys.stderr)
+
+    result = compare(chips, args.seeds, args.cycles, args.eval_every, progress=progress)
+    with _writing(out, "-o"):
+        png = plot_compare(result, out)
     if args.json:
         data = result.to_json()
         data["plot"] = str(png)
@@ -377,7 +515,7 @@ def cmd_compare(args) -> int:
 # ------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mgd-emu", description="Cycle-accurate emulator of chips that train "
+    p = _Parser(prog="mgd-emu", description="Cycle-accurate emulator of chips that train "
                                 "themselves with multiplexed gradient descent (MGD).")
     p.add_argument("--version", action="version", version=f"mgd-emu {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -395,19 +533,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--registers", action="store_true", help="list the registers (probe names), shapes and formats")
     s.set_defaults(func=cmd_show)
 
-    def run_options(s, cycles, eval_every):
-        s.add_argument("--cycles", type=_positive("--cycles"), default=cycles, metavar="N",
+    def run_options(s, cycles, eval_every, demo=False):
+        s.add_argument("--cycles", type=_positive, default=cycles, metavar="N",
                        help=f"cycles to run at most (default {cycles:,})")
         s.add_argument("--seed", type=_seed, default=0, metavar="S", help="chip seed (default 0)")
-        s.add_argument("--eval-every", type=_positive("--eval-every"), default=eval_every, metavar="N",
+        s.add_argument("--eval-every", type=_positive, default=eval_every, metavar="N",
                        help=f"evaluate test accuracy every N cycles (default {eval_every:,})")
-        s.add_argument("--until-accuracy", type=float, default=None, metavar="A",
-                       help="stop when the test accuracy first reaches A and report that cycle")
-        s.add_argument("--trace", metavar="PATH", help="write an HDF5 trace to PATH (default with --probe: "
-                       "traces/<chip>-s<seed>-<time>-<pid>.h5)")
+        s.add_argument("--until-accuracy", type=_accuracy, default=None, metavar="A",
+                       help="stop when the test accuracy (0 to 1) first reaches A and report that cycle "
+                       "(as exact as --eval-every)" + (" (default 1.0)" if demo else ""))
+        s.add_argument("--trace", metavar="PATH", help="write an HDF5 trace to PATH (default: "
+                       + ("always, " if demo else "when anything is probed (--probe or the chip's [trace] "
+                          "section), ") + "traces/<chip>-s<seed>-<time>-<pid>.h5)")
         s.add_argument("--probe", action="append", metavar="SPEC",
                        help='record a register: "NAME[INDEX] every=K window=A:B", e.g. "layer0.weight[0, :] every=10" '
-                       "(repeatable; see traces/README.md)")
+                       "(repeatable; see traces/README.md)" + (
+                           "; default: cost, weights, biases and their integrators" if demo else ""))
         s.add_argument("--no-plot", action="store_true", help="do not draw a plot next to the trace")
         s.add_argument("--twin", action="store_true",
                        help="also run the float-ideal twin (float formats, zero latency) and report where they diverge")
@@ -424,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="train the default chip, with a trace and a plot (what `make run` does)",
                        description=f"Train hw_models/{DEFAULT_CHIP} until it classifies XOR perfectly, "
                        "writing a trace and a plot under traces/.")
-    run_options(s, 2_000_000, 10_000)
+    run_options(s, 2_000_000, 10_000, demo=True)
     s.set_defaults(func=cmd_demo, until_accuracy=1.0)
 
     s = sub.add_parser("inspect", help="summarise a trace", description="Summarise a trace file.")
@@ -436,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Draw cost and accuracy over cycles, weight trajectories and (when the "
                        "integrators were probed) the gradient estimate against the exact gradient.")
     s.add_argument("trace", help="an HDF5 trace written by mgd-emu")
-    s.add_argument("-o", "--output", metavar="PNG", help="output image (default: the trace's name with .png)")
+    s.add_argument("-o", "--output", metavar="PNG", help="output image: a file name ending in .png, .pdf, .svg, "
+                   "... or a folder (then FOLDER/<trace name>.png); default: the trace's name with .png")
     s.set_defaults(func=cmd_plot)
 
     s = sub.add_parser("export", help="export a trace as VCD waveforms or RTL golden vectors",
@@ -444,11 +586,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "`golden` writes $readmemh stimulus/response vectors of one block and a manifest.")
     s.add_argument("kind", choices=("vcd", "golden"), help="what to export")
     s.add_argument("trace", help="an HDF5 trace written by mgd-emu")
-    s.add_argument("-o", "--output", metavar="PATH", help="output file (vcd) or folder (golden)")
-    s.add_argument("--signals", nargs="+", metavar="NAME", help="vcd: the signals to export (default: all)")
-    s.add_argument("--window", type=_window, metavar="A:B", help="cycles A (inclusive) to B (exclusive)")
-    s.add_argument("--block", default="synapse", metavar="BLOCK",
-                   help="golden: synapse (the first fully probed parameter), synapse:layer1.weight[0,1], or layer0 (default synapse)")
+    s.add_argument("-o", "--output", metavar="PATH", help="vcd: output file (default: the trace's name with "
+                   ".vcd; the .gtkw goes beside it); golden: output folder (default: the trace's name without .h5)")
+    s.add_argument("--signals", nargs="+", metavar="NAME", help="vcd only: the signals to export (default: all)")
+    s.add_argument("--window", type=_window, metavar="A:B", help="cycles A (inclusive) to B (exclusive); "
+                   "A: to the end, :B from the start (default: every cycle the signals cover)")
+    s.add_argument("--block", default=None, metavar="BLOCK",
+                   help="golden only: synapse (the first fully probed parameter), synapse:layer1.weight[0,1], "
+                   "or layer0 (default synapse)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("compare", help="run design points side by side on the same seeds",
@@ -458,11 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help + ", applied to every chip")
     s.add_argument("--sweep", metavar="KEY=V1,V2,...", help="one chip, one key, several values")
     s.add_argument("--seeds", type=_seed, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
-    s.add_argument("--cycles", type=_positive("--cycles"), default=200_000, metavar="N",
+    s.add_argument("--cycles", type=_positive, default=200_000, metavar="N",
                    help="cycles per run (default 200,000)")
-    s.add_argument("--eval-every", type=_positive("--eval-every"), default=5_000, metavar="N",
+    s.add_argument("--eval-every", type=_positive, default=5_000, metavar="N",
                    help="evaluate every N cycles (default 5,000)")
-    s.add_argument("-o", "--output", metavar="PNG", help="plot file (default traces/compare-<time>.png)")
+    s.add_argument("-o", "--output", metavar="PNG", help="plot file, ending in .png, .pdf, .svg, ..., or a folder "
+                   "(default traces/compare-<time>.png); checked before the runs start")
+    s.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     s.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     s.set_defaults(func=cmd_compare)
     return p
@@ -477,7 +624,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (ChipError, UserError, TraceError, ProbeError) as err:
-        print(f"mgd-emu: error: {err}", file=sys.stderr)
+        print(f"mgd-emu: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nmgd-emu: interrupted", file=sys.stderr)

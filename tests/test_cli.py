@@ -1,6 +1,6 @@
 """The mgd-emu command, driven as a user drives it: in a subprocess."""
 import json
-import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,12 +24,13 @@ def mgd(*args, cwd=ROOT, ok=True):
 
 
 def fails(*args, words=(), cwd=ROOT):
-    """A user mistake: non-zero exit, one line on stderr naming it, no traceback."""
+    """A user mistake: exit status 2, exactly one line `mgd-emu: error: ...`
+    on stderr naming it, nothing on stdout, no traceback."""
     out = mgd(*args, cwd=cwd, ok=False)
     assert out.returncode == 2, (out.returncode, out.stderr)
     assert "Traceback" not in out.stderr
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith(("mgd-emu: error:", "mgd-emu ")), out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mgd-emu: error: "), out.stderr
     for w in words:
         assert w in out.stderr, (w, out.stderr)
     assert out.stdout == ""
@@ -44,8 +45,13 @@ def test_every_command_documents_its_options(command):
                            "--until-accuracy", "--quiet", "--json", "--twin"],
                    "inspect": ["--json"], "plot": ["--output"],
                    "export": ["vcd", "golden", "--window", "--signals", "--block"],
-                   "compare": ["--sweep", "--seeds", "--cycles"]}.get(command, []):
+                   "compare": ["--sweep", "--seeds", "--cycles", "--quiet", "--output"]}.get(command, []):
         assert option in out.stdout, option
+
+
+def test_the_demo_help_says_it_always_writes_a_trace():
+    text = " ".join(mgd("demo", "--help").stdout.split())
+    assert "--trace PATH write an HDF5 trace to PATH (default: always," in text
 
 
 def test_chips_lists_the_shipped_descriptions_with_one_line_each():
@@ -122,7 +128,7 @@ def test_user_mistakes_get_one_clear_line(tmp_path):
     fails("run", "xor_8bit", "--probe", "layer0.wieght", words=["--probe", "did you mean 'layer0.weight'"])
     (tmp_path / "afile").write_text("")
     fails("run", "xor_8bit", "--cycles", "10", "--trace", tmp_path / "afile" / "t.h5", words=["afile", "not a directory"])
-    fails("run", "xor_8bit", "--cycles", "0", words=["--cycles must be a positive integer"])
+    fails("run", "xor_8bit", "--cycles", "0", words=["argument --cycles: must be a positive integer"])
     fails("inspect", tmp_path / "missing.h5", words=["missing.h5", "no such file"])
     fails("inspect", bad_toml, words=["bad.toml", "not an HDF5 file"])
     fails("compare", "xor_8bit", words=["compare needs two chips"])
@@ -138,3 +144,186 @@ def test_the_demo_trains_the_default_chip_and_writes_a_trace_and_a_plot(tmp_path
     trace, plot = (p if p.is_absolute() else tmp_path / p for p in (files["trace"], files["plot"]))
     assert trace.parent.name == "traces" and open_trace(trace).complete
     assert plot == trace.with_suffix(".png") and plot.stat().st_size > 10_000
+
+
+def test_the_demo_is_silent_on_stderr_with_quiet_and_json(tmp_path):
+    out = mgd("demo", "--quiet", "--json", "--seed", "1", "--cycles", "20000", "--no-plot", cwd=tmp_path)
+    assert out.stderr == ""
+    assert json.loads(out.stdout)["trace"].startswith("traces/")
+
+
+# ------------------------------------------------------- the main paths
+
+TRACE_PROBES = ["cost every=10", "layer0.weight", "layer1.weight", "layer0.bias", "layer1.bias",
+                "layer0.weight_integrator", "layer0.weight_perturbation", "broadcast",
+                "input", "layer0.bias_perturbation", "layer0.activation"]  # the last three: golden layer0
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    """A short run traced through the command line: what plot and export read."""
+    path = tmp_path_factory.mktemp("cli") / "run.h5"
+    probes = [a for p in TRACE_PROBES for a in ("--probe", p)]
+    mgd("run", "xor_8bit", "--seed", "1", "--cycles", "3000", "--eval-every", "1000", "--trace", path,
+        "--no-plot", "--quiet", *probes)
+    return path
+
+
+def printed_paths(out):
+    return [Path(line) for line in out.stdout.splitlines()]
+
+
+def is_image(path, magic=b"\x89PNG\r\n\x1a\n"):
+    return path.read_bytes()[:len(magic)] == magic
+
+
+def test_plot_writes_beside_the_trace_into_a_folder_or_a_named_file(trace, tmp_path):
+    assert printed_paths(mgd("plot", trace)) == [trace.with_suffix(".png")]
+    assert is_image(trace.with_suffix(".png"))
+    # An existing folder gets <trace name>.png inside it, and that is the path printed.
+    assert printed_paths(mgd("plot", trace, "-o", tmp_path)) == [tmp_path / "run.png"]
+    assert is_image(tmp_path / "run.png")
+    svg = tmp_path / "sub" / "r.svg"
+    assert printed_paths(mgd("plot", trace, "-o", svg)) == [svg]
+    assert b"<svg" in svg.read_bytes()[:1000]
+
+
+def test_export_vcd_and_golden_through_the_command(trace, tmp_path):
+    out = mgd("export", "vcd", trace, "-o", tmp_path / "w.vcd", "--window", "0:500", "--signals", "broadcast", "cost")
+    vcd, gtkw = printed_paths(out)
+    assert (vcd, gtkw) == (tmp_path / "w.vcd", tmp_path / "w.gtkw")
+    text = vcd.read_text()
+    assert "$timescale 1 ns $end" in text and " broadcast $end" in text and " weight_0_0 " not in text
+    assert "#4990" in text and "#5000" in text.split("$enddefinitions")[1]  # cycle 499 starts at 4990 ns
+    out = mgd("export", "golden", trace, "-o", tmp_path / "g", "--window", "100:")
+    paths = printed_paths(out)
+    assert paths[-1] == tmp_path / "g" / "manifest.json" and all(p.exists() for p in paths)
+    m = json.loads(paths[-1].read_text())
+    assert m["block"] == "synapse" and m["cycles"]["start"] == 100 and m["cycles"]["stop"] == 2999
+    mgd("export", "golden", trace, "-o", tmp_path / "l", "--block", "layer0", "--window", ":50")
+    assert json.loads((tmp_path / "l" / "manifest.json").read_text())["cycles"] == {"start": 0, "stop": 50,
+                                                                                   "count": 50}
+
+
+def test_compare_prints_a_table_draws_a_plot_and_reports_progress(tmp_path):
+    png = tmp_path / "c.png"
+    out = mgd("compare", "xor_8bit", "xor_4bit", "--cycles", "2000", "--eval-every", "1000", "--seeds", "0", "1",
+              "-o", png)
+    assert "xor_8bit" in out.stdout and "xor_4bit" in out.stdout and "cycles to 100% per seed" in out.stdout
+    assert f"plot: {png}" in out.stdout and is_image(png)
+    progress = out.stderr.splitlines()
+    assert len(progress) == 4 and progress[0].startswith("mgd-emu: [1/4] xor_8bit, seed 0")
+
+
+def test_compare_sweeps_one_key_and_writes_json(tmp_path):
+    out = mgd("compare", "xor_8bit", "--sweep", "formats.weight.frac_bits=3,5", "--cycles", "2000",
+              "--eval-every", "1000", "--seeds", "0", "--json", "--quiet", "-o", tmp_path)
+    data = json.loads(out.stdout)
+    assert [p["label"] for p in data["design_points"]] == ["weight.frac_bits=3", "weight.frac_bits=5"]
+    assert [r["cycles"] for r in data["design_points"][0]["runs"]] == [[1000, 2000]]
+    plot = Path(data["plot"])
+    assert plot.parent == tmp_path and plot.name.startswith("compare-") and is_image(plot)
+    assert out.stderr == ""
+
+
+def test_run_twin_reports_where_the_chip_leaves_its_float_twin():
+    out = mgd("run", "xor_pipelined", "--twin", "--cycles", "3000", "--eval-every", "1000", "--seed", "2", "--quiet")
+    table = out.stdout.split("float-ideal twin of", 1)[1]
+    assert "diverges in cycles" in table and "still within tolerance at the check at cycle A-1" in table
+    rows = {line.split()[0]: line for line in table.splitlines()[3:] if line.strip()}
+    assert rows["output"].split()[2] == "1"  # pipelining delays the output from the first cycle on
+    assert re.fullmatch(r"(never|[\d,]+|[\d,]+-[\d,]+)", rows["layer0.weight"].split()[2])
+    data = json.loads(mgd("run", "xor_pipelined", "--twin", "--cycles", "3000", "--eval-every", "1000",
+                          "--seed", "2", "--quiet", "--json").stdout)
+    regs = {r["register"]: r for r in data["twin"]["registers"]}
+    assert (regs["output"]["last_same"], regs["output"]["first_cycle"]) == (0, 1)
+
+
+def test_a_chip_with_trace_probes_writes_a_trace_and_says_where(tmp_path):
+    chip = tmp_path / "probed.toml"
+    chip.write_text('[trace]\nprobes = ["cost every=10", "layer0.weight every=100"]\n')
+    out = mgd("run", chip, "--cycles", "2000", "--eval-every", "1000", "--no-plot", cwd=tmp_path)
+    where = Path(next(line for line in out.stdout.splitlines() if line.startswith("trace")).split()[1])
+    assert where.parent == Path("traces") and f"into {where}" in out.stderr
+    t = open_trace(tmp_path / where)
+    assert t.complete and t.signals == ["cost", "layer0.weight"]
+
+
+def documented_end_reasons():
+    """The end_reason values of traces/README.md's table, as regular expressions."""
+    text = (ROOT / "traces" / "README.md").read_text()
+    table = text.split("`end_reason` is one of", 1)[1].split("\n\n", 2)[1]
+    values = [line.split("|")[1].strip().strip("`") for line in table.splitlines()[2:]]
+    return [re.escape(v).replace("A", r"\d+\.\d+").replace("TYPE", r"\w+").replace("MESSAGE", ".*")
+            for v in values]
+
+
+def test_a_run_stopped_at_its_target_says_so_in_the_trace_and_in_inspect(tmp_path):
+    trace = tmp_path / "t.h5"
+    out = mgd("run", "xor_8bit", "--until-accuracy", "0.5", "--eval-every", "1000", "--cycles", "50000",
+              "--probe", "cost", "--trace", trace, "--no-plot", "--quiet")
+    assert "first reached at cycle 1,000" in out.stdout and "to within 1,000 cycles" in out.stdout
+    t = open_trace(trace)
+    assert t.complete and t.attrs["end_reason"] == "target accuracy 0.5 reached"
+    reasons = documented_end_reasons()
+    assert len(reasons) == 6
+    assert any(re.fullmatch(r, t.attrs["end_reason"]) for r in reasons)
+    assert any(re.fullmatch(r, "completed") for r in reasons)
+    assert "run             complete (target accuracy 0.5 reached): 1,000 of 50,000 cycles" in mgd("inspect", trace).stdout
+
+
+# ------------------------------------------------------- the error paths
+
+@pytest.mark.parametrize("args, words", [
+    (["run", "xor_8bit", "--cycles", "abc"], ["argument --cycles: must be a positive integer, got 'abc'"]),
+    (["run", "xor_8bit", "--seed", "-1"], ["argument --seed: must be an integer >= 0"]),
+    (["run", "xor_8bit", "--until-accuracy", "1.5"], ["argument --until-accuracy", "in [0, 1]", "'1.5'"]),
+    (["run", "xor_8bit", "--until-accuracy", "-0.1"], ["argument --until-accuracy", "in [0, 1]"]),
+    (["run", "xor_8bit", "--until-accuracy", "nan"], ["argument --until-accuracy", "in [0, 1]"]),
+    (["compare", "xor_8bit", "--seeds", "x"], ["argument --seeds"]),
+    (["export", "vcd", "t.h5", "--window", "5"], ["argument --window", "A:B, A: or :B", "'5'"]),
+    (["run"], ["required: chip"]),
+    (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+])
+def test_a_bad_command_line_value_is_one_line_not_a_usage_block(args, words):
+    assert "--help" in fails(*args, words=words)
+
+
+def test_a_run_refuses_bad_probes_and_trace_paths(tmp_path):
+    fails("run", "xor_8bit", "--cycles", "10", "--probe", "layer0.weight[5, 0]",
+          words=["--probe", "index 5 is out of range"])
+    fails("run", "xor_8bit", "--cycles", "10", "--trace", "", words=["--trace", "empty"])
+    fails("run", "xor_8bit", "--cycles", "10", "--trace", tmp_path, words=["is a directory"])
+    if Path("/proc").is_dir():
+        fails("run", "xor_8bit", "--cycles", "10", "--trace", "/proc/x.h5", words=["/proc/x.h5", "cannot be written"])
+
+
+def test_inspect_says_a_directory_is_a_directory(tmp_path):
+    fails("inspect", tmp_path, words=[str(tmp_path), "is a directory"])
+
+
+def test_export_refuses_options_of_the_other_kind(trace):
+    fails("export", "vcd", trace, "--block", "layer0", words=["--block", "golden"])
+    fails("export", "golden", trace, "--signals", "cost", words=["--signals", "VCD"])
+
+
+UNWRITABLE = ["/proc/nope.png"] if Path("/proc").is_dir() else []
+
+
+@pytest.mark.parametrize("command", ["plot", "vcd", "golden", "compare"])
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(trace, tmp_path, command):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    name = {"plot": "p.png", "vcd": "x.vcd", "golden": "gg", "compare": "c.png"}[command]
+    run = {"plot": ["plot", trace], "vcd": ["export", "vcd", trace], "golden": ["export", "golden", trace,
+                                                                                "--window", "0:10"],
+           "compare": ["compare", "xor_8bit", "xor_4bit", "--cycles", "100", "--seeds", "0"]}[command]
+    fails(*run, "-o", afile / name, words=[str(afile / name), "afile is not a directory"])
+    for root in UNWRITABLE:
+        fails(*run, "-o", Path(root).parent / name, words=["cannot be written"])
+    if command == "golden":
+        fails(*run, "-o", afile, words=["is a file"])
+    if command in ("plot", "compare"):
+        fails(*run, "-o", tmp_path / "x.foo", words=["'.foo' is not supported", ".png", ".svg"])
+        fails(*run, "-o", tmp_path / "noext", words=["no image suffix", ".png"])
+    # compare refuses before it runs anything: the one error line is all it printed
