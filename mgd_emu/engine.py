@@ -21,7 +21,7 @@ from .blocks import layout as L
 from .blocks.broadcast import broadcast_out, broadcast_step
 from .blocks.controller import controller_step, controller_wires
 from .blocks.cost import cost_change, cost_function, cost_unit_step, measure_cost
-from .blocks.neuron import neuron_layer
+from .blocks.neuron import neuron_layer, neuron_layer_dual
 from .blocks.perturbation import generate_codes
 from .blocks.probe import sample_probes
 from .blocks.prng import derive_seed
@@ -101,12 +101,14 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
                 a_in, a0_in = src[prev:prev + size], src0[prev:prev + size]
                 tag_in = st_tag[layer - 1] if pipelined else tag
             act_kind = cfg[L.OUTPUT_ACT] if layer == last else cfg[L.HIDDEN_ACT]
-            neuron_layer(layer, geo, act_kind, mode, a_in, theta, pert,
-                         layer_gate(layer, tag, st_tag, pipelined), gains,
-                         offsets, K[L.K_ACT_SIGMA], nz_act, fmts, sr_act, events, act_w)
+            gate = layer_gate(layer, tag, st_tag, pipelined)
             if dual:
-                neuron_layer(layer, geo, act_kind, mode, a0_in, theta, pert, 0.0, gains,
-                             offsets, K[L.K_ACT_SIGMA], nz_act0, fmts, sr_act0, events, act0_w)
+                neuron_layer_dual(layer, geo, act_kind, mode, a_in, a0_in, layer == 0, theta,
+                                  pert, gate, gains, offsets, K[L.K_ACT_SIGMA], nz_act, nz_act0,
+                                  fmts, sr_act, sr_act0, events, act_w, act0_w)
+            else:
+                neuron_layer(layer, geo, act_kind, mode, a_in, theta, pert, gate, gains,
+                             offsets, K[L.K_ACT_SIGMA], nz_act, fmts, sr_act, events, act_w)
         if pipelined:
             y_out, y0_out = act[out_off:out_off + n_out], act0[out_off:out_off + n_out]
             tag_c, new_c, target = st_tag[last], st_newx[last] != 0, st_y[last]

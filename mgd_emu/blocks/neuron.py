@@ -32,6 +32,27 @@ def activation_function(kind, z):
     return z
 
 
+@njit(cache=True, _nrt=False, inline="always")
+def fire(z, j, layer, geo, act_kind, mode, theta, pert, gate, gains, offsets, act_sigma,
+         noise_state, fc_act, sr, events, a_out):
+    """Neuron j of the layer from its weighted input sum z: adds the bias
+    (and its perturbation, or the node perturbation, on a measurement slot),
+    applies the nonlinearity with the neuron's gain and offset, adds
+    activation noise, and writes the activation register."""
+    b_off, n_off = geo[layer, G_B_OFF], geo[layer, G_N_OFF]
+    if b_off >= 0:
+        z += theta[b_off + j]
+        if mode != MODE_NODE and gate != 0.0:
+            z += pert[b_off + j]
+    if mode == MODE_NODE and gate != 0.0:
+        z += pert[geo[layer, G_GEN_OFF] + j]
+    a = activation_function(act_kind, gains[n_off + j] * (z + offsets[n_off + j]))
+    if act_sigma != 0.0:
+        noise_state[n_off + j], xi = gaussian(noise_state[n_off + j])
+        a += act_sigma * xi
+    a_out[n_off + j] = store_fc(a, fc_act, sr, n_off + j, events, E_PER_LAYER * layer + E_ACT)
+
+
 @njit(cache=True, _nrt=False)
 def neuron_layer(layer, geo, act_kind, mode, a_in, theta, pert, gate, gains, offsets,
                  act_sigma, noise_state, fmts, sr, events, a_out):
@@ -44,10 +65,7 @@ def neuron_layer(layer, geo, act_kind, mode, a_in, theta, pert, gate, gains, off
     z_j = sum_k W_jk a_k + b_j + g*p_j               (node mode)
     a_j = q_act(f(gain_j * (z_j + offset_j)) + act_sigma * N(0,1)).
     """
-    fan_in, fan_out = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT]
-    w_off, b_off, n_off = geo[layer, G_W_OFF], geo[layer, G_B_OFF], geo[layer, G_N_OFF]
-    gen_off = geo[layer, G_GEN_OFF]
-    row = E_PER_LAYER * layer + E_ACT
+    fan_in, fan_out, w_off = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT], geo[layer, G_W_OFF]
     fc_act = format_constants(fmts[F_ACTIVATION])
     weight_pert = mode != MODE_NODE and gate != 0.0
     for j in range(fan_out):
@@ -59,14 +77,44 @@ def neuron_layer(layer, geo, act_kind, mode, a_in, theta, pert, gate, gains, off
         else:
             for k in range(fan_in):
                 z += theta[base + k] * a_in[k]
-        if b_off >= 0:
-            z += theta[b_off + j]
-            if weight_pert:
-                z += pert[b_off + j]
-        if mode == MODE_NODE and gate != 0.0:
-            z += pert[gen_off + j]
-        a = activation_function(act_kind, gains[n_off + j] * (z + offsets[n_off + j]))
-        if act_sigma != 0.0:
-            noise_state[n_off + j], xi = gaussian(noise_state[n_off + j])
-            a += act_sigma * xi
-        a_out[n_off + j] = store_fc(a, fc_act, sr, n_off + j, events, row)
+        fire(z, j, layer, geo, act_kind, mode, theta, pert, gate, gains, offsets, act_sigma,
+             noise_state, fc_act, sr, events, a_out)
+
+
+@njit(cache=True, _nrt=False)
+def neuron_layer_dual(layer, geo, act_kind, mode, a_in, a0_in, same_input, theta, pert, gate,
+                      gains, offsets, act_sigma, noise_state, noise_state0, fmts, sr, sr0,
+                      events, a_out, a0_out):
+    """neuron_layer for the perturbed path (a_in, gate -> a_out) and the
+    unperturbed dual path (a0_in, gate 0 -> a0_out) of a dual-path chip at
+    once: one pass over the weights feeds both multiply-accumulates, each
+    summed in the same order as neuron_layer sums it (the same bits).
+    same_input: a_in and a0_in hold the same values (the input layer); then
+    without a weight perturbation the two sums are one.
+    """
+    fan_in, fan_out, w_off = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT], geo[layer, G_W_OFF]
+    fc_act = format_constants(fmts[F_ACTIVATION])
+    weight_pert = mode != MODE_NODE and gate != 0.0
+    shared = same_input and not weight_pert
+    for j in range(fan_out):
+        z = 0.0
+        z0 = 0.0
+        base = w_off + j * fan_in
+        if weight_pert:
+            for k in range(fan_in):
+                w = theta[base + k]
+                z += (w + pert[base + k]) * a_in[k]
+                z0 += w * a0_in[k]
+        elif shared:
+            for k in range(fan_in):
+                z += theta[base + k] * a_in[k]
+            z0 = z
+        else:
+            for k in range(fan_in):
+                w = theta[base + k]
+                z += w * a_in[k]
+                z0 += w * a0_in[k]
+        fire(z, j, layer, geo, act_kind, mode, theta, pert, gate, gains, offsets, act_sigma,
+             noise_state, fc_act, sr, events, a_out)
+        fire(z0, j, layer, geo, act_kind, mode, theta, pert, 0.0, gains, offsets, act_sigma,
+             noise_state0, fc_act, sr0, events, a0_out)
