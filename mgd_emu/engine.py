@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -21,7 +22,7 @@ from .blocks import layout as L
 from .blocks.broadcast import broadcast_out, broadcast_step
 from .blocks.controller import controller_step, controller_wires
 from .blocks.cost import cost_change, cost_function, cost_unit_step, measure_cost
-from .blocks.neuron import neuron_layer, neuron_layer_dual
+from .blocks.neuron import neuron_layer, neuron_layer_dual, neuron_layer_dual_parallel
 from .blocks.perturbation import generate_codes
 from .blocks.probe import sample_probes
 from .blocks.prng import derive_seed
@@ -33,6 +34,10 @@ from .plan import (STREAM_ACTIVATION_NOISE, STREAM_COST_NOISE, STREAM_ROUNDING,
                    STREAM_WEIGHT_NOISE, build_plan, quantize_const)
 from .spec import Chip
 from .tasks import make_task
+
+# Parameters from which a chip's layers run on several threads (measured with
+# benchmarks/run.py --only threads: 2 threads lose below it).
+PARALLEL_MIN_PARAMS = 50_000
 
 # Blocks of the sequential phase, in their default order.
 B_CONTROLLER, B_SAMPLER, B_GENERATOR, B_COST, B_BROADCAST, B_SYNAPSE = range(6)
@@ -76,6 +81,7 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
     mode, baseline, integrator = cfg[L.MODE], cfg[L.BASELINE], cfg[L.INTEGRATOR]
     pipelined = cfg[L.PIPELINING] != 0
     dual = baseline == L.BASE_DUAL
+    fast, parallel = cfg[L.FAST_SYNAPSE] != 0, cfg[L.PARALLEL] != 0
     tau_x, tau_p, tau_theta = cfg[L.TAU_X], cfg[L.TAU_P], cfg[L.TAU_THETA]
     last = n_layers - 1
     out_off, n_out = geo[last, L.G_N_OFF], cfg[L.N_OUT]
@@ -102,7 +108,12 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
                 tag_in = st_tag[layer - 1] if pipelined else tag
             act_kind = cfg[L.OUTPUT_ACT] if layer == last else cfg[L.HIDDEN_ACT]
             gate = layer_gate(layer, tag, st_tag, pipelined)
-            if dual:
+            if dual and parallel:
+                neuron_layer_dual_parallel(layer, geo, act_kind, mode, a_in, a0_in, layer == 0,
+                                           theta, pert, gate, gains, offsets, K[L.K_ACT_SIGMA],
+                                           nz_act, nz_act0, fmts, sr_act, sr_act0, events, act_w,
+                                           act0_w)
+            elif dual:
                 neuron_layer_dual(layer, geo, act_kind, mode, a_in, a0_in, layer == 0, theta,
                                   pert, gate, gains, offsets, K[L.K_ACT_SIGMA], nz_act, nz_act0,
                                   fmts, sr_act, sr_act0, events, act_w, act0_w)
@@ -162,7 +173,7 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
                                   integrator, cfg[L.OPTIMIZER], K[L.K_KAPPA], K[L.K_ETA],
                                   K[L.K_GAMMA], K[L.K_BETA], K[L.K_LAMBDA], K[L.K_WEIGHT_SIGMA],
                                   theta, G, V, p_ring, in_ring, nz_w, fmts, sr_theta, sr_g,
-                                  sr_v, events, cfg[L.FAST_SYNAPSE] != 0)
+                                  sr_v, events, fast, parallel)
 
         # ---- commit: double-buffered registers become current ------------
         if pipelined:
@@ -244,13 +255,19 @@ class Emulator:
     baseline cycles of cost.baseline = "remeasure").
     """
 
-    def __init__(self, chip: Chip, seed: int = 0, probes=()):
+    def __init__(self, chip: Chip, seed: int = 0, probes=(), parallel: bool | None = None):
         """probes: probe texts (see `mgd_emu.probes`) added to those of the
-        chip description's [trace] section."""
+        chip description's [trace] section. parallel: share each layer's
+        neurons among numba's threads (numba.set_num_threads) when more than
+        one is set; None decides by size (PARALLEL_MIN_PARAMS). Only the
+        common node-perturbation chip has a parallel path; the bits are the
+        same either way."""
         self.chip = chip
         self.seed = int(seed)
         self.task = make_task(chip.task.name, **chip.task_params())
         self.s = self._build()
+        if parallel is not None:
+            self._parallel = bool(parallel) and self._parallel_capable
         self._registers = registers_by_name(chip)
         tr = chip.trace
         stop = tr.window_stop if tr.window_stop > 0 else None
@@ -311,6 +328,11 @@ class Emulator:
                                   and chip.noise.weight_sigma == 0.0
                                   and all(not fmt.is_fixed or fmt.overflow == "saturate"
                                           for fmt in (f.weight, f.bias, f.integrator)))
+        # Wide node-perturbation chips share their neurons among numba's
+        # threads when more than one is set (see run); below the threshold
+        # the fork and join of every layer cost more than they save.
+        self._parallel_capable = bool(cfg[L.FAST_SYNAPSE] and node)
+        self._parallel = self._parallel_capable and n_params >= PARALLEL_MIN_PARAMS
 
         lr = f.learning_rate
         tau = float(timing.tau_theta)
@@ -414,6 +436,7 @@ class Emulator:
 
     def _chunk(self, n, step_limit, order, sink, progress):
         t0, c0 = time.perf_counter(), self.cycle
+        self.s["cfg"][L.PARALLEL] = int(self._parallel and numba.get_num_threads() > 1)
         cycle_loop(n, step_limit, order, *(self.s[k] for k in STATE),
                    len(self.probes), *(self.pr[k] for k in PROBE_STATE))
         self.flush(sink)

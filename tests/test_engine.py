@@ -1,12 +1,14 @@
 """The cycle engine: RTL semantics, determinism, bit-exact fixed point."""
 from fractions import Fraction
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mgd_emu import loads_chip
+from mgd_emu.blocks import layout as L
 from mgd_emu.engine import DEFAULT_ORDER, Emulator
 
 FIXED8 = """
@@ -77,6 +79,72 @@ def test_block_evaluation_order_does_not_change_any_bit(variant):
         order = rng.permutation(DEFAULT_ORDER)
         b = Emulator(chip(variant), seed=4).run(400, order=order)
         same_state(a, b)
+
+
+NODE_FIXED = FIXED8.replace('normalization = "norm"', 'normalization = "norm"\nmode = "node"').replace(
+    "int_bits = 9, frac_bits = 3", "int_bits = 12, frac_bits = 3") + """
+[network]
+layers = [12, 20, 5]
+[task]
+name = "random"
+inputs = 12
+outputs = 5
+[noise]
+activation_sigma = 0.01
+cost_sigma = 0.001
+"""
+SYNAPSE_VARIANTS = {
+    "weight_fixed": FIXED8,
+    "weight_float": "",
+    "weight_latency": "[timing]\nlayer_pipelining = true\nbroadcast_latency = 2\ntau_theta = 3\n" + FIXED8,
+    "node_fixed": NODE_FIXED,
+    # weights of s0.5 and a large learning rate: weights and activations saturate
+    "node_saturating": NODE_FIXED.replace(
+        'integrator = { kind = "fixed", int_bits = 4, frac_bits = 11 }',
+        'integrator = { kind = "fixed", int_bits = 0, frac_bits = 9, rounding = "stochastic" }').replace(
+        'weight = { kind = "fixed", int_bits = 2, frac_bits = 5, rounding = "stochastic" }',
+        'weight = { kind = "fixed", int_bits = 0, frac_bits = 5, rounding = "stochastic" }')
+        + "[optimizer]\nlearning_rate = 0.9\n",
+    "node_latency_tau": "[timing]\nlayer_pipelining = true\ncost_latency = 1\ntau_theta = 4\n" + NODE_FIXED,
+}
+
+
+def same_registers(a: Emulator, b: Emulator):
+    """Every state array but the configuration (which holds the path taken)."""
+    for key, value in a.s.items():
+        if key != "cfg":
+            np.testing.assert_array_equal(value, b.s[key], err_msg=key)
+
+
+@pytest.mark.parametrize("variant", list(SYNAPSE_VARIANTS))
+def test_branch_free_synapse_rows_give_the_bits_of_the_general_path(variant):
+    """The common chip's vectorised synapse rows and the general per-synapse
+    integrator/updater are two implementations of one block: same bits."""
+    c = loads_chip(SYNAPSE_VARIANTS[variant], f"{variant}.toml")
+    fast = Emulator(c, seed=5)
+    general = Emulator(c, seed=5)
+    assert fast.s["cfg"][L.FAST_SYNAPSE] == 1
+    general.s["cfg"][L.FAST_SYNAPSE] = 0
+    fast.run(600)
+    general.run(600)
+    same_registers(fast, general)
+    assert fast.events == general.events
+    if variant == "node_saturating":
+        assert fast.events["layer0.weight"][0] > 0
+
+
+@pytest.mark.parametrize("variant", ["node_fixed", "node_saturating", "node_latency_tau"])
+def test_two_threads_give_the_bits_of_one(variant):
+    c = loads_chip(SYNAPSE_VARIANTS[variant], f"{variant}.toml")
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        parallel = Emulator(c, seed=6, parallel=True).run(600)
+    finally:
+        numba.set_num_threads(before)
+    serial = Emulator(c, seed=6, parallel=False).run(600)
+    same_registers(parallel, serial)
+    assert parallel.events == serial.events
 
 
 def test_different_seeds_give_different_chips():

@@ -9,7 +9,7 @@ Registers owned, per parameter i (weights and biases, flat):
   in_ring   node mode: the delay line of the presynaptic activity
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .layout import (E_B_INTEG, E_B_VEL, E_BIAS, E_PER_LAYER, E_W_INTEG, E_W_VEL,
                      E_WEIGHT, F_BIAS, F_INTEGRATOR, F_VELOCITY, F_WEIGHT, G_B_OFF,
@@ -113,6 +113,69 @@ def node_synapse_row(n, ej, a, valid, update_edge, eta, theta, G, sr_theta, sr_g
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def node_neuron_synapses(j, layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
+                         update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fc_w, fc_b,
+                         fc_g):
+    """Neuron j's correlator and its synapses (weights, then bias) in node
+    mode on the common chip. Returns the saturations of (weight integrators,
+    weights, bias integrator, bias)."""
+    fan_in, w_off, b_off = geo[layer, G_FAN_IN], geo[layer, G_W_OFF], geo[layer, G_B_OFF]
+    gen = geo[layer, G_GEN_OFF] + j
+    p_now = pert[gen] * gate
+    p_d = p_now if d == 0 else p_ring[then, gen]
+    if use_ring:
+        p_ring[now, gen] = p_now
+    ej = bcast * p_d * kappa if valid else 0.0
+    row = w_off + j * fan_in
+    th, g = theta[row:row + fan_in], G[row:row + fan_in]
+    srt, srg = sr_theta[row:row + fan_in], sr_g[row:row + fan_in]
+    sto_w, sto_b, sto_g = stochastic(fc_w), stochastic(fc_b), stochastic(fc_g)
+    if update_edge:
+        wg, wp = node_synapse_row(fan_in, ej, a_d, valid, True, eta, th, g, srt, srg,
+                                  fc_w, fc_g, sto_w, sto_g)
+    else:
+        wg, wp = node_synapse_row(fan_in, ej, a_d, valid, False, eta, th, g, srt, srg,
+                                  fc_w, fc_g, sto_w, sto_g)
+    bg = 0
+    bp = 0
+    if b_off >= 0:
+        bg, bp = integrate_and_update_fast(b_off + j, ej, valid, update_edge, eta, theta, G,
+                                           sr_theta, sr_g, fc_b, fc_g, sto_b, sto_g)
+    return wg, wp, bg, bp
+
+
+# Compiled eagerly for this signature: a kernel compiled without the Numba
+# runtime (synapse_layer) cannot compile a parallel one on demand.
+@njit("void(i8, i8[:, ::1], i8, i8, i8, b1, f8, f8[::1], f8[::1], f8, b1, b1, f8, f8, f8[::1],"
+      " f8[::1], f8[:, ::1], u8[::1], u8[::1], i8[:, ::1], i8[:, ::1])", cache=True, parallel=True)
+def node_synapses_parallel(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
+                           update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fmts,
+                           events):
+    """node_neuron_synapses for every neuron of the layer, shared among
+    numba's threads: the same bits as one thread (the neurons are
+    independent, the event counts are sums)."""
+    fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
+    fc_g = format_constants(fmts[F_INTEGRATOR])
+    n_wg = 0
+    n_wp = 0
+    n_bg = 0
+    n_bp = 0
+    for j in prange(geo[layer, G_FAN_OUT]):
+        wg, wp, bg, bp = node_neuron_synapses(j, layer, geo, d, now, then, use_ring, gate, pert,
+                                              a_d, bcast, valid, update_edge, kappa, eta, theta,
+                                              G, p_ring, sr_theta, sr_g, fc_w, fc_b, fc_g)
+        n_wg += wg
+        n_wp += wp
+        n_bg += bg
+        n_bp += bp
+    base = E_PER_LAYER * layer
+    events[base + E_W_INTEG, 1] += n_wg
+    events[base + E_WEIGHT, 1] += n_wp
+    events[base + E_B_INTEG, 1] += n_bg
+    events[base + E_BIAS, 1] += n_bp
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def weight_synapse_row(lo, hi, d, now, then, use_ring, gate, pert, p_ring, bcast, kappa,
                        valid, update_edge, eta, theta, G, sr_theta, sr_g, fc_p, fc_g,
                        sto_p, sto_g):
@@ -136,7 +199,7 @@ def weight_synapse_row(lo, hi, d, now, then, use_ring, gate, pert, p_ring, bcast
 def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
                   update_edge, measure, integrator, optimizer, kappa, eta, gamma, beta,
                   lam, weight_sigma, theta, G, V, p_ring, in_ring, wnoise,
-                  fmts, sr_theta, sr_g, sr_v, events, fast=False):
+                  fmts, sr_theta, sr_g, sr_v, events, fast=False, parallel=False):
     """Every synapse of one layer for one cycle.
 
     weight mode: e_i = C~ * p_i(n - d) * kappa
@@ -144,7 +207,8 @@ def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
     Parameters update only in measurement cycles (analog) or at update edges.
     fast: the chip is the common one of integrate_and_update_fast (decided
     at build); its synapses then take the branch-free rows, with the same
-    bits as the general path.
+    bits as the general path. parallel (with fast, node mode): the neurons
+    are shared among numba's threads, with the same bits again.
     """
     fan_in, fan_out = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT]
     w_off, b_off, d = geo[layer, G_W_OFF], geo[layer, G_B_OFF], geo[layer, G_DELAY]
@@ -197,40 +261,48 @@ def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
     # a_k(n - d) is read from the delay line before this cycle's activity is
     # shifted in (after the loop), so d == ring reads the oldest stage.
     a_d = a_in if d == 0 else in_ring[then, in_off:in_off + fan_in]
-    n_g = 0
-    n_p = 0
-    for j in range(fan_out):
-        p_now = pert[gen_off + j] * gate
-        p_d = p_now if d == 0 else p_ring[then, gen_off + j]
-        if use_ring:
-            p_ring[now, gen_off + j] = p_now
-        ej = bcast * p_d * kappa if valid else 0.0
-        if not do_update:
-            continue
-        row = w_off + j * fan_in
-        if fast:
-            th, g = theta[row:row + fan_in], G[row:row + fan_in]
-            srt, srg = sr_theta[row:row + fan_in], sr_g[row:row + fan_in]
-            if update_edge:
-                rg, rp = node_synapse_row(fan_in, ej, a_d, valid, True, eta, th, g, srt, srg,
-                                          fc_w, fc_g, sto_w, sto_g)
-            else:
-                rg, rp = node_synapse_row(fan_in, ej, a_d, valid, False, eta, th, g, srt, srg,
-                                          fc_w, fc_g, sto_w, sto_g)
-            n_g += rg
-            n_p += rp
+    if fast:
+        if parallel:
+            node_synapses_parallel(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast,
+                                   valid, update_edge, kappa, eta, theta, G, p_ring, sr_theta,
+                                   sr_g, fmts, events)
         else:
+            n_wg = 0
+            n_wp = 0
+            n_bg = 0
+            n_bp = 0
+            for j in range(fan_out):
+                wg, wp, bg, bp = node_neuron_synapses(j, layer, geo, d, now, then, use_ring, gate,
+                                                      pert, a_d, bcast, valid, update_edge, kappa,
+                                                      eta, theta, G, p_ring, sr_theta, sr_g,
+                                                      fc_w, fc_b, fc_g)
+                n_wg += wg
+                n_wp += wp
+                n_bg += bg
+                n_bp += bp
+            events[base + E_W_INTEG, 1] += n_wg
+            events[base + E_WEIGHT, 1] += n_wp
+            events[base + E_B_INTEG, 1] += n_bg
+            events[base + E_BIAS, 1] += n_bp
+    else:
+        for j in range(fan_out):
+            p_now = pert[gen_off + j] * gate
+            p_d = p_now if d == 0 else p_ring[then, gen_off + j]
+            if use_ring:
+                p_ring[now, gen_off + j] = p_now
+            ej = bcast * p_d * kappa if valid else 0.0
+            if not do_update:
+                continue
+            row = w_off + j * fan_in
             for k in range(fan_in):
                 integrate_and_update(row + k, False, layer, ej * a_d[k], valid,
                                      update_edge, integrator, optimizer, eta, gamma, beta, lam,
                                      weight_sigma, theta, G, V, wnoise, fc_w, fc_b, fc_g, fc_v,
                                      sr_theta, sr_g, sr_v, events)
-        if b_off >= 0:
-            integrate_and_update(b_off + j, True, layer, ej, valid, update_edge, integrator,
-                                 optimizer, eta, gamma, beta, lam, weight_sigma, theta, G, V,
-                                 wnoise, fc_w, fc_b, fc_g, fc_v, sr_theta, sr_g, sr_v, events)
-    events[base + E_W_INTEG, 1] += n_g
-    events[base + E_WEIGHT, 1] += n_p
+            if b_off >= 0:
+                integrate_and_update(b_off + j, True, layer, ej, valid, update_edge, integrator,
+                                     optimizer, eta, gamma, beta, lam, weight_sigma, theta, G, V,
+                                     wnoise, fc_w, fc_b, fc_g, fc_v, sr_theta, sr_g, sr_v, events)
     if use_ring:
         for k in range(fan_in):
             in_ring[now, in_off + k] = a_in[k]
