@@ -73,9 +73,9 @@ def wide(name, layers, overrides=None):
                        "task.outputs": layers[-1], **(overrides or {})})
 
 
-def build(c, probes=()):
+def build(c, probes=(), parallel=None):
     """An Emulator of chip c, compiled (warm_up) and ready."""
-    emu = Emulator(c, 0, probes=probes)
+    emu = Emulator(c, 0, probes=probes, parallel=parallel)
     emu.warm_up()
     return emu
 
@@ -293,35 +293,46 @@ def bench_large(rep: Report):
               "perturbation mode, float64; synthetic = the random task (mgd_emu.tasks) of the network's size")
 
 
+THREAD_SIZES = [[64, 64, 10], [128, 256, 10], [256, 512, 10], [784, 256, 10]]
+
+
 def bench_threads(rep: Report):
-    """1 and 2 numba threads: the emulator and the parallel speed-of-light kernel."""
-    c = wide("digits_8bit", [784, 256, 10], WIDE)
-    emu = build(c)
-    sol = SpeedOfLight(c.layer_sizes, "node", parallel=True)
-    P = c.n_parameters
-    # interleaved 1, 2, 1, 2 ... threads, so that load from elsewhere hits both alike
-    emu_r, sol_r = {1: [], 2: []}, {1: [], 2: []}
-    for _ in range(1 if QUICK else 2):
-        for threads in (1, 2):
-            numba.set_num_threads(threads)
-            emu_r[threads].append(rate(emu.run, 10) * P)
-            sol_r[threads].append(rate(sol.run, 10) * P)
+    """1 and 2 numba threads: the emulator as it chooses (Emulator default:
+    parallel from engine.PARALLEL_MIN_PARAMS), forced parallel, and the
+    parallel speed-of-light kernel, against the serial emulator on 1 thread."""
     rows = []
-    e1, s1 = statistics.median(emu_r[1]), statistics.median(sol_r[1])
-    for threads in (1, 2):
-        e, s = statistics.median(emu_r[threads]), statistics.median(sol_r[threads])
-        rows.append(("synthetic 784-256-10 fixed", P, threads, e, e / e1, s, s / s1))
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    par = bool(getattr(mgd_emu.engine.cycle_loop, "targetoptions", {}).get("parallel", False))
+    sizes = THREAD_SIZES[2:] if QUICK else THREAD_SIZES
+    for layers in sizes:
+        c = wide("digits_8bit", layers, WIDE)
+        P = c.n_parameters
+        serial, auto, forced = build(c, parallel=False), build(c), build(c, parallel=True)
+        sol = SpeedOfLight(c.layer_sizes, "node", parallel=True)
+        r = {k: [] for k in ("serial", "auto", "forced", "sol1", "sol2")}
+        # alternate 1 and 2 threads, so that load from elsewhere hits both alike
+        for _ in range(1 if QUICK else 2):
+            numba.set_num_threads(1)
+            r["serial"].append(rate(serial.run, 10))
+            r["sol1"].append(rate(sol.run, 10))
+            numba.set_num_threads(2)
+            r["auto"].append(rate(auto.run, 10))
+            r["forced"].append(rate(forced.run, 10))
+            r["sol2"].append(rate(sol.run, 10))
+        m = {k: statistics.median(v) for k, v in r.items()}
+        rows.append(("-".join(map(str, layers)), P, "parallel" if auto._parallel else "serial",
+                     m["serial"] * P, m["auto"] * P, m["auto"] / m["serial"],
+                     m["forced"] / m["serial"], m["sol2"] / m["sol1"]))
+        del serial, auto, forced
+    numba.set_num_threads(1)
     try:
         layer = numba.threading_layer()
     except ValueError:
         layer = "none"
-    rep.table("threads", "Threads (numba.set_num_threads)",
-              ("chip", "params", "threads", "emu syn-cyc/s", "emu speedup", "SoL-parallel syn-cyc/s",
-               "SoL speedup"), rows,
-              f"engine cycle_loop compiled with parallel={par}; numba threading layer {layer}; "
-              "SoL-parallel = the speed-of-light kernel with prange over neurons")
+    rep.table("threads", "Threads: 2 numba threads against 1 (fixed point, node perturbation)",
+              ("layers", "params", "auto path", "1 thread syn-cyc/s", "2 threads syn-cyc/s",
+               "auto speedup", "forced-parallel speedup", "SoL speedup"), rows,
+              f"auto = Emulator's own choice (parallel from {mgd_emu.engine.PARALLEL_MIN_PARAMS:,} "
+              f"parameters); forced = Emulator(parallel=True); speedups against the serial emulator on "
+              f"1 thread; SoL = speed-of-light kernel with prange, 2 threads / 1; threading layer {layer}")
 
 
 SCALING_SIZES = [[2, 2, 1], [4, 8, 2], [16, 16, 4], [32, 64, 10], [64, 128, 10], [128, 256, 10],
@@ -524,9 +535,13 @@ def targets(rep: Report):
     for label in ("synthetic 784-256-10", "digits 64-64-10"):
         v = rep.get("large", "emu/SoL", chip=label, formats="fixed")
         add(f"{label} fixed-point >= 40% of speed of light (1 thread)", v, ">= 0.40", v is not None and v >= 0.40)
-    v = rep.get("threads", "emu speedup", threads=2)
-    add("2 threads >= 1.7x 1 thread (synthetic 784-256-10, 203,530 synapses)", v, ">= 1.7",
-        v is not None and v >= 1.7, "x")
+    for row in rep.results.get("threads", []):
+        v, P = row["auto speedup"], row["params"]
+        if P >= 100_000:
+            add(f"2 threads >= 1.7x 1 thread ({row['layers']}, {P:,} synapses)", v, ">= 1.7", v >= 1.7, "x")
+        else:
+            add(f"2 threads never slower than 1 ({row['layers']}, {P:,} synapses)", v,
+                ">= 1.0 (3 % timing noise allowed)", v >= 0.97, "x")
     for label in ("xor_8bit", "xor_ideal", "nist7x7_8bit", "nist7x7 float"):
         v = rep.get("small", "emu/reference", chip=label)
         add(f"{label} >= 500x the per-cycle numpy reference (Reference.step)", v, ">= 500",
@@ -600,6 +615,7 @@ def main(argv=None) -> int:
     print(mline, flush=True)
     rep = Report()
     timings = {}
+    numba.set_num_threads(1)    # every figure is single-thread but the threads benchmark's
     for name in names:
         t = time.perf_counter()
         BENCHMARKS[name](rep)
