@@ -16,8 +16,12 @@ Notation
 P generators; channel order: layer by layer, each layer's weights row-major
 ([fan_out, fan_in]) then its biases (weight mode), or each layer's neurons
 (node mode). The parameter vector theta has the weight-mode order. A is the
-per-element amplitude `plan.amplitude`; kappa = `spec.correlator_gain(chip)`
-(= 1/N); eta' = eta/tau_theta if `divide_by_tau_theta` else eta.
+per-element amplitude `plan.amplitude`; kappa = 1/N with N from
+MGD_REFERENCE.md section 2.4, computed here from A (`normalisation`):
+sigma^2 = E[p_i^2] = A^2 (code, walsh), A^2/2 (frequency), A^2/P (time);
+M = sqrt(P sigma^2), the r.m.s. norm of the perturbation vector; N = sigma^2
+(power), M^2 (norm), A M sqrt(1/P + 1/tau_theta - 1/(P tau_theta))
+(step_length). eta' = eta/tau_theta if `divide_by_tau_theta` else eta.
 
 Step k (k = 0, 1, ...)
 ----------------------
@@ -57,16 +61,20 @@ Step k (k = 0, 1, ...)
 Registers after step k's commit (`Reference.registers`; at construction, the
 reset state: initial weights, code 0, zero integrators/velocities/costs)
 ---------------------------------------------------------------------------
+Only the registers the chip has: the bias ones with network.bias, the
+velocities with the momentum optimiser.
+
 layer{i}.weight, .bias                  theta after step k ([fan_out, fan_in],
-                                        [fan_out]; bias zeros without biases)
+                                        [fan_out])
 layer{i}.weight_perturbation,           weight mode: the code step k+1 applies
   .bias_perturbation                    (code((k+1)//tau_p))
 layer{i}.node_perturbation              node mode: the same, per neuron
 layer{i}.weight_integrator,             G after step k
   .bias_integrator
-layer{i}.weight_velocity, .bias_velocity  momentum v after step k (zeros with
-                                        the plain optimiser)
+layer{i}.weight_velocity, .bias_velocity  momentum v after step k
 layer{i}.activation                     the perturbed path's activation in step k
+output                                  the last layer's activation in step k
+input, target                           x and y* of the sample step k+1 uses
 cost                                    C measured in step k
 cost_change, broadcast                  C~ of step k (equal at zero latency)
 sample_index                            the dataset index step k+1 uses
@@ -78,7 +86,7 @@ import math
 import numpy as np
 
 from .plan import build_plan
-from .spec import Chip, correlator_gain
+from .spec import Chip
 from .tasks import make_task
 
 MASK64 = (1 << 64) - 1
@@ -126,7 +134,7 @@ _tanh = np.vectorize(math.tanh, otypes=[float])
 ACTIVATIONS = {
     "sigmoid": (_sigmoid, lambda z, a: a * (1.0 - a)),
     "tanh": (_tanh, lambda z, a: 1.0 - a * a),
-    "relu": (lambda z: np.maximum(z, 0.0), lambda z, a: (z > 0).astype(float)),
+    "relu": (lambda z: np.where(z > 0.0, z, 0.0), lambda z, a: (z > 0).astype(float)),  # z > 0 ? z : 0 (NaN -> 0)
     "linear": (lambda z: z.copy(), lambda z, a: np.ones_like(z)),
     "hard_sigmoid": (lambda z: np.clip(0.2 * z + 0.5, 0.0, 1.0),
                      lambda z, a: np.where((z > -2.5) & (z < 2.5), 0.2, 0.0)),
@@ -165,9 +173,16 @@ def cost(chip, y, target) -> float:
     y, target = np.asarray(y, float), np.asarray(target, float)
     if chip.cost.function == "mse":
         return float(np.mean((y - target) ** 2))
-    m = np.max(y)
-    log_softmax = y - (m + np.log(np.sum(np.exp(y - m))))
-    return float(-np.sum(target * log_softmax))
+    # scalar libm and output-order sums, as the cost unit computes them
+    m = max(float(v) for v in y)
+    total = 0.0
+    for v in y:
+        total += math.exp(float(v) - m)
+    lse = m + math.log(total)
+    out = 0.0
+    for v, t in zip(y, target):
+        out -= float(t) * (float(v) - lse)
+    return out
 
 
 def _cost_gradient(chip, y, target):
@@ -223,6 +238,21 @@ def finite_difference_gradient(chip, weights, biases, X, Y, h=1e-6):
 
 # ---------------------------------------------------------------- the chip
 
+def normalisation(chip: Chip, A: float) -> float:
+    """N, the correlator divisor, for per-element peak amplitude A (MGD_REFERENCE.md 2.4)."""
+    P, tau = chip.n_generators, chip.timing.tau_theta
+    sigma2 = {"code": A * A, "walsh": A * A, "frequency": A * A / 2.0,
+              "time": A * A / P}[chip.perturbation.multiplexing]
+    M = math.sqrt(P * sigma2)
+    rule = chip.perturbation.normalization
+    if rule == "power":
+        return sigma2
+    if rule == "norm":
+        return M * M
+    return A * M * math.sqrt(1.0 / P + 1.0 / tau - 1.0 / (P * tau))
+
+
+
 def check_supported(chip: Chip) -> None:
     """Raise ValueError unless the chip is zero-latency and noiseless."""
     t, noise = chip.timing, chip.noise
@@ -251,7 +281,7 @@ class Reference:
         self.weights = [np.array(W, float) for W in plan.weights]
         self.biases = [np.array(b, float) for b in plan.biases]
         self.A = float(plan.amplitude)
-        self.kappa = correlator_gain(chip)
+        self.kappa = 1.0 / normalisation(chip, self.A)
         opt, t = chip.optimizer, chip.timing
         self.eta = opt.learning_rate / t.tau_theta if opt.divide_by_tau_theta else opt.learning_rate
         self.k = 0
@@ -410,14 +440,18 @@ class Reference:
         regs = {}
         Gw, Gb = self._unflat(self.G)
         Vw, Vb = self._unflat(self.V)
+        bias, momentum = self.has_bias, self.chip.optimizer.kind == "momentum"
         for i in range(len(self.weights)):
             layer = f"layer{i}."
             regs[layer + "weight"] = self.weights[i].copy()
-            regs[layer + "bias"] = self.biases[i].copy()
             regs[layer + "weight_integrator"] = Gw[i].copy()
-            regs[layer + "bias_integrator"] = Gb[i].copy()
-            regs[layer + "weight_velocity"] = Vw[i].copy()
-            regs[layer + "bias_velocity"] = Vb[i].copy()
+            if bias:
+                regs[layer + "bias"] = self.biases[i].copy()
+                regs[layer + "bias_integrator"] = Gb[i].copy()
+            if momentum:
+                regs[layer + "weight_velocity"] = Vw[i].copy()
+                if bias:
+                    regs[layer + "bias_velocity"] = Vb[i].copy()
             regs[layer + "activation"] = self.acts[i].copy()
         if self.node:
             for i, p in enumerate(self._per_neuron(self.p)):
@@ -426,7 +460,12 @@ class Reference:
             pw, pb = self._unflat(self.p)
             for i in range(len(self.weights)):
                 regs[f"layer{i}.weight_perturbation"] = pw[i].copy()
-                regs[f"layer{i}.bias_perturbation"] = pb[i].copy()
+                if bias:
+                    regs[f"layer{i}.bias_perturbation"] = pb[i].copy()
+        index = self._order[self._pos]
+        regs["output"] = self.acts[-1].copy()
+        regs["input"] = np.array(self.data.inputs[index], dtype=float)
+        regs["target"] = np.array(self.data.targets[index], dtype=float)
         regs["cost"] = np.float64(self.C)
         regs["cost_change"] = np.float64(self.C_change)
         regs["broadcast"] = np.float64(self.C_change)

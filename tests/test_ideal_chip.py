@@ -2,6 +2,7 @@
 engine and the float64 reference oracle agree register by register, step by step,
 for every perturbation scheme, baseline, integrator and optimiser."""
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -11,12 +12,20 @@ from mgd_emu.reference import Reference
 
 # -- an ideal chip follows the reference step for step ----------------------
 
+ACTIVATIONS = ["sigmoid", "tanh", "relu", "linear", "hard_sigmoid"]
+
 IDEAL = st.fixed_dictionaries({
-    "layers": st.lists(st.integers(1, 4), min_size=1, max_size=2).map(lambda h: [3] + h + [1]),
-    "activation": st.sampled_from(["sigmoid", "tanh", "relu", "hard_sigmoid"]),
+    "hidden": st.lists(st.integers(1, 4), min_size=0, max_size=2),
+    "outputs": st.integers(1, 3),
+    "activation": st.sampled_from(ACTIVATIONS),
+    "output_activation": st.sampled_from(ACTIVATIONS),
+    "bias": st.booleans(),
+    "init": st.sampled_from(["uniform", "glorot"]),
+    "cost": st.sampled_from(["mse", "cross_entropy"]),
     "mode": st.sampled_from(["weight", "node"]),
     "multiplexing": st.sampled_from(["code", "time", "frequency", "walsh"]),
-    "normalization": st.sampled_from(["power", "norm"]),
+    "normalization": st.sampled_from(["power", "norm", "step_length"]),
+    "amplitude_is": st.sampled_from(["element", "norm"]),
     "baseline": st.sampled_from(["dual_path", "remeasure", "highpass"]),
     "integrator": st.sampled_from(["digital", "analog"]),
     "optimizer": st.sampled_from(["plain", "momentum"]),
@@ -27,18 +36,31 @@ IDEAL = st.fixed_dictionaries({
 
 
 def ideal_chip(p):
+    """A float, zero-latency, noiseless chip from a drawn parameter set
+    (combinations the chip description refuses are mapped to allowed ones)."""
     baseline = p["baseline"]
     if p["integrator"] == "analog" and baseline == "remeasure":
         baseline = "dual_path"
     presyn = p["presynaptic"] if baseline == "dual_path" else "live"
+    normalization = p["normalization"]
+    if normalization == "step_length" and p["multiplexing"] not in ("code", "walsh"):
+        normalization = "power"
+    outputs = p["outputs"]
+    cost = p["cost"] if outputs > 1 else "mse"
+    task = ('name = "parity"\nbits = 3' if outputs == 1
+            else f'name = "random"\ninputs = 3\noutputs = {outputs}\nsamples = 8')
     return loads_chip(f"""
 [network]
-layers = {p["layers"]}
+layers = {[3] + p["hidden"] + [outputs]}
 activation = "{p["activation"]}"
+output_activation = "{p["output_activation"]}"
+bias = {str(p["bias"]).lower()}
+init = "{p["init"]}"
 [perturbation]
 mode = "{p["mode"]}"
 multiplexing = "{p["multiplexing"]}"
-normalization = "{p["normalization"]}"
+normalization = "{normalization}"
+amplitude_is = "{p["amplitude_is"]}"
 presynaptic = "{presyn}"
 amplitude = 0.05
 freq_min = {0.2 / p["tau_p"]}
@@ -48,6 +70,7 @@ tau_x = {p["tau_x"]}
 tau_p = {p["tau_p"]}
 tau_theta = {p["tau_p"] * p["windows"]}
 [cost]
+function = "{cost}"
 baseline = "{baseline}"
 change_limit = {p["limit"]}
 [integrator]
@@ -58,19 +81,20 @@ learning_rate = 0.5
 momentum = 0.5
 divide_by_tau_theta = {str(p["divide"]).lower()}
 [task]
-name = "parity"
-bits = 3
+{task}
 """, "ideal.toml")
 
 
-
-
 def assert_registers_match(emu, ref, where):
+    """Every register the reference models exists on the chip and holds the same value."""
     got, want = emu.registers, ref.registers
+    missing = sorted(set(want) - set(got))
+    assert not missing, f"registers the reference has but the chip lacks: {missing}"
     for name, value in want.items():
-        if name not in got:
-            continue  # velocity registers exist on the chip only with momentum
         np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-12, err_msg=f"{name} {where}")
+
+
+STEPS = 300
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -78,11 +102,29 @@ def assert_registers_match(emu, ref, where):
 def test_an_ideal_chip_is_textbook_mgd_step_for_step(p):
     chip = ideal_chip(p)
     emu, ref = Emulator(chip, p["seed"]), Reference(chip, p["seed"])
-    for k in range(1, 301):
+    assert_registers_match(emu, ref, "at reset")
+    for k in range(1, STEPS + 1):
         emu.run_steps(1)
         ref.step()
-        if k % 37 == 0 or k == 300:
+        if k % 37 == 0 or k == STEPS:
             assert_registers_match(emu, ref, f"after step {k}")
+
+
+def test_the_register_comparison_fails_when_the_chip_lacks_a_register():
+    chip = ideal_chip(IDEAL_EXAMPLE)
+    emu, ref = Emulator(chip, 0), Reference(chip, 0)
+
+    class Lacking:
+        registers = {k: v for k, v in emu.registers.items() if k != "layer0.weight_integrator"}
+
+    with pytest.raises(AssertionError, match="layer0.weight_integrator"):
+        assert_registers_match(Lacking, ref, "at reset")
+
+
+IDEAL_EXAMPLE = dict(hidden=[2], outputs=1, activation="sigmoid", output_activation="sigmoid", bias=True,
+                     init="uniform", cost="mse", mode="weight", multiplexing="code", normalization="power",
+                     amplitude_is="norm", baseline="dual_path", integrator="digital", optimizer="plain",
+                     tau_x=1, tau_p=1, windows=1, divide=False, presynaptic="live", limit=0.0, seed=0)
 
 
 def test_an_ideal_xor_chip_matches_the_reference_over_thousands_of_steps():
