@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mgd_emu import loads_chip
+from mgd_emu.blocks import layout as L
 from mgd_emu.engine import Emulator
 from mgd_emu.reference import cost, exact_gradient, forward
 
@@ -57,6 +58,8 @@ SCHEMES = {
     "walsh": '[perturbation]\nmultiplexing = "walsh"\namplitude = 0.001\namplitude_is = "element"',
     "node_code": '[perturbation]\nmode = "node"\nmultiplexing = "code"\namplitude = 0.001\namplitude_is = "element"',
     "node_walsh": '[perturbation]\nmode = "node"\nmultiplexing = "walsh"\namplitude = 0.001\namplitude_is = "element"',
+    "node_time": '[perturbation]\nmode = "node"\nmultiplexing = "time"\namplitude = 0.001\namplitude_is = "element"',
+    "node_frequency": '[perturbation]\nmode = "node"\nmultiplexing = "frequency"\namplitude = 0.001\namplitude_is = "element"',
 }
 
 
@@ -67,7 +70,7 @@ def test_the_integrated_estimate_points_along_the_exact_gradient(scheme):
     assert cosine(flat_integrators(emu), flat_gradient(emu)) >= 0.95
 
 
-@pytest.mark.parametrize("scheme", ["code", "walsh", "time"])
+@pytest.mark.parametrize("scheme", ["code", "walsh", "time", "frequency"])
 def test_with_power_normalisation_the_mean_correlation_is_the_gradient(scheme):
     steps = 25600
     emu = Emulator(estimating_chip(SCHEMES[scheme], steps), seed=2).run(steps)
@@ -97,6 +100,17 @@ def test_one_time_multiplexing_sweep_is_the_forward_difference_gradient():
         fd[i] = (cost(c, forward(c, W2, b2, x)[-1][1], t) - base) / A
     # power normalisation N = A^2 / P: G_i = P * (C(theta + A e_i) - C(theta)) / A
     np.testing.assert_allclose(G / P, fd, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("scheme", ["code", "frequency"])
+def test_with_norm_normalisation_the_correlations_of_P_steps_sum_to_the_gradient(scheme):
+    """N = M^2 = P sigma^2 (the 2023 code): E[e] = gradient / P."""
+    steps = 25600
+    extra = SCHEMES[scheme] + '\nnormalization = "norm"'
+    emu = Emulator(estimating_chip(extra, steps), seed=2).run(steps)
+    P = emu.chip.n_generators
+    mean_e, grad = flat_integrators(emu) / steps, flat_gradient(emu)
+    assert np.linalg.norm(P * mean_e - grad) <= 0.1 * np.linalg.norm(grad)
 
 
 def test_walsh_codes_over_one_full_cycle_are_exact_to_first_order():
@@ -146,3 +160,128 @@ def test_pipelined_chip_with_auto_delays_keeps_full_gain():
     extra = "[timing]\nlayer_pipelining = true\ncost_latency = 2\nbroadcast_latency = 1"
     # with tau_p = 1 any misalignment would kill the gain entirely
     assert gain(extra, 40000, 1) == pytest.approx(1.0, abs=0.04)
+
+
+# -- the normalisation 1/N, from MGD_REFERENCE.md section 2.4 by hand ---------
+
+def hand_normalisation(mux, rule, amplitude, amplitude_is, P, tau_theta):
+    """N written out from MGD_REFERENCE.md 2.4 and 3.1 (not via spec or reference)."""
+    if amplitude_is == "element":
+        A = amplitude
+    else:  # amplitude is M, the r.m.s. norm of the perturbation vector
+        A = {"code": amplitude / math.sqrt(P), "walsh": amplitude / math.sqrt(P),
+             "frequency": math.sqrt(2) * amplitude / math.sqrt(P), "time": amplitude}[mux]
+    sigma2 = {"code": A**2, "walsh": A**2, "frequency": A**2 / 2, "time": A**2 / P}[mux]
+    M = math.sqrt(P * sigma2)
+    if amplitude_is == "norm":
+        assert M == pytest.approx(amplitude, rel=1e-12)
+    if rule == "power":
+        return sigma2
+    if rule == "norm":
+        return M**2
+    return A * M * math.sqrt(1 / P + 1 / tau_theta - 1 / (P * tau_theta))
+
+
+NORMALISATIONS = [(mux, rule, a_is, mode)
+                  for mux in ("code", "walsh", "frequency", "time")
+                  for rule in ("power", "norm", "step_length") if rule != "step_length" or mux in ("code", "walsh")
+                  for a_is in ("element", "norm") for mode in ("weight", "node")]
+
+
+@pytest.mark.parametrize("mux,rule,amplitude_is,mode", NORMALISATIONS)
+def test_the_correlator_gain_is_one_over_N_of_the_reference_formulas(mux, rule, amplitude_is, mode):
+    chip = loads_chip(NET + f'[perturbation]\nmode = "{mode}"\nmultiplexing = "{mux}"\nnormalization = "{rule}"\n'
+                      f'amplitude = 0.03\namplitude_is = "{amplitude_is}"\n[timing]\ntau_theta = 40')
+    P = 3 * 4 + 4 + 4 * 1 + 1 if mode == "weight" else 4 + 1  # weights and biases, or neurons, of 3-4-1
+    N = hand_normalisation(mux, rule, 0.03, amplitude_is, P, 40)
+    assert Emulator(chip, 0).s["K"][L.K_KAPPA] == pytest.approx(1 / N, rel=1e-12)
+
+
+def step_length_chip(rule, tau_theta, learning_rate=0.0):
+    return loads_chip(NET + f'[perturbation]\nmultiplexing = "code"\nnormalization = "{rule}"\namplitude = 0.001\n'
+                      'amplitude_is = "element"', "step.toml",
+                      {"timing.tau_x": 10**9, "timing.tau_theta": tau_theta,
+                       "optimizer.learning_rate": learning_rate, "optimizer.divide_by_tau_theta": True})
+
+
+def test_step_length_is_the_power_estimate_over_sqrt_of_one_plus_P_minus_one_over_tau_theta():
+    """N_step / N_power = A M sqrt(1/P + 1/tau - 1/(P tau)) / A^2 = sqrt(1 + (P-1)/tau)."""
+    tau, P = 64, 21
+    power = Emulator(step_length_chip("power", tau), 3).run(tau - 1)  # the integrators before the update
+    step = Emulator(step_length_chip("step_length", tau), 3).run(tau - 1)
+    np.testing.assert_allclose(flat_integrators(step), flat_integrators(power) / math.sqrt(1 + (P - 1) / tau),
+                               rtol=1e-12)
+
+
+def test_step_length_makes_the_expected_squared_step_the_squared_gradient():
+    """For +-A codes and a locally linear cost, E||(1/tau) sum e||^2 = ||grad||^2 with
+    step_length (MGD_REFERENCE.md 2.4 (b)): the update g = G/tau has the gradient's length
+    on average, whatever P and tau, where power gives (1 + (P-1)/tau) ||grad||^2."""
+    tau, eta, windows = 64, 1e-3, 200
+    ratios = {}
+    for rule in ("step_length", "power"):
+        emu = Emulator(step_length_chip(rule, tau, eta), 4)
+        r = []
+        for _ in range(windows):
+            grad = flat_gradient(emu)
+            before = np.concatenate([np.concatenate([emu.registers[f"layer{i}.weight"].ravel(),
+                                                     emu.registers[f"layer{i}.bias"]]) for i in range(2)])
+            emu.run(tau)
+            after = np.concatenate([np.concatenate([emu.registers[f"layer{i}.weight"].ravel(),
+                                                    emu.registers[f"layer{i}.bias"]]) for i in range(2)])
+            g = (before - after) / eta  # theta <- theta - eta G / tau
+            r.append(g @ g / (grad @ grad))
+        ratios[rule] = float(np.mean(r))
+    # 200 windows: the standard error of the mean ratio is about 0.02 (P = 21, tau = 64)
+    assert ratios["step_length"] == pytest.approx(1.0, abs=0.1)
+    assert ratios["power"] == pytest.approx(1 + 20 / tau, abs=0.13)
+
+
+# -- Walsh codes over a full cycle: the exact identity for a linear network --
+
+def linear_node_chip(layers, task, A):
+    return loads_chip(f'[network]\nlayers = {layers}\nactivation = "linear"\noutput_activation = "linear"\n'
+                      f'[perturbation]\nmode = "node"\nmultiplexing = "walsh"\namplitude = {A}\n'
+                      'amplitude_is = "element"\nnormalization = "power"\n[optimizer]\nlearning_rate = 0.0\n'
+                      f'[task]\n{task}', "linear.toml", {"timing.tau_x": 10**9, "timing.tau_theta": 10**6})
+
+
+def test_walsh_codes_over_one_full_cycle_are_exact_for_a_single_linear_layer():
+    """Node perturbation of linear outputs under MSE: C(u) - C(0) = g.u + sum_o u_o^2 / n_out,
+    and over a full Walsh cycle sum_c h_ci h_cj = N delta_ij and sum_c h_ci = 0, so
+    G / N is the gradient exactly, for any amplitude."""
+    chip = linear_node_chip([3, 3], 'name = "random"\ninputs = 3\noutputs = 3\nsamples = 8', 0.1)
+    emu = Emulator(chip, 5)
+    N, grad = int(emu.s["cfg"][L.WALSH_N]), flat_gradient(emu)
+    emu.run(N)
+    np.testing.assert_allclose(flat_integrators(emu) / N, grad, rtol=1e-12, atol=1e-14 * np.abs(grad).max())
+
+
+def test_walsh_codes_over_one_full_cycle_leave_only_the_curvature_of_row_triples():
+    """A linear network is quadratic in its node perturbations u = A h_c:
+    C(u) - C(0) = g.u + u.H.u / 2. Over a full cycle (h_cj = (-1)^popcount(r_j & c)),
+    sum_c h_ci h_cj h_ck = N if r_i = r_j ^ r_k, else 0, so exactly
+        G_i / N = g_i + (A/2) sum_{j,k: r_j ^ r_k = r_i} H_jk    (power normalisation)."""
+    A = 0.1
+    chip = linear_node_chip([3, 4, 1], 'name = "parity"\nbits = 3', A)
+    emu = Emulator(chip, 6)
+    regs, rows = emu.registers, emu.s["walsh_rows"]
+    N, P = int(emu.s["cfg"][L.WALSH_N]), chip.n_generators
+    W = [regs["layer0.weight"], regs["layer1.weight"]]
+    b = [regs["layer0.bias"], regs["layer1.bias"]]
+    idx = int(regs["sample_index"])
+    x, t = emu.task.train.inputs[idx], emu.task.train.targets[idx]
+    dW, db = exact_gradient(chip, W, b, x, t)
+    g = np.concatenate(db)  # a node's gradient is its bias's
+
+    def y(u):
+        return forward(chip, W, b, x, node_perturbation=[u[:4], u[4:]])[-1][1]
+
+    J = np.array([y(np.eye(P)[j]) - y(np.zeros(P)) for j in range(P)]).T  # dy/du, exact: y is affine in u
+    H = 2 * J.T @ J / len(t)  # MSE = mean over outputs of (y - t)^2
+    curvature = np.array([sum(H[j, k] for j in range(P) for k in range(P) if rows[j] ^ rows[k] == rows[i])
+                          for i in range(P)])
+    emu.run(N)
+    G = np.concatenate([emu.registers["layer0.bias_integrator"], emu.registers["layer1.bias_integrator"]])
+    assert np.linalg.norm(G / N - g) > 1e-3 * np.linalg.norm(g)  # the curvature term is there
+    np.testing.assert_allclose(G / N, g + A / 2 * curvature, rtol=1e-10, atol=1e-12 * np.abs(g).max())
