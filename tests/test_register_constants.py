@@ -5,6 +5,7 @@ chip description accepts; a chip whose constant would be lost is refused."""
 import math
 from unittest import mock
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -130,3 +131,15 @@ def test_the_accepted_space_is_not_trivial():
     assert names == ["amplitude", "kappa", "eta'", "gamma", "beta", "lambda", "highpass"]
     # s0.7 holds 0.05 as 6/128; the engine's 1/N = (128/6)^2 = 455.1, held as 455 in u12.0
     assert Emulator(chip, 0).s["K"][L.K_KAPPA] == 455.0
+
+
+def test_time_multiplexing_in_an_unsigned_perturbation_format_holds_plus_a_and_zero():
+    chip = loads_chip('[perturbation]\nmultiplexing = "time"\namplitude = 0.1\namplitude_is = "element"\n'
+                      f'[formats]\nperturbation = {ufmt(0, 8)}')
+    A = round(0.1 * 256) / 256
+    emu = Emulator(chip, 0, probes=["layer0.weight_perturbation", "layer1.bias_perturbation"])
+    emu.run(3 * chip.n_generators)
+    seen = np.concatenate([emu.samples(name)[1].ravel()
+                           for name in ("layer0.weight_perturbation", "layer1.bias_perturbation")])
+    assert set(seen) == {0.0, A}
+    assert emu.events["layer0.perturbation"] == (0, 0)
