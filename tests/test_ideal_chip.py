@@ -110,6 +110,12 @@ def test_an_ideal_chip_is_textbook_mgd_step_for_step(p):
             assert_registers_match(emu, ref, f"after step {k}")
 
 
+IDEAL_EXAMPLE = dict(hidden=[2], outputs=1, activation="sigmoid", output_activation="sigmoid", bias=True,
+                     init="uniform", cost="mse", mode="weight", multiplexing="code", normalization="power",
+                     amplitude_is="norm", baseline="dual_path", integrator="digital", optimizer="plain",
+                     tau_x=1, tau_p=1, windows=1, divide=False, presynaptic="live", limit=0.0, seed=0)
+
+
 def test_the_register_comparison_fails_when_the_chip_lacks_a_register():
     chip = ideal_chip(IDEAL_EXAMPLE)
     emu, ref = Emulator(chip, 0), Reference(chip, 0)
@@ -119,12 +125,6 @@ def test_the_register_comparison_fails_when_the_chip_lacks_a_register():
 
     with pytest.raises(AssertionError, match="layer0.weight_integrator"):
         assert_registers_match(Lacking, ref, "at reset")
-
-
-IDEAL_EXAMPLE = dict(hidden=[2], outputs=1, activation="sigmoid", output_activation="sigmoid", bias=True,
-                     init="uniform", cost="mse", mode="weight", multiplexing="code", normalization="power",
-                     amplitude_is="norm", baseline="dual_path", integrator="digital", optimizer="plain",
-                     tau_x=1, tau_p=1, windows=1, divide=False, presynaptic="live", limit=0.0, seed=0)
 
 
 def test_an_ideal_xor_chip_matches_the_reference_over_thousands_of_steps():
