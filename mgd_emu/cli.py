@@ -73,13 +73,16 @@ def _positive(text):
     return v
 
 
+MAX_SEED = 2**63 - 1   # engine.MAX_SEED (the engine is imported only to run)
+
+
 def _seed(text):
     try:
         v = int(text)
     except ValueError:
         v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer 0..{MAX_SEED}, got {text!r}")
     return v
 
 

@@ -11,6 +11,7 @@ inlined pays reference-count updates on each array argument, which measured
 """
 from __future__ import annotations
 
+import operator
 import time
 
 import numba
@@ -34,6 +35,9 @@ from .plan import (STREAM_ACTIVATION_NOISE, STREAM_COST_NOISE, STREAM_ROUNDING,
                    STREAM_WEIGHT_NOISE, build_plan, quantize_const)
 from .spec import Chip
 from .tasks import make_task
+
+# Seeds are 63-bit: the generators' seeds are derived from it in int64.
+MAX_SEED = 2**63 - 1
 
 # Parameters from which a chip's layers run on several threads (measured with
 # benchmarks/run.py --only threads: 2 threads lose below it).
@@ -263,7 +267,9 @@ class Emulator:
         common node-perturbation chip has a parallel path; the bits are the
         same either way."""
         self.chip = chip
-        self.seed = int(seed)
+        self.seed = operator.index(seed)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer 0..{MAX_SEED}, got {seed}")
         self.task = make_task(chip.task.name, **chip.task_params())
         self.s = self._build()
         if parallel is not None:

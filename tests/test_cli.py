@@ -276,7 +276,8 @@ def test_a_run_stopped_at_its_target_says_so_in_the_trace_and_in_inspect(tmp_pat
 
 @pytest.mark.parametrize("args, words", [
     (["run", "xor_8bit", "--cycles", "abc"], ["argument --cycles: must be a positive integer, got 'abc'"]),
-    (["run", "xor_8bit", "--seed", "-1"], ["argument --seed: must be an integer >= 0"]),
+    (["run", "xor_8bit", "--seed", "-1"], ["argument --seed: must be an integer 0..9223372036854775807"]),
+    (["run", "xor_8bit", "--seed", str(2**63)], ["argument --seed: must be an integer 0..9223372036854775807"]),
     (["run", "xor_8bit", "--until-accuracy", "1.5"], ["argument --until-accuracy", "in [0, 1]", "'1.5'"]),
     (["run", "xor_8bit", "--until-accuracy", "-0.1"], ["argument --until-accuracy", "in [0, 1]"]),
     (["run", "xor_8bit", "--until-accuracy", "nan"], ["argument --until-accuracy", "in [0, 1]"]),

@@ -147,6 +147,16 @@ def test_two_threads_give_the_bits_of_one(variant):
     assert parallel.events == serial.events
 
 
+@pytest.mark.parametrize("seed", [-1, 2**63])
+def test_a_seed_outside_63_bits_is_refused(seed):
+    with pytest.raises(ValueError, match="seed must be an integer 0..9223372036854775807"):
+        Emulator(chip(), seed=seed)
+
+
+def test_the_largest_seed_runs():
+    Emulator(chip(), seed=2**63 - 1).run(10)
+
+
 def test_different_seeds_give_different_chips():
     a = Emulator(chip(), seed=0).registers["layer0.weight"]
     b = Emulator(chip(), seed=1).registers["layer0.weight"]
