@@ -39,9 +39,12 @@ from .tasks import make_task
 # Seeds are 63-bit: the generators' seeds are derived from it in int64.
 MAX_SEED = 2**63 - 1
 
-# Parameters from which a chip's layers run on several threads (measured with
-# benchmarks/run.py --only threads: 2 threads lose below it).
-PARALLEL_MIN_PARAMS = 50_000
+# Parameters from which a chip runs on several threads, and weights from
+# which one of its layers does (each parallel layer costs a fork and a join
+# per cycle). Measured on 2 cores: 2 threads lose below ~10k parameters
+# (benchmarks/run.py --only threads).
+PARALLEL_MIN_PARAMS = 20_000
+PARALLEL_MIN_LAYER = 8_192
 
 # Blocks of the sequential phase, in their default order.
 B_CONTROLLER, B_SAMPLER, B_GENERATOR, B_COST, B_BROADCAST, B_SYNAPSE = range(6)
@@ -55,6 +58,13 @@ def layer_gate(layer, tag, st_tag, pipelined):
     pipelining the tag held in the stage register before the layer."""
     tag_in = st_tag[layer - 1] if pipelined and layer > 0 else tag
     return 1.0 if tag_in == L.TAG_MEASURE else 0.0
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def layer_parallel(layer, geo, parallel):
+    """Whether layer `layer` of a parallel chip is wide enough to share
+    among threads (PARALLEL_MIN_LAYER weights)."""
+    return parallel and geo[layer, L.G_FAN_IN] * geo[layer, L.G_FAN_OUT] >= PARALLEL_MIN_LAYER
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -112,7 +122,7 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
                 tag_in = st_tag[layer - 1] if pipelined else tag
             act_kind = cfg[L.OUTPUT_ACT] if layer == last else cfg[L.HIDDEN_ACT]
             gate = layer_gate(layer, tag, st_tag, pipelined)
-            if dual and parallel:
+            if dual and layer_parallel(layer, geo, parallel):
                 neuron_layer_dual_parallel(layer, geo, act_kind, mode, a_in, a0_in, layer == 0,
                                            theta, pert, gate, gains, offsets, K[L.K_ACT_SIGMA],
                                            nz_act, nz_act0, fmts, sr_act, sr_act0, events, act_w,
@@ -177,7 +187,7 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
                                   integrator, cfg[L.OPTIMIZER], K[L.K_KAPPA], K[L.K_ETA],
                                   K[L.K_GAMMA], K[L.K_BETA], K[L.K_LAMBDA], K[L.K_WEIGHT_SIGMA],
                                   theta, G, V, p_ring, in_ring, nz_w, fmts, sr_theta, sr_g,
-                                  sr_v, events, fast, parallel)
+                                  sr_v, events, fast, layer_parallel(layer, geo, parallel))
 
         # ---- commit: double-buffered registers become current ------------
         if pipelined:

@@ -74,8 +74,10 @@ def integrate_and_update_fast(k, e, valid, update_edge, eta, theta, G, sr_theta,
     stochastically (a generator steps only when its register is written).
     Returns (G saturated, theta saturated) as 0/1.
     """
-    state, rnd = xorshift64star_next(sr_g[k])
-    sr_g[k] = state if (sto_g and valid) else sr_g[k]
+    rnd = np.uint64(0)
+    if sto_g:   # callers pass a constant: no generator traffic without stochastic G
+        state, rnd = xorshift64star_next(sr_g[k])
+        sr_g[k] = state if valid else sr_g[k]
     g, sat = quantize_sat_fc(G[k] + e, fc_g, rnd)
     g = g if valid else G[k]
     sat_g = 1 if (sat and valid) else 0
@@ -130,12 +132,19 @@ def node_neuron_synapses(j, layer, geo, d, now, then, use_ring, gate, pert, a_d,
     th, g = theta[row:row + fan_in], G[row:row + fan_in]
     srt, srg = sr_theta[row:row + fan_in], sr_g[row:row + fan_in]
     sto_w, sto_b, sto_g = stochastic(fc_w), stochastic(fc_b), stochastic(fc_g)
-    if update_edge:
+    # update_edge and sto_g as constants: four branch-free copies of the row
+    if update_edge and sto_g:
         wg, wp = node_synapse_row(fan_in, ej, a_d, valid, True, eta, th, g, srt, srg,
-                                  fc_w, fc_g, sto_w, sto_g)
+                                  fc_w, fc_g, sto_w, True)
+    elif update_edge:
+        wg, wp = node_synapse_row(fan_in, ej, a_d, valid, True, eta, th, g, srt, srg,
+                                  fc_w, fc_g, sto_w, False)
+    elif sto_g:
+        wg, wp = node_synapse_row(fan_in, ej, a_d, valid, False, eta, th, g, srt, srg,
+                                  fc_w, fc_g, sto_w, True)
     else:
         wg, wp = node_synapse_row(fan_in, ej, a_d, valid, False, eta, th, g, srt, srg,
-                                  fc_w, fc_g, sto_w, sto_g)
+                                  fc_w, fc_g, sto_w, False)
     bg = 0
     bp = 0
     if b_off >= 0:
