@@ -74,10 +74,8 @@ def integrate_and_update_fast(k, e, valid, update_edge, eta, theta, G, sr_theta,
     stochastically (a generator steps only when its register is written).
     Returns (G saturated, theta saturated) as 0/1.
     """
-    rnd = np.uint64(0)
-    if sto_g:   # callers pass a constant: no generator traffic without stochastic G
-        state, rnd = xorshift64star_next(sr_g[k])
-        sr_g[k] = state if valid else sr_g[k]
+    state, rnd = xorshift64star_next(sr_g[k])
+    sr_g[k] = state if (sto_g and valid) else sr_g[k]
     g, sat = quantize_sat_fc(G[k] + e, fc_g, rnd)
     g = g if valid else G[k]
     sat_g = 1 if (sat and valid) else 0
@@ -132,25 +130,72 @@ def node_neuron_synapses(j, layer, geo, d, now, then, use_ring, gate, pert, a_d,
     th, g = theta[row:row + fan_in], G[row:row + fan_in]
     srt, srg = sr_theta[row:row + fan_in], sr_g[row:row + fan_in]
     sto_w, sto_b, sto_g = stochastic(fc_w), stochastic(fc_b), stochastic(fc_g)
-    # update_edge and sto_g as constants: four branch-free copies of the row
-    if update_edge and sto_g:
+    if update_edge:
         wg, wp = node_synapse_row(fan_in, ej, a_d, valid, True, eta, th, g, srt, srg,
-                                  fc_w, fc_g, sto_w, True)
-    elif update_edge:
-        wg, wp = node_synapse_row(fan_in, ej, a_d, valid, True, eta, th, g, srt, srg,
-                                  fc_w, fc_g, sto_w, False)
-    elif sto_g:
-        wg, wp = node_synapse_row(fan_in, ej, a_d, valid, False, eta, th, g, srt, srg,
-                                  fc_w, fc_g, sto_w, True)
+                                  fc_w, fc_g, sto_w, sto_g)
     else:
         wg, wp = node_synapse_row(fan_in, ej, a_d, valid, False, eta, th, g, srt, srg,
-                                  fc_w, fc_g, sto_w, False)
+                                  fc_w, fc_g, sto_w, sto_g)
     bg = 0
     bp = 0
     if b_off >= 0:
         bg, bp = integrate_and_update_fast(b_off + j, ej, valid, update_edge, eta, theta, G,
                                            sr_theta, sr_g, fc_b, fc_g, sto_b, sto_g)
     return wg, wp, bg, bp
+
+
+@njit(cache=True, _nrt=False)
+def node_synapses_serial(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
+                         update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fmts,
+                         events):
+    """node_neuron_synapses for every neuron of the layer, on one thread.
+    (The rows are compiled in a function of their own: inside synapse_layer
+    they made it slow to compile.)"""
+    fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
+    fc_g = format_constants(fmts[F_INTEGRATOR])
+    n_wg = 0
+    n_wp = 0
+    n_bg = 0
+    n_bp = 0
+    for j in range(geo[layer, G_FAN_OUT]):
+        wg, wp, bg, bp = node_neuron_synapses(j, layer, geo, d, now, then, use_ring, gate, pert,
+                                              a_d, bcast, valid, update_edge, kappa, eta, theta,
+                                              G, p_ring, sr_theta, sr_g, fc_w, fc_b, fc_g)
+        n_wg += wg
+        n_wp += wp
+        n_bg += bg
+        n_bp += bp
+    base = E_PER_LAYER * layer
+    events[base + E_W_INTEG, 1] += n_wg
+    events[base + E_WEIGHT, 1] += n_wp
+    events[base + E_B_INTEG, 1] += n_bg
+    events[base + E_BIAS, 1] += n_bp
+
+
+@njit(cache=True, _nrt=False)
+def weight_synapses_fast(layer, geo, d, now, then, use_ring, gate, pert, bcast, valid,
+                         update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fmts,
+                         events):
+    """Every synapse of a weight-perturbation layer of the common chip, by
+    weight_synapse_row over its weights, then its biases."""
+    fan_in, fan_out = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT]
+    w_off, b_off = geo[layer, G_W_OFF], geo[layer, G_B_OFF]
+    fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
+    fc_g = format_constants(fmts[F_INTEGRATOR])
+    sto_w, sto_b, sto_g = stochastic(fc_w), stochastic(fc_b), stochastic(fc_g)
+    n_weights = fan_out * fan_in
+    n_par = n_weights + (fan_out if b_off >= 0 else 0)
+    wg, wp = weight_synapse_row(w_off, w_off + n_weights, d, now, then, use_ring, gate, pert,
+                                p_ring, bcast, kappa, valid, update_edge, eta, theta, G,
+                                sr_theta, sr_g, fc_w, fc_g, sto_w, sto_g)
+    bg, bp = weight_synapse_row(w_off + n_weights, w_off + n_par, d, now, then, use_ring, gate,
+                                pert, p_ring, bcast, kappa, valid, update_edge, eta, theta, G,
+                                sr_theta, sr_g, fc_b, fc_g, sto_b, sto_g)
+    base = E_PER_LAYER * layer
+    events[base + E_W_INTEG, 1] += wg
+    events[base + E_WEIGHT, 1] += wp
+    events[base + E_B_INTEG, 1] += bg
+    events[base + E_BIAS, 1] += bp
 
 
 # Compiled eagerly for this signature: a kernel compiled without the Numba
@@ -205,6 +250,59 @@ def weight_synapse_row(lo, hi, d, now, then, use_ring, gate, pert, p_ring, bcast
 
 
 @njit(cache=True, _nrt=False)
+def weight_synapses_general(layer, geo, d, now, then, use_ring, gate, pert, bcast, valid,
+                            update_edge, do_update, integrator, optimizer, kappa, eta, gamma,
+                            beta, lam, weight_sigma, theta, G, V, p_ring, wnoise, fmts, sr_theta,
+                            sr_g, sr_v, events):
+    """Every synapse of a weight-perturbation layer, by integrate_and_update."""
+    fan_in, fan_out = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT]
+    w_off, b_off = geo[layer, G_W_OFF], geo[layer, G_B_OFF]
+    fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
+    fc_g, fc_v = format_constants(fmts[F_INTEGRATOR]), format_constants(fmts[F_VELOCITY])
+    n_weights = fan_out * fan_in
+    for i in range(w_off, w_off + n_weights + (fan_out if b_off >= 0 else 0)):
+        p_now = pert[i] * gate
+        p_d = p_now if d == 0 else p_ring[then, i]
+        if use_ring:
+            p_ring[now, i] = p_now
+        e = bcast * p_d * kappa if valid else 0.0
+        if do_update:
+            integrate_and_update(i, i >= w_off + n_weights, layer, e, valid, update_edge,
+                                 integrator, optimizer, eta, gamma, beta, lam, weight_sigma,
+                                 theta, G, V, wnoise, fc_w, fc_b, fc_g, fc_v, sr_theta, sr_g,
+                                 sr_v, events)
+
+
+@njit(cache=True, _nrt=False)
+def node_synapses_general(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
+                          update_edge, do_update, integrator, optimizer, kappa, eta, gamma,
+                          beta, lam, weight_sigma, theta, G, V, p_ring, wnoise, fmts, sr_theta,
+                          sr_g, sr_v, events):
+    """Every neuron's correlator and synapses of a node-perturbation layer, by
+    integrate_and_update (the bias takes e_j itself: x = 1)."""
+    fan_in, fan_out = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT]
+    w_off, b_off, gen_off = geo[layer, G_W_OFF], geo[layer, G_B_OFF], geo[layer, G_GEN_OFF]
+    fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
+    fc_g, fc_v = format_constants(fmts[F_INTEGRATOR]), format_constants(fmts[F_VELOCITY])
+    for j in range(fan_out):
+        p_now = pert[gen_off + j] * gate
+        p_d = p_now if d == 0 else p_ring[then, gen_off + j]
+        if use_ring:
+            p_ring[now, gen_off + j] = p_now
+        ej = bcast * p_d * kappa if valid else 0.0
+        if not do_update:
+            continue
+        row = w_off + j * fan_in
+        n = fan_in + (1 if b_off >= 0 else 0)
+        for k in range(n):
+            bias = k == fan_in
+            integrate_and_update(b_off + j if bias else row + k, bias, layer,
+                                 ej if bias else ej * a_d[k], valid, update_edge, integrator,
+                                 optimizer, eta, gamma, beta, lam, weight_sigma, theta, G, V,
+                                 wnoise, fc_w, fc_b, fc_g, fc_v, sr_theta, sr_g, sr_v, events)
+
+
+@njit(cache=True, _nrt=False)
 def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
                   update_edge, measure, integrator, optimizer, kappa, eta, gamma, beta,
                   lam, weight_sigma, theta, G, V, p_ring, in_ring, wnoise,
@@ -217,101 +315,43 @@ def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
     fast: the chip is the common one of integrate_and_update_fast (decided
     at build); its synapses then take the branch-free rows, with the same
     bits as the general path. parallel (with fast, node mode): the neurons
-    are shared among numba's threads, with the same bits again.
+    are shared among numba's threads, with the same bits again. (Each path
+    is a function of its own: together in one they were slow to compile.)
     """
-    fan_in, fan_out = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT]
-    w_off, b_off, d = geo[layer, G_W_OFF], geo[layer, G_B_OFF], geo[layer, G_DELAY]
-    gen_off, in_off = geo[layer, G_GEN_OFF], geo[layer, G_IN_OFF]
+    d, in_off, fan_in = geo[layer, G_DELAY], geo[layer, G_IN_OFF], geo[layer, G_FAN_IN]
     now = cycle % ring
     then = (cycle - d) % ring
     use_ring = ring > 0 and p_ring.shape[0] > 0
     do_update = measure or integrator == INTEG_DIGITAL
-    fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
-    fc_g, fc_v = format_constants(fmts[F_INTEGRATOR]), format_constants(fmts[F_VELOCITY])
-    sto_w, sto_b, sto_g = stochastic(fc_w), stochastic(fc_b), stochastic(fc_g)
-    base = E_PER_LAYER * layer
-    n_weights = fan_out * fan_in
     if mode == MODE_WEIGHT:
-        n_par = n_weights + (fan_out if b_off >= 0 else 0)
         if fast:
-            if update_edge:
-                wg, wp = weight_synapse_row(w_off, w_off + n_weights, d, now, then, use_ring, gate,
-                                            pert, p_ring, bcast, kappa, valid, True, eta, theta, G,
-                                            sr_theta, sr_g, fc_w, fc_g, sto_w, sto_g)
-                bg, bp = weight_synapse_row(w_off + n_weights, w_off + n_par, d, now, then,
-                                            use_ring, gate, pert, p_ring, bcast, kappa, valid, True,
-                                            eta, theta, G, sr_theta, sr_g, fc_b, fc_g, sto_b, sto_g)
-            else:
-                wg, wp = weight_synapse_row(w_off, w_off + n_weights, d, now, then, use_ring, gate,
-                                            pert, p_ring, bcast, kappa, valid, False, eta, theta, G,
-                                            sr_theta, sr_g, fc_w, fc_g, sto_w, sto_g)
-                bg, bp = weight_synapse_row(w_off + n_weights, w_off + n_par, d, now, then,
-                                            use_ring, gate, pert, p_ring, bcast, kappa, valid, False,
-                                            eta, theta, G, sr_theta, sr_g, fc_b, fc_g, sto_b, sto_g)
-            events[base + E_W_INTEG, 1] += wg
-            events[base + E_WEIGHT, 1] += wp
-            events[base + E_B_INTEG, 1] += bg
-            events[base + E_BIAS, 1] += bp
-            return
-        for i in range(w_off, w_off + n_par):
-            p_now = pert[i] * gate
-            p_d = p_now if d == 0 else p_ring[then, i]
-            if use_ring:
-                p_ring[now, i] = p_now
-            e = bcast * p_d * kappa if valid else 0.0
-            if do_update:
-                integrate_and_update(i, i >= w_off + n_weights, layer, e, valid,
-                                     update_edge, integrator, optimizer, eta, gamma, beta,
-                                     lam, weight_sigma, theta, G, V, wnoise, fc_w, fc_b, fc_g, fc_v,
-                                     sr_theta, sr_g, sr_v, events)
+            weight_synapses_fast(layer, geo, d, now, then, use_ring, gate, pert, bcast, valid,
+                                 update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fmts,
+                                 events)
+        else:
+            weight_synapses_general(layer, geo, d, now, then, use_ring, gate, pert, bcast, valid,
+                                    update_edge, do_update, integrator, optimizer, kappa, eta,
+                                    gamma, beta, lam, weight_sigma, theta, G, V, p_ring, wnoise,
+                                    fmts, sr_theta, sr_g, sr_v, events)
         return
     # node perturbation: the correlator sits at the neuron, the synapse
     # multiplies its neuron's error signal by its presynaptic activity.
     # a_k(n - d) is read from the delay line before this cycle's activity is
-    # shifted in (after the loop), so d == ring reads the oldest stage.
+    # shifted in (after the layer), so d == ring reads the oldest stage.
     a_d = a_in if d == 0 else in_ring[then, in_off:in_off + fan_in]
-    if fast:
-        if parallel:
-            node_synapses_parallel(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast,
-                                   valid, update_edge, kappa, eta, theta, G, p_ring, sr_theta,
-                                   sr_g, fmts, events)
-        else:
-            n_wg = 0
-            n_wp = 0
-            n_bg = 0
-            n_bp = 0
-            for j in range(fan_out):
-                wg, wp, bg, bp = node_neuron_synapses(j, layer, geo, d, now, then, use_ring, gate,
-                                                      pert, a_d, bcast, valid, update_edge, kappa,
-                                                      eta, theta, G, p_ring, sr_theta, sr_g,
-                                                      fc_w, fc_b, fc_g)
-                n_wg += wg
-                n_wp += wp
-                n_bg += bg
-                n_bp += bp
-            events[base + E_W_INTEG, 1] += n_wg
-            events[base + E_WEIGHT, 1] += n_wp
-            events[base + E_B_INTEG, 1] += n_bg
-            events[base + E_BIAS, 1] += n_bp
+    if fast and parallel:
+        node_synapses_parallel(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
+                               update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fmts,
+                               events)
+    elif fast:
+        node_synapses_serial(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
+                             update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fmts,
+                             events)
     else:
-        for j in range(fan_out):
-            p_now = pert[gen_off + j] * gate
-            p_d = p_now if d == 0 else p_ring[then, gen_off + j]
-            if use_ring:
-                p_ring[now, gen_off + j] = p_now
-            ej = bcast * p_d * kappa if valid else 0.0
-            if not do_update:
-                continue
-            row = w_off + j * fan_in
-            for k in range(fan_in):
-                integrate_and_update(row + k, False, layer, ej * a_d[k], valid,
-                                     update_edge, integrator, optimizer, eta, gamma, beta, lam,
-                                     weight_sigma, theta, G, V, wnoise, fc_w, fc_b, fc_g, fc_v,
-                                     sr_theta, sr_g, sr_v, events)
-            if b_off >= 0:
-                integrate_and_update(b_off + j, True, layer, ej, valid, update_edge, integrator,
-                                     optimizer, eta, gamma, beta, lam, weight_sigma, theta, G, V,
-                                     wnoise, fc_w, fc_b, fc_g, fc_v, sr_theta, sr_g, sr_v, events)
+        node_synapses_general(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
+                              update_edge, do_update, integrator, optimizer, kappa, eta, gamma,
+                              beta, lam, weight_sigma, theta, G, V, p_ring, wnoise, fmts,
+                              sr_theta, sr_g, sr_v, events)
     if use_ring:
         for k in range(fan_in):
             in_ring[now, in_off + k] = a_in[k]
