@@ -112,14 +112,12 @@ def cycle_loop(n_cycles, step_limit, order, cfg, K, geo, fmts, ctr,
         tag, new_sample, x_edge, p_edge, update_edge = controller_wires(
             ctr, tau_x, tau_p, tau_theta, integrator)
         for layer in range(n_layers):
-            n_off = geo[layer, L.G_N_OFF]
             if layer == 0:
-                a_in, a0_in, tag_in = x, x, tag
+                a_in, a0_in = x, x
             else:
                 prev, size = geo[layer - 1, L.G_N_OFF], geo[layer - 1, L.G_FAN_OUT]
                 src, src0 = (act, act0) if pipelined else (act_w, act0_w)
                 a_in, a0_in = src[prev:prev + size], src0[prev:prev + size]
-                tag_in = st_tag[layer - 1] if pipelined else tag
             act_kind = cfg[L.OUTPUT_ACT] if layer == last else cfg[L.HIDDEN_ACT]
             gate = layer_gate(layer, tag, st_tag, pipelined)
             if dual and layer_parallel(layer, geo, parallel):

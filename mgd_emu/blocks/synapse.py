@@ -8,7 +8,6 @@ Registers owned, per parameter i (weights and biases, flat):
             its neuron (node mode) applied, `ring` stages deep
   in_ring   node mode: the delay line of the presynaptic activity
 """
-import numpy as np
 from numba import njit, prange
 
 from .layout import (E_B_INTEG, E_B_VEL, E_BIAS, E_PER_LAYER, E_W_INTEG, E_W_VEL,
@@ -97,6 +96,17 @@ def stochastic(fc):
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def count_saturations(events, layer, w_integ, w, b_integ, b):
+    """Add a layer's saturation counts of (weight integrators, weights, bias
+    integrators, biases) to its event rows."""
+    base = E_PER_LAYER * layer
+    events[base + E_W_INTEG, 1] += w_integ
+    events[base + E_WEIGHT, 1] += w
+    events[base + E_B_INTEG, 1] += b_integ
+    events[base + E_BIAS, 1] += b
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def node_synapse_row(n, ej, a, valid, update_edge, eta, theta, G, sr_theta, sr_g,
                      fc_p, fc_g, sto_p, sto_g):
     """The n synapses of one neuron in node mode, e_k = e_j * a_k, by
@@ -165,11 +175,7 @@ def node_synapses_serial(layer, geo, d, now, then, use_ring, gate, pert, a_d, bc
         n_wp += wp
         n_bg += bg
         n_bp += bp
-    base = E_PER_LAYER * layer
-    events[base + E_W_INTEG, 1] += n_wg
-    events[base + E_WEIGHT, 1] += n_wp
-    events[base + E_B_INTEG, 1] += n_bg
-    events[base + E_BIAS, 1] += n_bp
+    count_saturations(events, layer, n_wg, n_wp, n_bg, n_bp)
 
 
 @njit(cache=True, _nrt=False)
@@ -191,11 +197,7 @@ def weight_synapses_fast(layer, geo, d, now, then, use_ring, gate, pert, bcast, 
     bg, bp = weight_synapse_row(w_off + n_weights, w_off + n_par, d, now, then, use_ring, gate,
                                 pert, p_ring, bcast, kappa, valid, update_edge, eta, theta, G,
                                 sr_theta, sr_g, fc_b, fc_g, sto_b, sto_g)
-    base = E_PER_LAYER * layer
-    events[base + E_W_INTEG, 1] += wg
-    events[base + E_WEIGHT, 1] += wp
-    events[base + E_B_INTEG, 1] += bg
-    events[base + E_BIAS, 1] += bp
+    count_saturations(events, layer, wg, wp, bg, bp)
 
 
 # Compiled eagerly for this signature: a kernel compiled without the Numba
@@ -222,11 +224,7 @@ def node_synapses_parallel(layer, geo, d, now, then, use_ring, gate, pert, a_d, 
         n_wp += wp
         n_bg += bg
         n_bp += bp
-    base = E_PER_LAYER * layer
-    events[base + E_W_INTEG, 1] += n_wg
-    events[base + E_WEIGHT, 1] += n_wp
-    events[base + E_B_INTEG, 1] += n_bg
-    events[base + E_BIAS, 1] += n_bp
+    count_saturations(events, layer, n_wg, n_wp, n_bg, n_bp)
 
 
 @njit(cache=True, _nrt=False, inline="always")
