@@ -17,7 +17,7 @@ P generators; channel order: layer by layer, each layer's weights row-major
 ([fan_out, fan_in]) then its biases (weight mode), or each layer's neurons
 (node mode). The parameter vector theta has the weight-mode order. A is the
 per-element amplitude `plan.amplitude`; kappa = 1/N with N from
-MGD_REFERENCE.md section 2.4, computed here from A (`normalisation`):
+docs/ALGORITHM.md §5, computed here from A (`normalisation`):
 sigma^2 = E[p_i^2] = A^2 (code, walsh), A^2/2 (frequency), A^2/P (time);
 M = sqrt(P sigma^2), the r.m.s. norm of the perturbation vector; N = sigma^2
 (power), M^2 (norm), A M sqrt(1/P + 1/tau_theta - 1/(P tau_theta))
@@ -239,7 +239,7 @@ def finite_difference_gradient(chip, weights, biases, X, Y, h=1e-6):
 # ---------------------------------------------------------------- the chip
 
 def normalisation(chip: Chip, A: float) -> float:
-    """N, the correlator divisor, for per-element peak amplitude A (MGD_REFERENCE.md 2.4)."""
+    """N, the correlator divisor, for per-element peak amplitude A (docs/ALGORITHM.md §5)."""
     P, tau = chip.n_generators, chip.timing.tau_theta
     sigma2 = {"code": A * A, "walsh": A * A, "frequency": A * A / 2.0,
               "time": A * A / P}[chip.perturbation.multiplexing]

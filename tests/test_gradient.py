@@ -162,10 +162,10 @@ def test_pipelined_chip_with_auto_delays_keeps_full_gain():
     assert gain(extra, 40000, 1) == pytest.approx(1.0, abs=0.04)
 
 
-# -- the normalisation 1/N, from MGD_REFERENCE.md section 2.4 by hand ---------
+# -- the normalisation 1/N, from docs/ALGORITHM.md §5 by hand ----------------
 
 def hand_normalisation(mux, rule, amplitude, amplitude_is, P, tau_theta):
-    """N written out from MGD_REFERENCE.md 2.4 and 3.1 (not via spec or reference)."""
+    """N written out from docs/ALGORITHM.md §4 and §5 (not via spec or reference)."""
     if amplitude_is == "element":
         A = amplitude
     else:  # amplitude is M, the r.m.s. norm of the perturbation vector
@@ -215,7 +215,7 @@ def test_step_length_is_the_power_estimate_over_sqrt_of_one_plus_P_minus_one_ove
 
 def test_step_length_makes_the_expected_squared_step_the_squared_gradient():
     """For +-A codes and a locally linear cost, E||(1/tau) sum e||^2 = ||grad||^2 with
-    step_length (MGD_REFERENCE.md 2.4 (b)): the update g = G/tau has the gradient's length
+    step_length (docs/ALGORITHM.md §5.3): the update g = G/tau has the gradient's length
     on average, whatever P and tau, where power gives (1 + (P-1)/tau) ||grad||^2."""
     tau, eta, windows = 64, 1e-3, 200
     ratios = {}
