@@ -2,6 +2,10 @@
 multiplexed gradient descent (MGD)."""
 from importlib.metadata import PackageNotFoundError, version
 
+from . import kernel_cache as _kernel_cache
+
+_kernel_cache.install()  # before any kernel is decorated
+
 from .fixedpoint import Format
 from .spec import Chip, ChipError, load_chip, loads_chip
 
@@ -12,7 +16,7 @@ except PackageNotFoundError:  # running from a source tree
 
 
 def __getattr__(name):
-    # The engine compiles kernels on import; load it only when asked for.
+    # The engine imports numba's compiler; load it only when asked for.
     if name == "Emulator":
         from .engine import Emulator
 

@@ -11,6 +11,7 @@ The formats are specified in `traces/README.md` ("Exports").
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -25,8 +26,13 @@ from .blocks import layout as L
 from .blocks.broadcast import broadcast_out, broadcast_step
 from .blocks.controller import controller_step, controller_wires
 from .blocks.neuron import neuron_layer
-from .blocks.synapse import synapse_layer
+from .blocks.pipeline import layer_gate, pipeline_step
+from .blocks.register import Monitor
+from .blocks.synapse import Wires
+from .chipmap import ChipState, Variant, build_state, variant_of
+from .cycle import synapse_stage
 from .fixedpoint import Format
+from .kernel_cache import cached
 from .probes import registers_by_name
 from .spec import correlator_delays
 from .trace import Trace, TraceError
@@ -246,89 +252,91 @@ def write_vcd(t: Trace, out, signals=None, start=None, stop=None) -> list[Path]:
 # ======================================================== control schedule
 
 @njit(cache=True)
-def control_schedule(n_cycles, cfg):
+def control_schedule(n_cycles, st, baseline, integrator, pipelined):
     """The controller's and the broadcast line's control wires for cycles
-    0..n_cycles-1, from the controller and broadcast kernels (data-independent).
+    0..n_cycles-1 of a chip at reset (state `st`), from the controller,
+    pipeline and broadcast kernels (data-independent; `st` is stepped).
 
     Returns int64 [n_cycles, 4 + n_layers]: measure (slot tag at the
     controller is a measurement), update_edge, broadcast valid, step counter,
     then per layer the perturbation gate (the slot entering that layer is a
     measurement); slot tags move down the layer pipeline as in the engine.
     """
-    n_layers = cfg[L.N_LAYERS]
-    pipelined = cfg[L.PIPELINING] != 0
-    delay = cfg[L.BCAST_DELAY]
-    ctr = np.zeros(L.CTR_LEN, dtype=np.int64)
-    ctr[L.C_NEED_BASELINE] = 1 if cfg[L.BASELINE] == L.BASE_REMEASURE else 0
-    st_tag = np.zeros(n_layers, dtype=np.int64)
-    ring = np.zeros(max(delay, 1))
-    ring_valid = np.zeros(max(delay, 1), dtype=np.int64)
+    cfg, ctl, pipe, bc = st.cfg, st.ctl, st.pipe, st.bc
+    n_layers = cfg.n_layers
     out = np.zeros((n_cycles, 4 + n_layers), dtype=np.int64)
     for n in range(n_cycles):
         tag, new_sample, x_edge, p_edge, update_edge = controller_wires(
-            ctr, cfg[L.TAU_X], cfg[L.TAU_P], cfg[L.TAU_THETA], cfg[L.INTEGRATOR])
+            ctl, cfg.tau_x, cfg.tau_p, cfg.tau_theta, integrator)
         for layer in range(n_layers):
-            tag_in = st_tag[layer - 1] if (pipelined and layer > 0) else tag
-            out[n, 4 + layer] = 1 if tag_in == L.TAG_MEASURE else 0
-        tag_c = st_tag[n_layers - 1] if pipelined else tag
+            out[n, 4 + layer] = 1 if layer_gate(layer, tag, pipe, pipelined) != 0.0 else 0
+        tag_c = pipe.tag[n_layers - 1] if pipelined else tag
         valid = tag_c == L.TAG_MEASURE
-        _, bvalid = broadcast_out(delay, n, 0.0, valid, ring, ring_valid)
+        seen, bvalid = broadcast_out(bc, cfg.bcast_delay, n, 0.0, valid)
         out[n, 0] = 1 if tag == L.TAG_MEASURE else 0
         out[n, 1] = 1 if update_edge else 0
         out[n, 2] = 1 if bvalid else 0
-        out[n, 3] = ctr[L.C_STEP]
-        controller_step(ctr, tag, x_edge, update_edge, cfg[L.BASELINE])
-        broadcast_step(delay, n, 0.0, valid, ring, ring_valid)
+        out[n, 3] = ctl.step[0]
+        controller_step(ctl, tag, x_edge, update_edge, baseline)
+        broadcast_step(bc, cfg.bcast_delay, n, 0.0, valid, seen, bvalid)
         if pipelined:
-            for layer in range(n_layers - 1, 0, -1):
-                st_tag[layer] = st_tag[layer - 1]
-            st_tag[0] = tag
+            pipeline_step(pipe, tag, new_sample, st.smp.y)
     return out
+
+
+def chip_state(chip, seed) -> ChipState:
+    """A chip's state at reset, without an Emulator (no probes, no kernel)."""
+    from .tasks import make_task
+
+    return build_state(chip, seed, make_task(chip.task.name, **chip.task_params()).train)
 
 
 # ========================================================= replay harnesses
 
-@njit(cache=True)
-def _replay_synapse(layer, i, g, k, first, geo, mode, ring, integrator, optimizer, kappa, eta,
-                    gamma, beta, lam, fmts, theta, G, V, p_ring, in_ring, sr_theta, sr_g, sr_v,
-                    bcast, bvalid, pert_in, pre_in, gate, update_edge, measure, out):
-    """Drive `synapse_layer` cycle by cycle for parameter i, fed by generator g
-    (and, node mode, presynaptic input k >= 0); the layer's other synapses see
-    zeros: each synapse's registers depend only on its own inputs."""
-    n_gen = p_ring.shape[1]
-    pert = np.zeros(n_gen)
-    a_in = np.zeros(geo[layer, L.G_FAN_IN])
-    events = np.zeros((L.E_PER_LAYER * geo.shape[0] + len(L.GLOBAL_EVENT_NAMES), 3), dtype=np.int64)
-    wnoise = np.zeros(1, dtype=np.uint64)
-    for n in range(bcast.shape[0]):
-        pert[g] = pert_in[n]
-        if k >= 0:
-            a_in[k] = pre_in[n]
-        synapse_layer(layer, geo, mode, first + n, ring, float(gate[n]), pert, a_in, bcast[n],
-                      bvalid[n] != 0, update_edge[n] != 0, measure[n] != 0, integrator, optimizer,
-                      kappa, eta, gamma, beta, lam, 0.0, theta, G, V, p_ring, in_ring, wnoise,
-                      fmts, sr_theta, sr_g, sr_v, events)
-        out[n, 0], out[n, 1], out[n, 2] = theta[i], G[i], V[i]
+def _replay_synapse(v: Variant, st, layer, i, g, k, first, stim, out):
+    """Drive the synapses of `layer` (the cycle kernel's own synapse stage)
+    cycle by cycle for parameter i, fed by generator g (and, node mode,
+    presynaptic input k >= 0); the layer's other synapses see zeros: each
+    synapse's registers depend only on its own inputs. stim: (bcast, bvalid,
+    pert_in, pre_in, gate, update_edge, measure) per cycle."""
+    _replay_synapse_kernel(v)(st, layer, i, g, k, first, stim, out)
+
+
+@functools.cache
+def _replay_synapse_kernel(v: Variant):
+    synapses = synapse_stage(v)
+
+    @njit
+    def replay(st, layer, i, g, k, first, stim, out):
+        bcast, bvalid, pert_in, pre_in, gate, update_edge, measure = stim
+        pert = st.gen.pert
+        a_in = np.zeros(st.lay.fan_in[layer])
+        syn = st.syn
+        for n in range(bcast.shape[0]):
+            pert[g] = pert_in[n]
+            if k >= 0:
+                a_in[k] = pre_in[n]
+            w = Wires(float(gate[n]), bcast[n], bvalid[n] != 0, update_edge[n] != 0, measure[n] != 0)
+            synapses(st, layer, a_in, w, first + n)
+            out[n, 0], out[n, 1], out[n, 2] = syn.theta[i], syn.G[i], syn.V[i]
+    return cached(replay, v.name)
 
 
 @njit(cache=True)
-def _replay_layer(layer, geo, act_kind, mode, fmts, theta, pert, gains, offsets, sr_act,
-                  a_in, weights, biases, perts, gate, out):
+def _replay_layer(st, layer, act_kind, mode, a_in, weights, biases, perts, gate, out):
     """Drive `neuron_layer` cycle by cycle from the layer's inputs."""
-    fan_in, fan_out = geo[layer, L.G_FAN_IN], geo[layer, L.G_FAN_OUT]
-    w_off, b_off, n_off = geo[layer, L.G_W_OFF], geo[layer, L.G_B_OFF], geo[layer, L.G_N_OFF]
-    gen_off, gen_count = geo[layer, L.G_GEN_OFF], geo[layer, L.G_GEN_COUNT]
-    events = np.zeros((L.E_PER_LAYER * geo.shape[0] + len(L.GLOBAL_EVENT_NAMES), 3), dtype=np.int64)
-    noise = np.zeros(sr_act.shape[0], dtype=np.uint64)
-    a_out = np.zeros(sr_act.shape[0])
+    lay, theta, pert = st.lay, st.syn.theta, st.gen.pert
+    fan_in, fan_out = lay.fan_in[layer], lay.fan_out[layer]
+    w_off, b_off, n_off = lay.w_off[layer], lay.b_off[layer], lay.n_off[layer]
+    gen_off, gen_count = lay.gen_off[layer], lay.gen_count[layer]
     for n in range(a_in.shape[0]):
         theta[w_off:w_off + fan_in * fan_out] = weights[n]
         if b_off >= 0:
             theta[b_off:b_off + fan_out] = biases[n]
         pert[gen_off:gen_off + gen_count] = perts[n]
-        neuron_layer(layer, geo, act_kind, mode, a_in[n], theta, pert, float(gate[n]), gains,
-                     offsets, 0.0, noise, fmts, sr_act, events, a_out)
-        out[n] = a_out[n_off:n_off + fan_out]
+        neuron_layer(layer, lay, act_kind, mode, a_in[n], theta, pert, float(gate[n]), st.neu, 0.0,
+                     st.fmts, st.mon.events)
+        out[n] = st.neu.act_w[n_off:n_off + fan_out]
 
 
 def _codes_to_values(codes, col) -> np.ndarray:
@@ -346,64 +354,62 @@ def replay(manifest: dict, stimulus: dict, chip) -> dict:
     [cycles, elements]}; chip: the chip the vectors came from. Returns
     {response column name: int codes [cycles, elements]}.
     """
-    from .engine import Emulator
-
-    emu = Emulator(chip.replace({"trace.probes": []}), manifest["seed"])
-    s = emu.s
+    chip = chip.replace({"trace.probes": []})
+    st = chip_state(chip, manifest["seed"])
+    variant = variant_of(chip, parallel=False)
     cols = {c["name"]: c for c in manifest["stimulus"] + manifest["response"]}
     val = {name: _codes_to_values(codes, cols[name]) for name, codes in stimulus.items()}
     bit = {name: np.asarray(codes, dtype=np.int64)[:, 0] for name, codes in stimulus.items()}
     first, n = manifest["cycles"]["start"], manifest["cycles"]["count"]
+    events = Monitor(np.zeros_like(st.mon.events))
     if manifest["block"] == "synapse":
         i, layer = manifest["flat_index"], manifest["layer"]
         init = manifest["initial"]
-        theta, G, V = np.zeros_like(s["theta"]), np.zeros_like(s["G"]), np.zeros_like(s["V"])
+        syn = st.syn._replace(theta=np.zeros_like(st.syn.theta), G=np.zeros_like(st.syn.G),
+                              V=np.zeros_like(st.syn.V), p_ring=np.zeros_like(st.syn.p_ring),
+                              in_ring=np.zeros_like(st.syn.in_ring), noise=np.zeros(1, dtype=np.uint64))
         param = cols[manifest["response"][0]["name"]]
-        theta[i] = _codes_to_values([init[param["name"]]["code"]], param)[0]
-        G[i] = _codes_to_values([init["integrator"]["code"]], cols["integrator"])[0]
+        syn.theta[i] = _codes_to_values([init[param["name"]]["code"]], param)[0]
+        syn.G[i] = _codes_to_values([init["integrator"]["code"]], cols["integrator"])[0]
         if "velocity" in init:
-            V[i] = _codes_to_values([init["velocity"]["code"]], cols["velocity"])[0]
-        p_ring, in_ring = np.zeros_like(s["p_ring"]), np.zeros_like(s["in_ring"])
-        ring = int(s["cfg"][L.RING])
+            syn.V[i] = _codes_to_values([init["velocity"]["code"]], cols["velocity"])[0]
+        ring = st.cfg.ring
         dl = manifest["delay_line"]
         g, k = manifest["generator_index"], manifest.get("presynaptic_index", -1)
-        in_off = int(s["geo"][layer, L.G_IN_OFF])
+        in_off = int(st.lay.in_off[layer])
         for m, code in zip(range(first - len(dl["codes"]), first), dl["codes"]):
-            p_ring[m % ring, g] = _codes_to_values([code], cols["perturbation"])[0]
+            syn.p_ring[m % ring, g] = _codes_to_values([code], cols["perturbation"])[0]
         for m, code in zip(range(first - len(dl.get("presynaptic_codes", [])), first),
                            dl.get("presynaptic_codes", [])):
-            in_ring[m % ring, in_off + k] = _codes_to_values([code], cols["presynaptic"])[0]
+            syn.in_ring[m % ring, in_off + k] = _codes_to_values([code], cols["presynaptic"])[0]
         pre = val["presynaptic"][:, 0] if "presynaptic" in val else np.zeros(n)
-        sr = {k: s[k].copy() for k in ("sr_theta", "sr_g", "sr_v")}
-        arrays = {param["name"]: "sr_theta", "integrator": "sr_g", "velocity": "sr_v"}
+        arrays = {param["name"]: syn.sr_theta, "integrator": syn.sr_g, "velocity": syn.sr_v}
         for reg_name, state in manifest.get("rounding_generators", {}).items():
-            sr[arrays[reg_name]][i] = np.uint64(int(state, 16))
+            arrays[reg_name][i] = np.uint64(int(state, 16))
         out = np.zeros((n, 3))
-        K = s["K"]
-        _replay_synapse(layer, i, g, k, first, s["geo"], s["cfg"][L.MODE], ring, s["cfg"][L.INTEGRATOR],
-                        s["cfg"][L.OPTIMIZER], K[L.K_KAPPA], K[L.K_ETA], K[L.K_GAMMA], K[L.K_BETA],
-                        K[L.K_LAMBDA], s["fmts"], theta, G, V, p_ring, in_ring, sr["sr_theta"], sr["sr_g"],
-                        sr["sr_v"], val["broadcast"][:, 0], bit["broadcast_valid"],
-                        val["perturbation"][:, 0], pre, bit["gate"], bit["update_edge"], bit["measure"], out)
+        st = st._replace(syn=syn, gen=st.gen._replace(pert=np.zeros_like(st.gen.pert)), mon=events,
+                         cfg=st.cfg._replace(weight_sigma=0.0))
+        stim = (np.ascontiguousarray(val["broadcast"][:, 0]), bit["broadcast_valid"],
+                np.ascontiguousarray(val["perturbation"][:, 0]), np.ascontiguousarray(pre), bit["gate"],
+                bit["update_edge"], bit["measure"])
+        _replay_synapse(variant, st, layer, i, g, k, first, stim, out)
         resp = {}
         for c, col in enumerate(manifest["response"]):
             resp[col["name"]] = _values_to_codes(out[:, c:c + 1], col["frac_bits"])
         return resp
     # neuron layer
     layer = manifest["layer"]
-    geo = s["geo"]
-    last = int(s["cfg"][L.N_LAYERS]) - 1
-    act_kind = s["cfg"][L.OUTPUT_ACT] if layer == last else s["cfg"][L.HIDDEN_ACT]
-    sr_act = s["sr_act"].copy()
+    lay = st.lay
+    last = st.cfg.n_layers - 1
+    act_kind = st.cfg.output_act if layer == last else st.cfg.hidden_act
     for k, state in manifest.get("rounding_generators", {}).items():
-        sr_act[int(k.rsplit("_", 1)[1]) + int(geo[layer, L.G_N_OFF])] = np.uint64(int(state, 16))
-    fan_out = int(geo[layer, L.G_FAN_OUT])
+        st.neu.sr[int(k.rsplit("_", 1)[1]) + int(lay.n_off[layer])] = np.uint64(int(state, 16))
+    fan_out = int(lay.fan_out[layer])
     biases = val["bias"] if "bias" in val else np.zeros((n, fan_out))
     perts = np.concatenate([val[c["name"]] for c in manifest["stimulus"] if c["name"].endswith("perturbation")],
                            axis=1)
     out = np.zeros((n, fan_out))
-    _replay_layer(layer, geo, act_kind, s["cfg"][L.MODE], s["fmts"], s["theta"].copy(), s["pert"].copy(),
-                  s["gains"], s["offsets"], sr_act, np.ascontiguousarray(val["input"]),
+    _replay_layer(st._replace(mon=events), layer, act_kind, variant.mode, np.ascontiguousarray(val["input"]),
                   np.ascontiguousarray(val["weight"]), np.ascontiguousarray(biases),
                   np.ascontiguousarray(perts), bit["gate"], out)
     col = manifest["response"][0]
@@ -563,12 +569,12 @@ def _parse_synapse(block: str, chip, t) -> tuple[str, int | None]:
 
 def _rerun_generators(t, cycle, arrays, indices):
     """Stochastic-rounding generator states at `cycle`, by re-running the chip
-    (a trace reproduces its run bit for bit): {array: [uint64 per index]}."""
+    (a trace reproduces its run bit for bit): {"block.field": [uint64 per index]}."""
     from .engine import Emulator
 
     emu = Emulator(t.chip.replace({"trace.probes": []}), t.seed)
     emu.run(cycle)
-    return emu, {a: [int(emu.s[a][i]) for i in indices] for a in arrays}
+    return emu, {a: [int(emu.state_array(a)[i]) for i in indices] for a in arrays}
 
 
 def write_golden(t: Trace, out, block: str = "synapse", start=None, stop=None) -> list[Path]:
@@ -681,7 +687,7 @@ def _golden_synapse(t, chip, block, start, stop):
     d = delays[layer]
     f = chip.formats
     n = b - a
-    sched = control_schedule(b, _cfg(t))
+    sched = _schedule(t, b)
     gate = sched[:, 4 + layer]
     gen_reg, gen_off, pre = _synapse_inputs(chip, layer, kind, off)
     pert = need.codes(gen_reg, gen_off, a - d, b - 1)
@@ -718,13 +724,13 @@ def _golden_synapse(t, chip, block, start, stop):
                for c, reg_name in zip(resp, [pname, f"layer{layer}.{kind}_integrator",
                                              f"layer{layer}.{kind}_velocity"])}
     gated = [int(p) if (m >= 0 and gate[m]) else 0 for m, p in zip(range(a - d, a), pert[:d])]
-    stochastic = {arr: cls for arr, cls in (("sr_theta", kind), ("sr_g", "integrator"),
-                                            ("sr_v", "velocity")) if getattr(f, cls).rounding == "stochastic"
-                  and (arr != "sr_v" or momentum)}
+    stochastic = {arr: cls for arr, cls in (("syn.sr_theta", kind), ("syn.sr_g", "integrator"),
+                                            ("syn.sr_v", "velocity")) if getattr(f, cls).rounding == "stochastic"
+                  and (arr != "syn.sr_v" or momentum)}
     generators = {}
     if stochastic:
         emu, states = _rerun_generators(t, a, list(stochastic), [i])
-        if _values_to_codes([emu.s["theta"][i]], p_fmt.frac_bits)[0] != initial[kind]["code"]:
+        if _values_to_codes([emu.st.syn.theta[i]], p_fmt.frac_bits)[0] != initial[kind]["code"]:
             raise TraceError(f"{t.path}: re-running the chip does not reproduce {pname} at cycle {a}, so the "
                              f"stochastic-rounding generators' state is unknown (another mgd-emu version?)")
         generators = {cls: format(states[arr][0], "016x") for arr, cls in stochastic.items()}
@@ -770,28 +776,28 @@ def _generator_index(chip, layer, reg, off):
     return r.start + off
 
 
-def _cfg(t):
-    from .engine import Emulator
-
-    return Emulator(t.chip.replace({"trace.probes": []}), t.seed).s["cfg"]
+def _schedule(t, n_cycles):
+    """control_schedule of the trace's chip for cycles 0..n_cycles-1."""
+    chip = t.chip.replace({"trace.probes": []})
+    v = variant_of(chip)
+    return control_schedule(n_cycles, chip_state(chip, t.seed), v.baseline, v.integrator, v.pipelined)
 
 
 def _constants(t) -> dict:
     """The block constants as the chip's constant registers hold them (codes)."""
-    from .engine import Emulator
-
     chip = t.chip
-    K = Emulator(chip.replace({"trace.probes": []}), t.seed).s["K"]
+    cfg = chip_state(chip.replace({"trace.probes": []}), t.seed).cfg
     f = chip.formats
     out = {}
-    for name, k, cls in (("kappa", L.K_KAPPA, "correlator_gain"), ("eta", L.K_ETA, "learning_rate"),
-                         ("gamma", L.K_GAMMA, "learning_rate"), ("beta", L.K_BETA, "learning_rate"),
-                         ("lambda", L.K_LAMBDA, "learning_rate")):
+    for name, k, cls in (("kappa", "kappa", "correlator_gain"), ("eta", "eta", "learning_rate"),
+                         ("gamma", "gamma", "learning_rate"), ("beta", "beta", "learning_rate"),
+                         ("lambda", "lam", "learning_rate")):
         fmt = getattr(f, cls)
+        value = getattr(cfg, k)
         if fmt.is_fixed:
-            code = int(_values_to_codes([K[k]], fmt.frac_bits)[0])
+            code = int(_values_to_codes([value], fmt.frac_bits)[0])
             out[name] = dict(code=code, hex=_hex_code(code, fmt.width), width=fmt.width,
-                             signed=fmt.signed, frac_bits=fmt.frac_bits, value=float(K[k]))
+                             signed=fmt.signed, frac_bits=fmt.frac_bits, value=float(value))
     return out
 
 
@@ -830,7 +836,7 @@ def _golden_layer(t, chip, layer, start, stop):
     for j in range(fan_out):
         need.add(p + "activation", j, 1, 1)
     a, b = need.window(start, stop)
-    sched = control_schedule(b, _cfg(t))
+    sched = _schedule(t, b)
 
     def block_codes(reg, size, lo):
         return np.stack([need.codes(reg, e, a + lo, b - 1 + lo) for e in range(size)], axis=1)
@@ -855,16 +861,14 @@ def _golden_layer(t, chip, layer, start, stop):
     generators = {}
     if f.activation.rounding == "stochastic":
         n_off = sum(chip.layer_sizes[1:layer + 1])
-        _, states = _rerun_generators(t, a, ["sr_act"], range(n_off, n_off + fan_out))
-        generators = {f"activation_{j}": format(s, "016x") for j, s in enumerate(states["sr_act"])}
-    from .engine import Emulator
-
-    s = Emulator(chip.replace({"trace.probes": []}), t.seed).s
-    n_off = int(s["geo"][layer, L.G_N_OFF])
+        _, states = _rerun_generators(t, a, ["neu.sr"], range(n_off, n_off + fan_out))
+        generators = {f"activation_{j}": format(s, "016x") for j, s in enumerate(states["neu.sr"])}
+    neu = chip_state(chip.replace({"trace.probes": []}), t.seed).neu
+    n_off = int(sum(chip.layer_sizes[1:layer + 1]))
     act = chip.network.output_activation if layer == n_layers - 1 else chip.network.activation
     meta = dict(block=f"layer{layer}", layer=layer, cycles=dict(start=a, stop=b, count=b - a),
                 activation_function=act, perturbation_mode=chip.perturbation.mode,
-                gains=[float(v) for v in s["gains"][n_off:n_off + fan_out]],
-                offsets=[float(v) for v in s["offsets"][n_off:n_off + fan_out]],
+                gains=[float(v) for v in neu.gains[n_off:n_off + fan_out]],
+                offsets=[float(v) for v in neu.offsets[n_off:n_off + fan_out]],
                 rounding_generators=generators)
     return (stim, resp), meta

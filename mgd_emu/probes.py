@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Where a register lives: the engine state array it is a slice of.
-SOURCES = ("theta", "G", "V", "pert", "act", "x", "y", "cu", "ctr")
+from .blocks.probe import SOURCES, ProbeBuffers
+
 SRC = {name: i for i, name in enumerate(SOURCES)}
 
 
@@ -33,8 +33,9 @@ class ProbeError(ValueError):
 
 @dataclass(frozen=True)
 class Register:
-    """One named register: state array `source`, flat offset `start`, `shape`,
-    number format class (None: not a datapath register) and a one-line meaning."""
+    """One named register: `source` ("block.field" of the engine's state,
+    see chipmap.ChipState), flat offset `start`, `shape`, number format class
+    (None: not a datapath register) and a one-line meaning."""
 
     name: str
     source: str
@@ -50,55 +51,64 @@ class Register:
         return int(np.prod(self.shape)) if self.shape else 1
 
 
+def _declared(source: str):
+    """The declaration (blocks/*.py REGISTERS) of state field "block.field"."""
+    from .chipmap import BLOCKS
+
+    block, field = source.split(".")
+    return next(r for r in BLOCKS[block][1] if r.name == field)
+
+
+# User-visible registers: those of each layer, in this order, then the global ones.
+LAYER_SOURCES = ("syn.theta", "gen.pert", "syn.G", "syn.V", "neu.act")
+GLOBAL_SOURCES = ("smp.x", "smp.y", "smp.sample", "output", "cu.cost", "cu.cost0", "cu.change", "bc.out")
+GLOBAL_BLOCKS = {"smp": "sampler", "cu": "cost_unit", "bc": "broadcast"}
+
+
 def register_table(chip) -> list[Register]:
-    """Every register of `chip`, layer by layer, then the global ones."""
+    """Every user-visible register of `chip`, layer by layer, then the global
+    ones, derived from the blocks' declarations (their `public` names)."""
+    from .chipmap import layers_of
+
     sizes, bias = chip.layer_sizes, chip.network.bias
     node = chip.perturbation.mode == "node"
     momentum = chip.optimizer.kind == "momentum"
+    lay = layers_of(chip)
     out = []
-    w_off = n_off = 0
     for layer, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:])):
-        p, blk = f"layer{layer}.", f"layer{layer}"
-        b_off = w_off + fi * fo
-        reg = lambda *a, **k: out.append(Register(p + a[0], *a[1:], **k, block=blk))
-        reg("weight", "theta", w_off, (fo, fi), "weight", f"layer {layer} weights theta [fan_out, fan_in]")
-        if bias:
-            reg("bias", "theta", b_off, (fo,), "bias", f"layer {layer} biases")
-        if node:
-            reg("node_perturbation", "pert", n_off, (fo,), "perturbation",
-                f"layer {layer} node perturbation generators (one per neuron)")
-        else:
-            reg("weight_perturbation", "pert", w_off, (fo, fi), "perturbation",
-                f"layer {layer} weight perturbation generators")
-            if bias:
-                reg("bias_perturbation", "pert", b_off, (fo,), "perturbation",
-                    f"layer {layer} bias perturbation generators")
-        reg("weight_integrator", "G", w_off, (fo, fi), "integrator", f"layer {layer} weight integrators G")
-        if bias:
-            reg("bias_integrator", "G", b_off, (fo,), "integrator", f"layer {layer} bias integrators G")
-        if momentum:
-            reg("weight_velocity", "V", w_off, (fo, fi), "velocity", f"layer {layer} weight momentum registers v")
-            if bias:
-                reg("bias_velocity", "V", b_off, (fo,), "velocity", f"layer {layer} bias momentum registers v")
-        reg("activation", "act", n_off, (fo,), "activation",
-            f"layer {layer} neuron outputs (perturbed path)")
-        w_off += fi * fo + (fo if bias else 0)
-        n_off += fo
-    from .blocks import layout as L
-    n_out = sizes[-1]
-    g = lambda *a, **k: out.append(Register(*a, **k))
-    g("input", "x", 0, (sizes[0],), "input", "input sample register x", block="sampler")
-    g("target", "y", 0, (n_out,), None, "target y* of the current sample", block="sampler")
-    g("sample_index", "ctr", L.C_SAMPLE, (), None, "dataset index of the current sample", unit="index",
-      block="sampler")
-    g("output", "act", n_off - n_out, (n_out,), "activation", "network outputs (last layer, perturbed path)",
-      block=f"layer{len(sizes) - 2}")
-    g("cost", "cu", L.U_COST, (), "cost", "cost C of the last measurement", block="cost_unit")
-    g("cost_baseline", "cu", L.U_COST0, (), "cost", "unperturbed cost C0 (baseline)", block="cost_unit")
-    g("cost_change", "cu", L.U_CHANGE, (), "cost_change", "cost change C~ = C - C0 (or high-passed)",
-      block="cost_unit")
-    g("broadcast", "cu", L.U_BROADCAST, (), "cost_change", "cost change at the end of the broadcast line",
-      block="broadcast")
+        w_off, b_off, n_off = int(lay.w_off[layer]), int(lay.b_off[layer]), int(lay.n_off[layer])
+        for source in LAYER_SOURCES:
+            decl = _declared(source)
+            rule, _, names = decl.public.partition(":")
+            add = lambda name, start, shape, meaning, fmt=decl.fmt: out.append(Register(
+                f"layer{layer}.{name}", source, start, shape, fmt, f"layer {layer} {meaning}",
+                decl.unit, f"layer{layer}"))
+            if rule == "params":
+                if source == "syn.V" and not momentum:
+                    continue
+                w_name, b_name = names.split(",")
+                add(w_name, w_off, (fo, fi), f"{decl.meaning} of the weights [fan_out, fan_in]")
+                if bias:  # theta's biases are written in formats.bias
+                    add(b_name, b_off, (fo,), f"{decl.meaning} of the biases",
+                        "bias" if decl.fmt == "weight" else decl.fmt)
+            elif rule == "generators":
+                if node:
+                    add("node_perturbation", n_off, (fo,), f"{decl.meaning} (one per neuron)")
+                else:
+                    add("weight_perturbation", w_off, (fo, fi), f"{decl.meaning} (one per weight)")
+                    if bias:
+                        add("bias_perturbation", b_off, (fo,), f"{decl.meaning} (one per bias)")
+            else:
+                add(names, n_off, (fo,), decl.meaning)
+    for source in GLOBAL_SOURCES:
+        if source == "output":
+            out.append(Register("output", "neu.act", chip.n_neurons - sizes[-1], (sizes[-1],), "activation",
+                                "network outputs (last layer, perturbed path)", block=f"layer{len(sizes) - 2}"))
+            continue
+        decl = _declared(source)
+        shape = tuple(sizes[0] if d == "n_in" else sizes[-1] for d in decl.shape)
+        out.append(Register(decl.public, source, 0, shape, decl.fmt, decl.meaning, decl.unit,
+                            GLOBAL_BLOCKS[source.split(".")[0]]))
     return out
 
 
@@ -207,27 +217,27 @@ def parse_probes(texts, chip, every: int = 1, start: int = 0, stop: int | None =
     return probes
 
 
-def compile_probes(probes: list[Probe], max_buffer_bytes: int = 8 << 20) -> dict:
-    """The arrays the compiled sampler (`blocks/probe.py`) works on.
-
-    pr_cfg [n_probes, 5]: every, window start, window stop, first element, element count;
-    pr_src, pr_idx [n_elements]: source array (SOURCES) and flat offset of each element;
-    pr_buf [rows, n_elements] float64 and pr_cyc [rows, n_probes]: the sample buffers;
-    pr_fill [n_probes]: rows filled since the last flush.
-    """
+def compile_probes(probes: list[Probe], max_buffer_bytes: int = 8 << 20) -> ProbeBuffers:
+    """The logic analyser's buffers (`blocks/probe.py`) for these probes:
+    about max_buffer_bytes of samples (at most 65,536 rows) between flushes."""
     n_el = sum(p.flat.size for p in probes)
     rows = int(max(1, min(65536, max_buffer_bytes // (8 * max(n_el, 1)))))
-    cfg = np.zeros((len(probes), 5), dtype=np.int64)
-    src = np.zeros(n_el, dtype=np.int64)
-    idx = np.zeros(n_el, dtype=np.int64)
-    col = 0
+    n = max(len(probes), 1)
+    every, start, stop, col, width = (np.zeros(n, dtype=np.int64) for _ in range(5))
+    src = np.zeros(max(n_el, 1), dtype=np.int64)
+    idx = np.zeros(max(n_el, 1), dtype=np.int64)
+    c = 0
     for i, p in enumerate(probes):
-        stop = np.iinfo(np.int64).max if p.stop is None else p.stop
-        cfg[i] = (p.every, p.start, stop, col, p.flat.size)
-        src[col:col + p.flat.size] = SRC[p.register.source]
-        idx[col:col + p.flat.size] = p.register.start + p.flat
-        col += p.flat.size
-    return dict(pr_cfg=cfg, pr_src=src, pr_idx=idx,
-                pr_buf=np.zeros((rows if probes else 1, max(n_el, 1))),
-                pr_cyc=np.zeros((rows if probes else 1, max(len(probes), 1)), dtype=np.int64),
-                pr_fill=np.zeros(max(len(probes), 1), dtype=np.int64))
+        if p.register.source not in SRC:
+            raise ProbeError(f"{p.name}: the logic analyser cannot read {p.register.source}")
+        every[i], start[i] = p.every, p.start
+        stop[i] = np.iinfo(np.int64).max if p.stop is None else p.stop
+        col[i], width[i] = c, p.flat.size
+        src[c:c + p.flat.size] = SRC[p.register.source]
+        idx[c:c + p.flat.size] = p.register.start + p.flat
+        c += p.flat.size
+    return ProbeBuffers(n=np.array([len(probes)], dtype=np.int64), every=every, start=start, stop=stop,
+                        col=col, width=width, src=src, idx=idx,
+                        buf=np.zeros((rows if probes else 1, max(n_el, 1))),
+                        cyc=np.zeros((rows if probes else 1, n), dtype=np.int64),
+                        fill=np.zeros(n, dtype=np.int64))

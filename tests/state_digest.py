@@ -101,8 +101,8 @@ def digest(emu) -> dict[str, str]:
 def internal_state(emu) -> dict[str, np.ndarray]:
     """Registers and generator states that are not probe-visible, by a name
     that does not depend on how the engine stores them."""
-    if hasattr(emu, "state_arrays"):  # engine v2: every register by its block-qualified name
-        return emu.state_arrays(golden_names=True)
+    if hasattr(emu, "state_arrays"):  # engine v2: one record per block
+        return _v2_in_5f6dead_layout(emu.state_arrays())
     s = emu.s
     names = {
         "sampler.rng": "sampler_rng", "sampler.order": "sample_order",
@@ -120,6 +120,31 @@ def internal_state(emu) -> dict[str, np.ndarray]:
         "controller.counters": "ctr",
     }
     return {k: s[v] for k, v in names.items()}
+
+
+def _v2_in_5f6dead_layout(a) -> dict[str, np.ndarray]:
+    """Engine v2's records, laid out as 5f6dead's packed arrays were."""
+    ctr = np.array([a["ctl.cycle"][0], a["ctl.step"][0], a["gen.code"][0], a["ctl.need_baseline"][0],
+                    a["smp.pos"][0], a["smp.epoch"][0], a["ctl.baseline_cycles"][0], a["smp.sample"][0],
+                    a["ctl.updates"][0]], dtype=np.int64)
+    cu = np.array([a["cu.cost"][0], a["cu.cost0"][0], a["cu.change"][0], a["cu.hp_out"][0],
+                   a["cu.hp_prev"][0], a["bc.out"][0], a["bc.out_valid"][0]])
+    return {
+        "sampler.rng": a["smp.rng"], "sampler.order": a["smp.order"],
+        "generator.lfsr": a["gen.lfsr"], "generator.pert_next": a["gen.pert_next"],
+        "synapse.p_ring": a["syn.p_ring"], "synapse.in_ring": a["syn.in_ring"],
+        "broadcast.ring": a["bc.ring"], "broadcast.valid": a["bc.ring_valid"],
+        "cost.registers": cu, "neuron.act0": a["neu.act0"],
+        "pipeline.tag": a["pipe.tag"], "pipeline.new_sample": a["pipe.new_sample"],
+        "pipeline.target": a["pipe.target"],
+        "rounding.input": a["smp.sr"], "rounding.perturbation": a["gen.sr"],
+        "rounding.activation": a["neu.sr"], "rounding.activation0": a["neu.sr0"],
+        "rounding.cost": a["cu.sr"], "rounding.weight": a["syn.sr_theta"],
+        "rounding.integrator": a["syn.sr_g"], "rounding.velocity": a["syn.sr_v"],
+        "noise.activation": a["neu.noise"], "noise.activation0": a["neu.noise0"],
+        "noise.cost": a["cu.noise"], "noise.weight": a["syn.noise"],
+        "controller.counters": ctr,
+    }
 
 
 def run_digests(name) -> dict:

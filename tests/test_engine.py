@@ -1,4 +1,5 @@
 """The cycle engine: RTL semantics, determinism, bit-exact fixed point."""
+import dataclasses
 from fractions import Fraction
 
 import numba
@@ -44,8 +45,8 @@ def chip(name="ideal", extra=""):
 
 
 def same_state(a: Emulator, b: Emulator):
-    for key, value in a.s.items():
-        np.testing.assert_array_equal(value, b.s[key], err_msg=key)
+    for key, value in a.state_arrays().items():
+        np.testing.assert_array_equal(value, b.state_arrays()[key], err_msg=key)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -111,9 +112,9 @@ SYNAPSE_VARIANTS = {
 
 def same_registers(a: Emulator, b: Emulator):
     """Every state array but the configuration (which holds the path taken)."""
-    for key, value in a.s.items():
+    for key, value in a.state_arrays().items():
         if key != "cfg":
-            np.testing.assert_array_equal(value, b.s[key], err_msg=key)
+            np.testing.assert_array_equal(value, b.state_arrays()[key], err_msg=key)
 
 
 @pytest.mark.parametrize("variant", list(SYNAPSE_VARIANTS))
@@ -123,8 +124,8 @@ def test_branch_free_synapse_rows_give_the_bits_of_the_general_path(variant):
     c = loads_chip(SYNAPSE_VARIANTS[variant], f"{variant}.toml")
     fast = Emulator(c, seed=5)
     general = Emulator(c, seed=5)
-    assert fast.s["cfg"][L.FAST_SYNAPSE] == 1
-    general.s["cfg"][L.FAST_SYNAPSE] = 0
+    assert fast.variant.fast
+    general.variant = dataclasses.replace(general.variant, fast=False)
     fast.run(600)
     general.run(600)
     same_registers(fast, general)
@@ -227,7 +228,7 @@ def test_one_cycle_of_the_fixed_point_datapath_matches_exact_integer_arithmetic(
     text = FIXED8.replace(', rounding = "stochastic"', "")
     emu = Emulator(loads_chip(text + "[optimizer]\nlearning_rate = 0.1\n"), 7).run(50)
     f = emu.chip.formats
-    K = emu.s["K"]
+    K = emu.st.cfg
     for _ in range(20):
         before = emu.registers
         emu.run(1)
@@ -273,6 +274,6 @@ def test_pipelined_chip_broadcasts_after_its_latency():
     seen = []
     for _ in range(8):
         emu.run(1)
-        seen.append(emu.s["cu"][6])  # the broadcast valid bit
+        seen.append(emu.st.bc.out_valid[0])  # the broadcast valid bit
     # 2 layers + 1 + 2 = 5 cycles before the first cost change arrives
     assert seen == [0, 0, 0, 0, 0, 1, 1, 1]

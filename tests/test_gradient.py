@@ -81,7 +81,7 @@ def test_with_power_normalisation_the_mean_correlation_is_the_gradient(scheme):
 def test_one_time_multiplexing_sweep_is_the_forward_difference_gradient():
     c = estimating_chip(SCHEMES["time"], 1000)
     emu = Emulator(c, seed=3)
-    P, A = c.n_generators, emu.s["K"][0]
+    P, A = c.n_generators, emu.st.cfg.amplitude
     regs = emu.registers
     W = [regs["layer0.weight"], regs["layer1.weight"]]
     b = [regs["layer0.bias"], regs["layer1.bias"]]
@@ -116,7 +116,7 @@ def test_with_norm_normalisation_the_correlations_of_P_steps_sum_to_the_gradient
 def test_walsh_codes_over_one_full_cycle_are_exact_to_first_order():
     c = estimating_chip(SCHEMES["walsh"].replace("0.001", "0.00001"), 1000)
     emu = Emulator(c, seed=4)
-    N = int(emu.s["cfg"][15])  # the Walsh order
+    N = int(emu.st.cfg.walsh_n)  # the Walsh order
     grad = flat_gradient(emu)
     emu.run(N)
     # the residue is the O(A) curvature term; for a cost linear in theta it is 0
@@ -144,7 +144,7 @@ def test_a_stale_correlator_scales_each_frequency_by_its_phase_lag(stale):
     steps = 40000
     aligned = Emulator(estimating_chip(freq, steps), 6).run(steps)
     late = Emulator(estimating_chip(freq + f"\n[timing]\ncorrelator_skew = {stale}", steps), 6).run(steps)
-    predicted = flat_integrators(aligned) * np.cos(2 * math.pi * late.s["freqs"] * stale)
+    predicted = flat_integrators(aligned) * np.cos(2 * math.pi * late.st.gen.freqs * stale)
     got = flat_integrators(late)
     assert cosine(got, predicted) >= 0.95
     assert np.linalg.norm(got - predicted) <= 0.2 * np.linalg.norm(predicted)
@@ -194,7 +194,7 @@ def test_the_correlator_gain_is_one_over_N_of_the_reference_formulas(mux, rule, 
                       f'amplitude = 0.03\namplitude_is = "{amplitude_is}"\n[timing]\ntau_theta = 40')
     P = 3 * 4 + 4 + 4 * 1 + 1 if mode == "weight" else 4 + 1  # weights and biases, or neurons, of 3-4-1
     N = hand_normalisation(mux, rule, 0.03, amplitude_is, P, 40)
-    assert Emulator(chip, 0).s["K"][L.K_KAPPA] == pytest.approx(1 / N, rel=1e-12)
+    assert Emulator(chip, 0).st.cfg.kappa == pytest.approx(1 / N, rel=1e-12)
 
 
 def step_length_chip(rule, tau_theta, learning_rate=0.0):
@@ -252,7 +252,7 @@ def test_walsh_codes_over_one_full_cycle_are_exact_for_a_single_linear_layer():
     G / N is the gradient exactly, for any amplitude."""
     chip = linear_node_chip([3, 3], 'name = "random"\ninputs = 3\noutputs = 3\nsamples = 8', 0.1)
     emu = Emulator(chip, 5)
-    N, grad = int(emu.s["cfg"][L.WALSH_N]), flat_gradient(emu)
+    N, grad = int(emu.st.cfg.walsh_n), flat_gradient(emu)
     emu.run(N)
     np.testing.assert_allclose(flat_integrators(emu) / N, grad, rtol=1e-12, atol=1e-14 * np.abs(grad).max())
 
@@ -265,8 +265,8 @@ def test_walsh_codes_over_one_full_cycle_leave_only_the_curvature_of_row_triples
     A = 0.1
     chip = linear_node_chip([3, 4, 1], 'name = "parity"\nbits = 3', A)
     emu = Emulator(chip, 6)
-    regs, rows = emu.registers, emu.s["walsh_rows"]
-    N, P = int(emu.s["cfg"][L.WALSH_N]), chip.n_generators
+    regs, rows = emu.registers, emu.st.gen.walsh_rows
+    N, P = int(emu.st.cfg.walsh_n), chip.n_generators
     W = [regs["layer0.weight"], regs["layer1.weight"]]
     b = [regs["layer0.bias"], regs["layer1.bias"]]
     idx = int(regs["sample_index"])

@@ -106,7 +106,7 @@ def wide_chip(noise: str):
 def test_static_gain_and_offset_variation_have_the_stated_sigma():
     gain_sigma, offset_sigma = 0.1, 0.2
     emu = Emulator(wide_chip(f"gain_sigma = {gain_sigma}\noffset_sigma = {offset_sigma}"), 2)
-    gains, offsets = emu.s["gains"], emu.s["offsets"]
+    gains, offsets = emu.st.neu.gains, emu.st.neu.offsets
     n = len(gains)
     assert n == WIDE + 1
     assert np.std(gains) == pytest.approx(gain_sigma, rel=0.15)
@@ -118,11 +118,11 @@ def test_static_gain_and_offset_variation_have_the_stated_sigma():
 def test_static_variation_is_fixed_by_the_seed_and_does_not_drift():
     chip = wide_chip("gain_sigma = 0.1\noffset_sigma = 0.2")
     a, b, other = Emulator(chip, 2), Emulator(chip, 2), Emulator(chip, 3)
-    np.testing.assert_array_equal(a.s["gains"], b.s["gains"])
-    assert not np.array_equal(a.s["gains"], other.s["gains"])
-    before = a.s["offsets"].copy()
+    np.testing.assert_array_equal(a.st.neu.gains, b.st.neu.gains)
+    assert not np.array_equal(a.st.neu.gains, other.st.neu.gains)
+    before = a.st.neu.offsets.copy()
     a.run(1000)
-    np.testing.assert_array_equal(a.s["offsets"], before)
+    np.testing.assert_array_equal(a.st.neu.offsets, before)
 
 
 def test_each_neuron_computes_its_activation_from_its_own_gain_and_offset():
@@ -130,7 +130,7 @@ def test_each_neuron_computes_its_activation_from_its_own_gain_and_offset():
     chip = loads_chip(QUIET.replace("[network]", '[network]\nactivation = "linear"\noutput_activation = "linear"')
                       + "[noise]\ngain_sigma = 0.1\noffset_sigma = 0.2", "linear.toml")
     emu = Emulator(chip, 4)
-    regs, g, o = emu.registers, emu.s["gains"], emu.s["offsets"]
+    regs, g, o = emu.registers, emu.st.neu.gains, emu.st.neu.offsets
     X = emu.task.train.inputs
     hidden = g[:4] * (X @ regs["layer0.weight"].T + regs["layer0.bias"] + o[:4])
     out = g[4:] * (hidden @ regs["layer1.weight"].T + regs["layer1.bias"] + o[4:])

@@ -74,15 +74,15 @@ correlator_gain = {gain_format(p)}
 def used_constants(chip, K):
     """(name, value the engine holds, value it should hold) of each constant the chip uses."""
     opt, tau = chip.optimizer, chip.timing.tau_theta
-    out = [("amplitude", K[L.K_AMPLITUDE], None), ("kappa", K[L.K_KAPPA], None)]
+    out = [("amplitude", K.amplitude, None), ("kappa", K.kappa, None)]
     if opt.learning_rate:
-        out.append(("eta'", K[L.K_ETA], opt.learning_rate / tau if opt.divide_by_tau_theta else opt.learning_rate))
+        out.append(("eta'", K.eta, opt.learning_rate / tau if opt.divide_by_tau_theta else opt.learning_rate))
     if opt.kind == "momentum" and opt.momentum:
-        out.append(("gamma", K[L.K_GAMMA], opt.momentum))
+        out.append(("gamma", K.gamma, opt.momentum))
     if chip.integrator.kind == "analog":
-        out += [("beta", K[L.K_BETA], tau / (tau + 1)), ("lambda", K[L.K_LAMBDA], 1 / (tau + 1))]
+        out += [("beta", K.beta, tau / (tau + 1)), ("lambda", K.lam, 1 / (tau + 1))]
     if chip.cost.baseline == "highpass":
-        out.append(("highpass", K[L.K_HIGHPASS], chip.cost.tau_hp / (chip.cost.tau_hp + 1)))
+        out.append(("highpass", K.highpass, chip.cost.tau_hp / (chip.cost.tau_hp + 1)))
     return out
 
 
@@ -92,16 +92,16 @@ CONSTANT_KEYS = ("optimizer.learning_rate", "optimizer.momentum", "timing.tau_th
 
 def lost_constants(chip):
     """The constants the engine would hold as 0, saturated, or (a filter) at 1 or more."""
-    K = Emulator(chip, 0).s["K"]
+    K = Emulator(chip, 0).st.cfg
     lr, gain = chip.formats.learning_rate, chip.formats.correlator_gain
     lost = [name for name, held, exact in used_constants(chip, K)
             if held == 0.0 or (exact is not None and abs(held - exact) > lr.lsb / 2)
             or (name == "highpass" and held >= 1.0)]
     # kappa = 1/N from the amplitude as held, within half an LSB of its format
-    A = K[L.K_AMPLITUDE]
+    A = K.amplitude
     assert chip.n_generators == P
     N = A * A if chip.perturbation.normalization == "power" else P * A * A
-    if abs(K[L.K_KAPPA] - 1.0 / N) > gain.lsb / 2 + 1e-9 / N:
+    if abs(K.kappa - 1.0 / N) > gain.lsb / 2 + 1e-9 / N:
         lost.append("kappa")
     return lost
 
@@ -127,10 +127,10 @@ def test_the_accepted_space_is_not_trivial():
              tau_hp=1.6, learning_rate=0.5, momentum=0.5, lr_bits=(0, 14), amplitude=0.05,
              amplitude_is="element", normalization="power", pert_frac=7, gain_bits=(3, 0))
     chip = loads_chip(chip_text(p))
-    names = [name for name, _, _ in used_constants(chip, Emulator(chip, 0).s["K"])]
+    names = [name for name, _, _ in used_constants(chip, Emulator(chip, 0).st.cfg)]
     assert names == ["amplitude", "kappa", "eta'", "gamma", "beta", "lambda", "highpass"]
     # s0.7 holds 0.05 as 6/128; the engine's 1/N = (128/6)^2 = 455.1, held as 455 in u12.0
-    assert Emulator(chip, 0).s["K"][L.K_KAPPA] == 455.0
+    assert Emulator(chip, 0).st.cfg.kappa == 455.0
 
 
 def test_time_multiplexing_in_an_unsigned_perturbation_format_holds_plus_a_and_zero():

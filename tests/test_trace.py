@@ -79,8 +79,8 @@ def test_probing_does_not_change_the_run():
 
 def test_buffers_are_flushed_between_chunks_without_losing_a_sample():
     emu = Emulator(XOR8, 0, probes=["layer0.weight"])
-    emu.pr["pr_buf"] = np.zeros((7, emu.pr["pr_buf"].shape[1]))  # a tiny buffer: many flushes
-    emu.pr["pr_cyc"] = np.zeros((7, 1), dtype=np.int64)
+    emu.pr = emu.pr._replace(buf=np.zeros((7, emu.pr.buf.shape[1])),  # a tiny buffer: many flushes
+                             cyc=np.zeros((7, 1), dtype=np.int64))
     emu.run(100)
     assert list(emu.samples("layer0.weight")[0]) == list(range(100))
 

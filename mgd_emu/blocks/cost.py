@@ -1,19 +1,31 @@
 """Cost unit: cost function, baseline removal (dual path, remeasure or
 high-pass), clamp, and digitisation of the cost change.
-
-Registers owned (cu array): cost C and baseline C0 (formats.cost), the cost
-change C~ (formats.cost_change), the high-pass state (its output and the
-previous cost).
 """
 import math
 
+import numpy as np
 from numba import njit
 
+from .declare import GENERATOR, Reg, record
 from .layout import (BASE_DUAL, BASE_HIGHPASS, BASE_REMEASURE, COST_MSE, F_COST,
-                     F_COST_CHANGE, TAG_BASELINE, TAG_MEASURE, U_COST, U_COST0,
-                     U_CHANGE, U_HP_OUT, U_HP_PREV)
+                     F_COST_CHANGE, TAG_BASELINE, TAG_MEASURE)
 from .prng import gaussian
 from .register import store
+
+# The cost unit's rounding generators, one per quantiser.
+ROUND_COST, ROUND_COST0, ROUND_CHANGE = 0, 1, 2
+
+REGISTERS = (
+    Reg("cost", np.float64, (), "cost C of the last measurement", fmt="cost", public="cost"),
+    Reg("cost0", np.float64, (), "unperturbed cost C0 (baseline)", fmt="cost", public="cost_baseline"),
+    Reg("change", np.float64, (), "cost change C~ = C - C0 (or high-passed)", fmt="cost_change",
+        public="cost_change"),
+    Reg("hp_out", np.float64, (), "high-pass: its last output", fmt="cost_change"),
+    Reg("hp_prev", np.float64, (), "high-pass: the previous cost", fmt="cost"),
+    Reg("sr", np.uint64, (3,), "stochastic-rounding generators of C, C0 and C~", role=GENERATOR),
+    Reg("noise", np.uint64, (), "cost-noise generator", role=GENERATOR),
+)
+CostUnit = record("CostUnit", REGISTERS, __name__)
 
 
 @njit(cache=True, _nrt=False)
@@ -40,17 +52,17 @@ def cost_function(kind, y, target):
 
 
 @njit(cache=True, _nrt=False)
-def measure_cost(kind, y, target, sigma, noise_state, fmts, sr, idx, events, row):
-    """C = q_cost(cost(y, y*) + sigma * N(0,1))."""
+def measure_cost(cu, kind, y, target, sigma, rounding, fmts, events, row):
+    """C = q_cost(cost(y, y*) + sigma * N(0,1)), rounded by generator `rounding`."""
     c = cost_function(kind, y, target)
     if sigma != 0.0:
-        noise_state[0], xi = gaussian(noise_state[0])
+        cu.noise[0], xi = gaussian(cu.noise[0])
         c += sigma * xi
-    return store(c, fmts, F_COST, sr, idx, events, row)
+    return store(c, fmts, F_COST, cu.sr, rounding, events, row)
 
 
 @njit(cache=True, _nrt=False)
-def cost_change(baseline, tag, new_sample, c, c0_path, cu, a_hp, limit, fmts, sr, events, row):
+def cost_change(cu, baseline, tag, new_sample, c, c0_path, cfg, fmts, events, row):
     """Combinational C~ for the slot at the cost unit, and whether it is valid.
 
     dual_path: C~ = C - C0 (C0 from the second path); remeasure: C~ = C - C0
@@ -62,26 +74,27 @@ def cost_change(baseline, tag, new_sample, c, c0_path, cu, a_hp, limit, fmts, sr
     if baseline == BASE_DUAL:
         d = c - c0_path
     elif baseline == BASE_REMEASURE:
-        d = c - cu[U_COST0]
+        d = c - cu.cost0[0]
     else:
-        prev = c if new_sample else cu[U_HP_PREV]
-        d = a_hp * (cu[U_HP_OUT] + c - prev)
+        prev = c if new_sample else cu.hp_prev[0]
+        d = cfg.highpass * (cu.hp_out[0] + c - prev)
+    limit = cfg.change_limit
     if limit > 0.0:
         d = min(max(d, -limit), limit)
-    return store(d, fmts, F_COST_CHANGE, sr, 2, events, row), True
+    return store(d, fmts, F_COST_CHANGE, cu.sr, ROUND_CHANGE, events, row), True
 
 
 @njit(cache=True, _nrt=False)
-def cost_unit_step(baseline, tag, c, c0_path, change, valid, cu):
+def cost_unit_step(cu, baseline, tag, c, c0_path, change, valid):
     """Next values of the cost unit's registers."""
     if tag == TAG_MEASURE or tag == TAG_BASELINE:
-        cu[U_COST] = c
+        cu.cost[0] = c
     if baseline == BASE_DUAL and tag == TAG_MEASURE:
-        cu[U_COST0] = c0_path
+        cu.cost0[0] = c0_path
     elif baseline == BASE_REMEASURE and tag == TAG_BASELINE:
-        cu[U_COST0] = c
+        cu.cost0[0] = c
     elif baseline == BASE_HIGHPASS and valid:
-        cu[U_HP_OUT] = change
-        cu[U_HP_PREV] = c
+        cu.hp_out[0] = change
+        cu.hp_prev[0] = c
     if valid:
-        cu[U_CHANGE] = change
+        cu.change[0] = change

@@ -1,19 +1,39 @@
 """Neuron layer: multiply-accumulate, perturbation injection, nonlinearity.
 
-Registers owned: the layer's activation register (layer{i}.activation, in
-formats.activation), one per neuron; with layer pipelining it is a pipeline
-stage that the next layer reads a cycle later.
+Each layer writes its neurons' activation register (layer{i}.activation, in
+formats.activation); with layer pipelining it is a pipeline stage that the
+next layer reads a cycle later. A dual-path chip has a second, unperturbed
+copy of every neuron (act0) that feeds the cost unit's baseline.
 """
 import math
 
+import numpy as np
 from numba import njit, prange
 
+from .declare import GENERATOR, NEXT, ROM, Reg, record
 from .layout import (ACT_HARD_SIGMOID, ACT_LINEAR, ACT_RELU, ACT_SIGMOID, ACT_TANH,
-                     E_ACT, E_PER_LAYER, F_ACTIVATION, G_B_OFF, G_FAN_IN, G_FAN_OUT,
-                     G_GEN_OFF, G_N_OFF, G_W_OFF, MODE_NODE)
+                     E_ACT, E_PER_LAYER, F_ACTIVATION, MODE_NODE)
 from .prng import gaussian
 from ..fixedpoint import EVENT_SATURATE, EVENT_WRAP, format_constants
 from .register import write_fc
+
+REGISTERS = (
+    Reg("act", np.float64, ("n_neurons",), "neuron outputs (perturbed path)", fmt="activation",
+        public="neurons:activation"),
+    Reg("act_w", np.float64, ("n_neurons",), "this cycle's neuron outputs, committed at the edge",
+        fmt="activation", role=NEXT),
+    Reg("act0", np.float64, ("n_neurons",), "dual path: unperturbed neuron outputs", fmt="activation"),
+    Reg("act0_w", np.float64, ("n_neurons",), "dual path: this cycle's unperturbed outputs",
+        fmt="activation", role=NEXT),
+    Reg("gains", np.float64, ("n_neurons",), "static device variation: each neuron's gain", role=ROM),
+    Reg("offsets", np.float64, ("n_neurons",), "static device variation: each neuron's input offset",
+        role=ROM),
+    Reg("sr", np.uint64, ("n_neurons",), "act's stochastic-rounding generators", role=GENERATOR),
+    Reg("sr0", np.uint64, ("n_neurons",), "act0's stochastic-rounding generators", role=GENERATOR),
+    Reg("noise", np.uint64, ("n_neurons",), "activation-noise generators", role=GENERATOR),
+    Reg("noise0", np.uint64, ("n_neurons",), "dual path: activation-noise generators", role=GENERATOR),
+)
+Neurons = record("Neurons", REGISTERS, __name__)
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -33,24 +53,32 @@ def activation_function(kind, z):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def fire(z, j, layer, geo, act_kind, mode, theta, pert, gate, gains, offsets, act_sigma,
-         noise_state, fc_act, sr, a_out):
+def geometry(lay, layer):
+    """(fan_in, w_off, b_off, n_off, gen_off) of a layer, as values."""
+    return lay.fan_in[layer], lay.w_off[layer], lay.b_off[layer], lay.n_off[layer], lay.gen_off[layer]
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def fire(z, j, geo, act_kind, mode, theta, pert, gate, gains, offsets, sigma, noise, fc_act, sr, a_out):
     """Neuron j of the layer from its weighted input sum z: adds the bias
     (and its perturbation, or the node perturbation, on a measurement slot),
     applies the nonlinearity with the neuron's gain and offset, adds
     activation noise, and writes the activation register. Returns the
-    write's event (fixedpoint.EVENT_*)."""
-    b_off, n_off = geo[layer, G_B_OFF], geo[layer, G_N_OFF]
+    write's event (fixedpoint.EVENT_*). geo: geometry(lay, layer).
+
+    (Arrays, not the Neurons record: inlined into a prange loop, Numba
+    0.68 loses writes made through a tuple's arrays.)"""
+    _, _, b_off, n_off, gen_off = geo
     if b_off >= 0:
         z += theta[b_off + j]
         if mode != MODE_NODE and gate != 0.0:
             z += pert[b_off + j]
     if mode == MODE_NODE and gate != 0.0:
-        z += pert[geo[layer, G_GEN_OFF] + j]
+        z += pert[gen_off + j]
     a = activation_function(act_kind, gains[n_off + j] * (z + offsets[n_off + j]))
-    if act_sigma != 0.0:
-        noise_state[n_off + j], xi = gaussian(noise_state[n_off + j])
-        a += act_sigma * xi
+    if sigma != 0.0:
+        noise[n_off + j], xi = gaussian(noise[n_off + j])
+        a += sigma * xi
     a_out[n_off + j], event = write_fc(a, fc_act, sr, n_off + j)
     return event
 
@@ -62,18 +90,19 @@ def count_events(events, row, n_sat, n_wrap):
 
 
 @njit(cache=True, _nrt=False)
-def neuron_layer(layer, geo, act_kind, mode, a_in, theta, pert, gate, gains, offsets,
-                 act_sigma, noise_state, fmts, sr, events, a_out):
-    """One layer's combinational output for one slot, written to `a_out`.
+def neuron_layer(layer, lay, act_kind, mode, a_in, theta, pert, gate, neu, sigma, fmts, events):
+    """One layer's combinational output for one slot, written to neu.act_w
+    (perturbed path: rounding generators neu.sr, noise neu.noise).
 
     Reads: a_in (the layer input, x or the previous layer), theta (weights and
     biases, flat), pert (perturbation generator registers), gate (1.0 on a
     measurement slot, 0.0 on a baseline slot or the unperturbed path).
     z_j = sum_k (W_jk + g*pW_jk) a_k + b_j + g*pb_j  (weight mode)
     z_j = sum_k W_jk a_k + b_j + g*p_j               (node mode)
-    a_j = q_act(f(gain_j * (z_j + offset_j)) + act_sigma * N(0,1)).
+    a_j = q_act(f(gain_j * (z_j + offset_j)) + sigma * N(0,1)).
     """
-    fan_in, fan_out, w_off = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT], geo[layer, G_W_OFF]
+    fan_in, fan_out, w_off = lay.fan_in[layer], lay.fan_out[layer], lay.w_off[layer]
+    geo = geometry(lay, layer)
     fc_act = format_constants(fmts[F_ACTIVATION])
     weight_pert = mode != MODE_NODE and gate != 0.0
     n_sat = 0
@@ -87,20 +116,22 @@ def neuron_layer(layer, geo, act_kind, mode, a_in, theta, pert, gate, gains, off
         else:
             for k in range(fan_in):
                 z += theta[base + k] * a_in[k]
-        event = fire(z, j, layer, geo, act_kind, mode, theta, pert, gate, gains, offsets,
-                     act_sigma, noise_state, fc_act, sr, a_out)
+        event = fire(z, j, geo, act_kind, mode, theta, pert, gate, neu.gains, neu.offsets, sigma,
+                     neu.noise, fc_act, neu.sr, neu.act_w)
         n_sat += event == EVENT_SATURATE
         n_wrap += event == EVENT_WRAP
     count_events(events, E_PER_LAYER * layer + E_ACT, n_sat, n_wrap)
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def dual_neuron(j, layer, geo, act_kind, mode, a_in, a0_in, same_input, theta, pert, gate,
-                gains, offsets, act_sigma, noise_state, noise_state0, fc_act, sr, sr0,
-                a_out, a0_out):
+def dual_neuron(j, geo, act_kind, mode, a_in, a0_in, same_input, theta, pert, gate, sigma, fc_act,
+                gains, offsets, paths):
     """Neuron j of both paths (see neuron_layer_dual); returns the number of
-    (saturations, wraps) of its two activation writes."""
-    fan_in, w_off = geo[layer, G_FAN_IN], geo[layer, G_W_OFF]
+    (saturations, wraps) of its two activation writes. paths: the (noise,
+    rounding generators, output) arrays of the perturbed path, then of the
+    unperturbed one (arrays: see fire)."""
+    noise, sr, a_out, noise0, sr0, a0_out = paths
+    fan_in, w_off, _, _, _ = geo
     weight_pert = mode != MODE_NODE and gate != 0.0
     z = 0.0
     z0 = 0.0
@@ -119,54 +150,59 @@ def dual_neuron(j, layer, geo, act_kind, mode, a_in, a0_in, same_input, theta, p
             w = theta[base + k]
             z += w * a_in[k]
             z0 += w * a0_in[k]
-    e = fire(z, j, layer, geo, act_kind, mode, theta, pert, gate, gains, offsets, act_sigma,
-             noise_state, fc_act, sr, a_out)
-    e0 = fire(z0, j, layer, geo, act_kind, mode, theta, pert, 0.0, gains, offsets, act_sigma,
-              noise_state0, fc_act, sr0, a0_out)
+    e = fire(z, j, geo, act_kind, mode, theta, pert, gate, gains, offsets, sigma, noise, fc_act, sr, a_out)
+    e0 = fire(z0, j, geo, act_kind, mode, theta, pert, 0.0, gains, offsets, sigma, noise0, fc_act, sr0,
+              a0_out)
     return ((e == EVENT_SATURATE) + (e0 == EVENT_SATURATE),
             (e == EVENT_WRAP) + (e0 == EVENT_WRAP))
 
 
 @njit(cache=True, _nrt=False)
-def neuron_layer_dual(layer, geo, act_kind, mode, a_in, a0_in, same_input, theta, pert, gate,
-                      gains, offsets, act_sigma, noise_state, noise_state0, fmts, sr, sr0,
-                      events, a_out, a0_out):
-    """neuron_layer for the perturbed path (a_in, gate -> a_out) and the
-    unperturbed dual path (a0_in, gate 0 -> a0_out) of a dual-path chip at
+def neuron_layer_dual(layer, lay, act_kind, mode, a_in, a0_in, same_input, theta, pert, gate,
+                      neu, sigma, fmts, events):
+    """neuron_layer for the perturbed path (a_in, gate -> act_w) and the
+    unperturbed dual path (a0_in, gate 0 -> act0_w) of a dual-path chip at
     once: one pass over the weights feeds both multiply-accumulates, each
     summed in the same order as neuron_layer sums it (the same bits).
     same_input: a_in and a0_in hold the same values (the input layer); then
     without a weight perturbation the two sums are one.
     """
     fc_act = format_constants(fmts[F_ACTIVATION])
+    geo = geometry(lay, layer)
+    gains, offsets = neu.gains, neu.offsets
+    paths = (neu.noise, neu.sr, neu.act_w, neu.noise0, neu.sr0, neu.act0_w)
     n_sat = 0
     n_wrap = 0
-    for j in range(geo[layer, G_FAN_OUT]):
-        s, w = dual_neuron(j, layer, geo, act_kind, mode, a_in, a0_in, same_input, theta, pert,
-                           gate, gains, offsets, act_sigma, noise_state, noise_state0, fc_act,
-                           sr, sr0, a_out, a0_out)
+    for j in range(lay.fan_out[layer]):
+        s, w = dual_neuron(j, geo, act_kind, mode, a_in, a0_in, same_input, theta, pert, gate, sigma,
+                           fc_act, gains, offsets, paths)
         n_sat += s
         n_wrap += w
     count_events(events, E_PER_LAYER * layer + E_ACT, n_sat, n_wrap)
 
 
-# Compiled eagerly for this signature: a kernel compiled without the Numba
-# runtime (the cycle loop) cannot compile a parallel one on demand.
-@njit("void(i8, i8[:, ::1], i8, i8, f8[::1], f8[::1], b1, f8[::1], f8[::1], f8, f8[::1],"
-      " f8[::1], f8, u8[::1], u8[::1], i8[:, ::1], u8[::1], u8[::1], i8[:, ::1], f8[::1],"
-      " f8[::1])", cache=True, parallel=True)
-def neuron_layer_dual_parallel(layer, geo, act_kind, mode, a_in, a0_in, same_input, theta,
-                               pert, gate, gains, offsets, act_sigma, noise_state,
-                               noise_state0, fmts, sr, sr0, events, a_out, a0_out):
+# dual_neuron as a call, not inlined: inlined into a prange loop, Numba
+# 0.68 loses writes made through a tuple's arrays (a call keeps them).
+dual_neuron_call = njit(_nrt=False)(dual_neuron.py_func)
+
+
+# Compiled for the chip's argument types before the cycle kernel that calls
+# it (cycle.py): a kernel compiled without the Numba runtime cannot compile
+# a parallel one on demand.
+@njit(cache=True, parallel=True)
+def neuron_layer_dual_parallel(layer, lay, act_kind, mode, a_in, a0_in, same_input, theta, pert,
+                               gate, neu, sigma, fmts, events):
     """neuron_layer_dual with its neurons shared among numba's threads; the
     same bits (every neuron is independent, the event counts are sums)."""
     fc_act = format_constants(fmts[F_ACTIVATION])
+    geo = geometry(lay, layer)
+    gains, offsets = neu.gains, neu.offsets
+    paths = (neu.noise, neu.sr, neu.act_w, neu.noise0, neu.sr0, neu.act0_w)
     n_sat = 0
     n_wrap = 0
-    for j in prange(geo[layer, G_FAN_OUT]):
-        s, w = dual_neuron(j, layer, geo, act_kind, mode, a_in, a0_in, same_input, theta, pert,
-                           gate, gains, offsets, act_sigma, noise_state, noise_state0, fc_act,
-                           sr, sr0, a_out, a0_out)
+    for j in prange(lay.fan_out[layer]):
+        s, w = dual_neuron_call(j, geo, act_kind, mode, a_in, a0_in, same_input, theta, pert, gate,
+                                sigma, fc_act, gains, offsets, paths)
         n_sat += s
         n_wrap += w
     count_events(events, E_PER_LAYER * layer + E_ACT, n_sat, n_wrap)

@@ -10,7 +10,15 @@ import numpy as np
 from numba import njit
 
 from ..fixedpoint import FC_FIXED, FC_ROUNDING, ROUND_STOCHASTIC, format_constants, quantize_fc
+from .declare import Reg, record
 from .prng import xorshift64star_next
+
+# Columns of an event-counter row (fixedpoint.EVENT_*: 1 saturate, 2 wrap).
+REGISTERS = (
+    Reg("events", np.int64, ("n_events", 3), "saturation (column 1) and wrap (column 2) counts "
+        "per register: E_PER_LAYER rows a layer (layout.E_*), then the global rows"),
+)
+Monitor = record("Monitor", REGISTERS, __name__)
 
 
 @njit(cache=True, _nrt=False, inline="always")

@@ -1,64 +1,110 @@
 """Synapse: perturbation delay line, correlator, integrator and updater.
 
-Registers owned, per parameter i (weights and biases, flat):
-  theta[i]  the parameter (formats.weight / formats.bias)
-  G[i]      the integrator (formats.integrator)
-  V[i]      the momentum register (formats.velocity)
-  p_ring    the delay line of the perturbation this synapse (weight mode) or
-            its neuron (node mode) applied, `ring` stages deep
-  in_ring   node mode: the delay line of the presynaptic activity
+Per parameter i (weights and biases, flat): theta[i] the parameter, G[i]
+the integrator, V[i] the momentum register. p_ring delays the perturbation
+each synapse (weight mode) or neuron (node mode) applied by the layer's
+correlator delay; in node mode in_ring delays the presynaptic activity too.
+
+The cycle kernel calls one of the layer kernels below, chosen when the chip
+is built (cycle.py): the branch-free rows of the common chip
+(`weight_synapses_fast`, `node_synapses_serial`, `node_synapses_parallel`)
+or the general ones, with the same bits.
 """
+from collections import namedtuple
+
+import numpy as np
 from numba import njit, prange
 
+from .declare import GENERATOR, Reg, record
 from .layout import (E_B_INTEG, E_B_VEL, E_BIAS, E_PER_LAYER, E_W_INTEG, E_W_VEL,
-                     E_WEIGHT, F_BIAS, F_INTEGRATOR, F_VELOCITY, F_WEIGHT, G_B_OFF,
-                     G_DELAY, G_FAN_IN, G_FAN_OUT, G_GEN_OFF, G_IN_OFF, G_W_OFF,
-                     INTEG_DIGITAL, MODE_WEIGHT, OPT_MOMENTUM)
+                     E_WEIGHT, F_BIAS, F_INTEGRATOR, F_VELOCITY, F_WEIGHT,
+                     INTEG_DIGITAL, OPT_MOMENTUM)
 from .prng import gaussian, xorshift64star_next
 from ..fixedpoint import (FC_FIXED, FC_ROUNDING, ROUND_STOCHASTIC, format_constants,
                           quantize_sat_fc)
 from .register import store_fc
 
+REGISTERS = (
+    Reg("theta", np.float64, ("n_params",), "weights and biases theta", fmt="weight",
+        public="params:weight,bias"),
+    Reg("G", np.float64, ("n_params",), "integrators G", fmt="integrator",
+        public="params:weight_integrator,bias_integrator"),
+    Reg("V", np.float64, ("n_params",), "momentum registers v", fmt="velocity",
+        public="params:weight_velocity,bias_velocity"),
+    Reg("p_ring", np.float64, ("ring", "n_gen"), "each correlator's perturbation delay line",
+        fmt="perturbation"),
+    Reg("in_ring", np.float64, ("in_ring", "n_layer_inputs"),
+        "node mode: each layer's presynaptic-activity delay line", fmt="activation"),
+    Reg("sr_theta", np.uint64, ("n_params",), "theta's stochastic-rounding generators", role=GENERATOR),
+    Reg("sr_g", np.uint64, ("n_params",), "G's stochastic-rounding generators", role=GENERATOR),
+    Reg("sr_v", np.uint64, ("n_params",), "v's stochastic-rounding generators", role=GENERATOR),
+    Reg("noise", np.uint64, (), "weight-update noise generator (shared)", role=GENERATOR),
+)
+Synapses = record("Synapses", REGISTERS, __name__)
+
+# The wires a layer of synapses reads in a cycle: gate (1.0 when its
+# perturbations applied), the broadcast C~ and its valid bit, the update edge,
+# and whether the controller's slot is a measurement (analog integrators
+# update only then).
+Wires = namedtuple("Wires", ["gate", "bcast", "valid", "update_edge", "measure"])
+
 
 @njit(cache=True, _nrt=False, inline="always")
-def integrate_and_update(i, is_bias, layer, e, valid, update_edge, integrator, optimizer,
-                         eta, gamma, beta, lam, weight_sigma, theta, G, V, wnoise,
-                         fc_w, fc_b, fc_g, fc_v, sr_theta, sr_g, sr_v, events):
+def delay_slots(lay, layer, cycle, ring):
+    """(d, now, then): the layer's correlator delay, the delay-line stage
+    written this cycle and the one written d cycles ago."""
+    d = lay.delay[layer]
+    return d, cycle % ring, (cycle - d) % ring
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def delayed_perturbation(p_ring, g, p_now, d, now, then):
+    """p(n - d) of generator g, shifting p(n) (gated) into its delay line."""
+    p_d = p_now if d == 0 else p_ring[then, g]
+    if p_ring.shape[0] > 0:
+        p_ring[now, g] = p_now
+    return p_d
+
+
+@njit(cache=True, _nrt=False)
+def integrate_and_update(syn, i, is_bias, layer, e, w, integrator, optimizer, cfg, fcs, events):
     """Integrator G and updater for parameter i, given its correlation e.
 
-    fc_w, fc_b, fc_g, fc_v: constants of the weight, bias, integrator and
-    velocity formats (fixedpoint.format_constants).
+    fcs: constants of the (weight, bias, integrator, velocity) formats
+    (fixedpoint.format_constants).
     """
+    fc_w, fc_b, fc_g, fc_v = fcs
+    theta, G, V = syn.theta, syn.G, syn.V
     base = E_PER_LAYER * layer
     fc_p, p_row = (fc_b, base + E_BIAS) if is_bias else (fc_w, base + E_WEIGHT)
     g_row = base + (E_B_INTEG if is_bias else E_W_INTEG)
     v_row = base + (E_B_VEL if is_bias else E_W_VEL)
     if integrator == INTEG_DIGITAL:
-        s = store_fc(G[i] + e, fc_g, sr_g, i, events, g_row) if valid else G[i]
-        if update_edge:
-            step = eta * s
+        s = store_fc(G[i] + e, fc_g, syn.sr_g, i, events, g_row) if w.valid else G[i]
+        if w.update_edge:
+            step = cfg.eta * s
             if optimizer == OPT_MOMENTUM:
-                V[i] = store_fc(gamma * V[i] + step, fc_v, sr_v, i, events, v_row)
+                V[i] = store_fc(cfg.gamma * V[i] + step, fc_v, syn.sr_v, i, events, v_row)
                 step = V[i]
             new = theta[i] - step
-            if weight_sigma != 0.0:
-                wnoise[0], xi = gaussian(wnoise[0])
-                new += weight_sigma * xi
-            theta[i] = store_fc(new, fc_p, sr_theta, i, events, p_row)
+            if cfg.weight_sigma != 0.0:
+                syn.noise[0], xi = gaussian(syn.noise[0])
+                new += cfg.weight_sigma * xi
+            theta[i] = store_fc(new, fc_p, syn.sr_theta, i, events, p_row)
             G[i] = 0.0
         else:
             G[i] = s
     else:
-        step = eta * G[i]
+        step = cfg.eta * G[i]
         if optimizer == OPT_MOMENTUM:
-            V[i] = store_fc(gamma * V[i] + step, fc_v, sr_v, i, events, v_row)
+            V[i] = store_fc(cfg.gamma * V[i] + step, fc_v, syn.sr_v, i, events, v_row)
             step = V[i]
         new = theta[i] - step
-        if weight_sigma != 0.0:
-            wnoise[0], xi = gaussian(wnoise[0])
-            new += weight_sigma * xi
-        theta[i] = store_fc(new, fc_p, sr_theta, i, events, p_row)
-        G[i] = store_fc(beta * G[i] + lam * e, fc_g, sr_g, i, events, g_row)
+        if cfg.weight_sigma != 0.0:
+            syn.noise[0], xi = gaussian(syn.noise[0])
+            new += cfg.weight_sigma * xi
+        theta[i] = store_fc(new, fc_p, syn.sr_theta, i, events, p_row)
+        G[i] = store_fc(cfg.beta * G[i] + cfg.lam * e, fc_g, syn.sr_g, i, events, g_row)
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -107,6 +153,13 @@ def count_saturations(events, layer, w_integ, w, b_integ, b):
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def synapse_formats(fmts):
+    """format_constants of the (weight, bias, integrator, velocity) formats."""
+    return (format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS]),
+            format_constants(fmts[F_INTEGRATOR]), format_constants(fmts[F_VELOCITY]))
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def node_synapse_row(n, ej, a, valid, update_edge, eta, theta, G, sr_theta, sr_g,
                      fc_p, fc_g, sto_p, sto_g):
     """The n synapses of one neuron in node mode, e_k = e_j * a_k, by
@@ -123,22 +176,19 @@ def node_synapse_row(n, ej, a, valid, update_edge, eta, theta, G, sr_theta, sr_g
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def node_neuron_synapses(j, layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
-                         update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fc_w, fc_b,
-                         fc_g):
+def node_neuron_synapses(syn, j, layer, lay, slots, pert, a_d, w, cfg, fc_w, fc_b, fc_g):
     """Neuron j's correlator and its synapses (weights, then bias) in node
     mode on the common chip. Returns the saturations of (weight integrators,
     weights, bias integrator, bias)."""
-    fan_in, w_off, b_off = geo[layer, G_FAN_IN], geo[layer, G_W_OFF], geo[layer, G_B_OFF]
-    gen = geo[layer, G_GEN_OFF] + j
-    p_now = pert[gen] * gate
-    p_d = p_now if d == 0 else p_ring[then, gen]
-    if use_ring:
-        p_ring[now, gen] = p_now
-    ej = bcast * p_d * kappa if valid else 0.0
+    d, now, then = slots
+    fan_in, w_off, b_off = lay.fan_in[layer], lay.w_off[layer], lay.b_off[layer]
+    gen = lay.gen_off[layer] + j
+    p_d = delayed_perturbation(syn.p_ring, gen, pert[gen] * w.gate, d, now, then)
+    valid, update_edge, eta = w.valid, w.update_edge, cfg.eta
+    ej = w.bcast * p_d * cfg.kappa if valid else 0.0
     row = w_off + j * fan_in
-    th, g = theta[row:row + fan_in], G[row:row + fan_in]
-    srt, srg = sr_theta[row:row + fan_in], sr_g[row:row + fan_in]
+    th, g = syn.theta[row:row + fan_in], syn.G[row:row + fan_in]
+    srt, srg = syn.sr_theta[row:row + fan_in], syn.sr_g[row:row + fan_in]
     sto_w, sto_b, sto_g = stochastic(fc_w), stochastic(fc_b), stochastic(fc_g)
     if update_edge:
         wg, wp = node_synapse_row(fan_in, ej, a_d, valid, True, eta, th, g, srt, srg,
@@ -149,28 +199,25 @@ def node_neuron_synapses(j, layer, geo, d, now, then, use_ring, gate, pert, a_d,
     bg = 0
     bp = 0
     if b_off >= 0:
-        bg, bp = integrate_and_update_fast(b_off + j, ej, valid, update_edge, eta, theta, G,
-                                           sr_theta, sr_g, fc_b, fc_g, sto_b, sto_g)
+        bg, bp = integrate_and_update_fast(b_off + j, ej, valid, update_edge, eta, syn.theta,
+                                           syn.G, syn.sr_theta, syn.sr_g, fc_b, fc_g, sto_b, sto_g)
     return wg, wp, bg, bp
 
 
 @njit(cache=True, _nrt=False)
-def node_synapses_serial(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
-                         update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fmts,
-                         events):
+def node_synapses_serial(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, events):
     """node_neuron_synapses for every neuron of the layer, on one thread.
-    (The rows are compiled in a function of their own: inside synapse_layer
-    they made it slow to compile.)"""
+    (The rows are compiled in a function of their own: inside the cycle
+    kernel they made it slow to compile.)"""
     fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
     fc_g = format_constants(fmts[F_INTEGRATOR])
     n_wg = 0
     n_wp = 0
     n_bg = 0
     n_bp = 0
-    for j in range(geo[layer, G_FAN_OUT]):
-        wg, wp, bg, bp = node_neuron_synapses(j, layer, geo, d, now, then, use_ring, gate, pert,
-                                              a_d, bcast, valid, update_edge, kappa, eta, theta,
-                                              G, p_ring, sr_theta, sr_g, fc_w, fc_b, fc_g)
+    for j in range(lay.fan_out[layer]):
+        wg, wp, bg, bp = node_neuron_synapses(syn, j, layer, lay, slots, pert, a_d, w, cfg, fc_w, fc_b,
+                                              fc_g)
         n_wg += wg
         n_wp += wp
         n_bg += bg
@@ -178,35 +225,16 @@ def node_synapses_serial(layer, geo, d, now, then, use_ring, gate, pert, a_d, bc
     count_saturations(events, layer, n_wg, n_wp, n_bg, n_bp)
 
 
-@njit(cache=True, _nrt=False)
-def weight_synapses_fast(layer, geo, d, now, then, use_ring, gate, pert, bcast, valid,
-                         update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fmts,
-                         events):
-    """Every synapse of a weight-perturbation layer of the common chip, by
-    weight_synapse_row over its weights, then its biases."""
-    fan_in, fan_out = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT]
-    w_off, b_off = geo[layer, G_W_OFF], geo[layer, G_B_OFF]
-    fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
-    fc_g = format_constants(fmts[F_INTEGRATOR])
-    sto_w, sto_b, sto_g = stochastic(fc_w), stochastic(fc_b), stochastic(fc_g)
-    n_weights = fan_out * fan_in
-    n_par = n_weights + (fan_out if b_off >= 0 else 0)
-    wg, wp = weight_synapse_row(w_off, w_off + n_weights, d, now, then, use_ring, gate, pert,
-                                p_ring, bcast, kappa, valid, update_edge, eta, theta, G,
-                                sr_theta, sr_g, fc_w, fc_g, sto_w, sto_g)
-    bg, bp = weight_synapse_row(w_off + n_weights, w_off + n_par, d, now, then, use_ring, gate,
-                                pert, p_ring, bcast, kappa, valid, update_edge, eta, theta, G,
-                                sr_theta, sr_g, fc_b, fc_g, sto_b, sto_g)
-    count_saturations(events, layer, wg, wp, bg, bp)
+# node_neuron_synapses as a call, not inlined: inlined into a prange loop,
+# Numba 0.68 loses writes made through a tuple's arrays (a call keeps them).
+node_neuron_synapses_call = njit(_nrt=False)(node_neuron_synapses.py_func)
 
 
-# Compiled eagerly for this signature: a kernel compiled without the Numba
-# runtime (synapse_layer) cannot compile a parallel one on demand.
-@njit("void(i8, i8[:, ::1], i8, i8, i8, b1, f8, f8[::1], f8[::1], f8, b1, b1, f8, f8, f8[::1],"
-      " f8[::1], f8[:, ::1], u8[::1], u8[::1], i8[:, ::1], i8[:, ::1])", cache=True, parallel=True)
-def node_synapses_parallel(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
-                           update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fmts,
-                           events):
+# Compiled for the chip's argument types before the cycle kernel that calls
+# it (cycle.py): a kernel compiled without the Numba runtime cannot compile
+# a parallel one on demand.
+@njit(cache=True, parallel=True)
+def node_synapses_parallel(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, events):
     """node_neuron_synapses for every neuron of the layer, shared among
     numba's threads: the same bits as one thread (the neurons are
     independent, the event counts are sums)."""
@@ -216,10 +244,9 @@ def node_synapses_parallel(layer, geo, d, now, then, use_ring, gate, pert, a_d, 
     n_wp = 0
     n_bg = 0
     n_bp = 0
-    for j in prange(geo[layer, G_FAN_OUT]):
-        wg, wp, bg, bp = node_neuron_synapses(j, layer, geo, d, now, then, use_ring, gate, pert,
-                                              a_d, bcast, valid, update_edge, kappa, eta, theta,
-                                              G, p_ring, sr_theta, sr_g, fc_w, fc_b, fc_g)
+    for j in prange(lay.fan_out[layer]):
+        wg, wp, bg, bp = node_neuron_synapses_call(syn, j, layer, lay, slots, pert, a_d, w, cfg, fc_w, fc_b,
+                                              fc_g)
         n_wg += wg
         n_wp += wp
         n_bg += bg
@@ -228,128 +255,98 @@ def node_synapses_parallel(layer, geo, d, now, then, use_ring, gate, pert, a_d, 
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def weight_synapse_row(lo, hi, d, now, then, use_ring, gate, pert, p_ring, bcast, kappa,
-                       valid, update_edge, eta, theta, G, sr_theta, sr_g, fc_p, fc_g,
-                       sto_p, sto_g):
+def weight_synapse_row(syn, lo, hi, slots, pert, w, cfg, fc_p, fc_g, sto_p, sto_g):
     """Synapses lo..hi-1 in weight mode: delay line, e_i = C~ p_i(n - d)
     kappa, and integrate_and_update_fast. Returns the saturations of (G, theta)."""
+    d, now, then = slots
     n_g = 0
     n_p = 0
     for i in range(lo, hi):
-        p_now = pert[i] * gate
-        p_d = p_now if d == 0 else p_ring[then, i]
-        if use_ring:
-            p_ring[now, i] = p_now
-        s_g, s_p = integrate_and_update_fast(i, bcast * p_d * kappa, valid, update_edge, eta,
-                                             theta, G, sr_theta, sr_g, fc_p, fc_g, sto_p, sto_g)
+        p_d = delayed_perturbation(syn.p_ring, i, pert[i] * w.gate, d, now, then)
+        s_g, s_p = integrate_and_update_fast(i, w.bcast * p_d * cfg.kappa, w.valid, w.update_edge,
+                                             cfg.eta, syn.theta, syn.G, syn.sr_theta, syn.sr_g,
+                                             fc_p, fc_g, sto_p, sto_g)
         n_g += s_g
         n_p += s_p
     return n_g, n_p
 
 
 @njit(cache=True, _nrt=False)
-def weight_synapses_general(layer, geo, d, now, then, use_ring, gate, pert, bcast, valid,
-                            update_edge, do_update, integrator, optimizer, kappa, eta, gamma,
-                            beta, lam, weight_sigma, theta, G, V, p_ring, wnoise, fmts, sr_theta,
-                            sr_g, sr_v, events):
-    """Every synapse of a weight-perturbation layer, by integrate_and_update."""
-    fan_in, fan_out = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT]
-    w_off, b_off = geo[layer, G_W_OFF], geo[layer, G_B_OFF]
-    fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
-    fc_g, fc_v = format_constants(fmts[F_INTEGRATOR]), format_constants(fmts[F_VELOCITY])
+def weight_synapses_fast(syn, layer, lay, slots, pert, w, cfg, fmts, events):
+    """Every synapse of a weight-perturbation layer of the common chip, by
+    weight_synapse_row over its weights, then its biases."""
+    fan_in, fan_out = lay.fan_in[layer], lay.fan_out[layer]
+    w_off, b_off = lay.w_off[layer], lay.b_off[layer]
+    fc_w, fc_b, fc_g, _ = synapse_formats(fmts)
+    sto_w, sto_b, sto_g = stochastic(fc_w), stochastic(fc_b), stochastic(fc_g)
     n_weights = fan_out * fan_in
-    for i in range(w_off, w_off + n_weights + (fan_out if b_off >= 0 else 0)):
-        p_now = pert[i] * gate
-        p_d = p_now if d == 0 else p_ring[then, i]
-        if use_ring:
-            p_ring[now, i] = p_now
-        e = bcast * p_d * kappa if valid else 0.0
-        if do_update:
-            integrate_and_update(i, i >= w_off + n_weights, layer, e, valid, update_edge,
-                                 integrator, optimizer, eta, gamma, beta, lam, weight_sigma,
-                                 theta, G, V, wnoise, fc_w, fc_b, fc_g, fc_v, sr_theta, sr_g,
-                                 sr_v, events)
+    n_par = n_weights + (fan_out if b_off >= 0 else 0)
+    wg, wp = weight_synapse_row(syn, w_off, w_off + n_weights, slots, pert, w, cfg, fc_w, fc_g,
+                                sto_w, sto_g)
+    bg, bp = weight_synapse_row(syn, w_off + n_weights, w_off + n_par, slots, pert, w, cfg,
+                                fc_b, fc_g, sto_b, sto_g)
+    count_saturations(events, layer, wg, wp, bg, bp)
 
 
 @njit(cache=True, _nrt=False)
-def node_synapses_general(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
-                          update_edge, do_update, integrator, optimizer, kappa, eta, gamma,
-                          beta, lam, weight_sigma, theta, G, V, p_ring, wnoise, fmts, sr_theta,
-                          sr_g, sr_v, events):
+def weight_synapses_general(syn, layer, lay, slots, pert, w, kinds, cfg, fmts, events):
+    """Every synapse of a weight-perturbation layer, by integrate_and_update.
+    kinds: (integrator, optimizer)."""
+    integrator, optimizer = kinds
+    d, now, then = slots
+    fan_in, fan_out = lay.fan_in[layer], lay.fan_out[layer]
+    w_off, b_off = lay.w_off[layer], lay.b_off[layer]
+    fcs = synapse_formats(fmts)
+    n_weights = fan_out * fan_in
+    do_update = w.measure or integrator == INTEG_DIGITAL
+    for i in range(w_off, w_off + n_weights + (fan_out if b_off >= 0 else 0)):
+        p_d = delayed_perturbation(syn.p_ring, i, pert[i] * w.gate, d, now, then)
+        e = w.bcast * p_d * cfg.kappa if w.valid else 0.0
+        if do_update:
+            integrate_and_update(syn, i, i >= w_off + n_weights, layer, e, w, integrator, optimizer,
+                                 cfg, fcs, events)
+
+
+@njit(cache=True, _nrt=False)
+def node_synapses_general(syn, layer, lay, slots, pert, a_d, w, kinds, cfg, fmts, events):
     """Every neuron's correlator and synapses of a node-perturbation layer, by
     integrate_and_update (the bias takes e_j itself: x = 1)."""
-    fan_in, fan_out = geo[layer, G_FAN_IN], geo[layer, G_FAN_OUT]
-    w_off, b_off, gen_off = geo[layer, G_W_OFF], geo[layer, G_B_OFF], geo[layer, G_GEN_OFF]
-    fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
-    fc_g, fc_v = format_constants(fmts[F_INTEGRATOR]), format_constants(fmts[F_VELOCITY])
+    integrator, optimizer = kinds
+    d, now, then = slots
+    fan_in, fan_out = lay.fan_in[layer], lay.fan_out[layer]
+    w_off, b_off, gen_off = lay.w_off[layer], lay.b_off[layer], lay.gen_off[layer]
+    fcs = synapse_formats(fmts)
+    do_update = w.measure or integrator == INTEG_DIGITAL
     for j in range(fan_out):
-        p_now = pert[gen_off + j] * gate
-        p_d = p_now if d == 0 else p_ring[then, gen_off + j]
-        if use_ring:
-            p_ring[now, gen_off + j] = p_now
-        ej = bcast * p_d * kappa if valid else 0.0
+        p_d = delayed_perturbation(syn.p_ring, gen_off + j, pert[gen_off + j] * w.gate, d, now, then)
+        ej = w.bcast * p_d * cfg.kappa if w.valid else 0.0
         if not do_update:
             continue
         row = w_off + j * fan_in
         n = fan_in + (1 if b_off >= 0 else 0)
         for k in range(n):
             bias = k == fan_in
-            integrate_and_update(b_off + j if bias else row + k, bias, layer,
-                                 ej if bias else ej * a_d[k], valid, update_edge, integrator,
-                                 optimizer, eta, gamma, beta, lam, weight_sigma, theta, G, V,
-                                 wnoise, fc_w, fc_b, fc_g, fc_v, sr_theta, sr_g, sr_v, events)
-
-
-@njit(cache=True, _nrt=False)
-def synapse_layer(layer, geo, mode, cycle, ring, gate, pert, a_in, bcast, valid,
-                  update_edge, measure, integrator, optimizer, kappa, eta, gamma, beta,
-                  lam, weight_sigma, theta, G, V, p_ring, in_ring, wnoise,
-                  fmts, sr_theta, sr_g, sr_v, events, fast=False, parallel=False):
-    """Every synapse of one layer for one cycle.
-
-    weight mode: e_i = C~ * p_i(n - d) * kappa
-    node mode:   e_jk = C~ * p_j(n - d) * kappa * a_k(n - d), bias: a = 1
-    Parameters update only in measurement cycles (analog) or at update edges.
-    fast: the chip is the common one of integrate_and_update_fast (decided
-    at build); its synapses then take the branch-free rows, with the same
-    bits as the general path. parallel (with fast, node mode): the neurons
-    are shared among numba's threads, with the same bits again. (Each path
-    is a function of its own: together in one they were slow to compile.)
-    """
-    d, in_off, fan_in = geo[layer, G_DELAY], geo[layer, G_IN_OFF], geo[layer, G_FAN_IN]
-    now = cycle % ring
-    then = (cycle - d) % ring
-    use_ring = ring > 0 and p_ring.shape[0] > 0
-    do_update = measure or integrator == INTEG_DIGITAL
-    if mode == MODE_WEIGHT:
-        if fast:
-            weight_synapses_fast(layer, geo, d, now, then, use_ring, gate, pert, bcast, valid,
-                                 update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fmts,
+            integrate_and_update(syn, b_off + j if bias else row + k, bias, layer,
+                                 ej if bias else ej * a_d[k], w, integrator, optimizer, cfg, fcs,
                                  events)
-        else:
-            weight_synapses_general(layer, geo, d, now, then, use_ring, gate, pert, bcast, valid,
-                                    update_edge, do_update, integrator, optimizer, kappa, eta,
-                                    gamma, beta, lam, weight_sigma, theta, G, V, p_ring, wnoise,
-                                    fmts, sr_theta, sr_g, sr_v, events)
-        return
-    # node perturbation: the correlator sits at the neuron, the synapse
-    # multiplies its neuron's error signal by its presynaptic activity.
-    # a_k(n - d) is read from the delay line before this cycle's activity is
-    # shifted in (after the layer), so d == ring reads the oldest stage.
-    a_d = a_in if d == 0 else in_ring[then, in_off:in_off + fan_in]
-    if fast and parallel:
-        node_synapses_parallel(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
-                               update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fmts,
-                               events)
-    elif fast:
-        node_synapses_serial(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
-                             update_edge, kappa, eta, theta, G, p_ring, sr_theta, sr_g, fmts,
-                             events)
-    else:
-        node_synapses_general(layer, geo, d, now, then, use_ring, gate, pert, a_d, bcast, valid,
-                              update_edge, do_update, integrator, optimizer, kappa, eta, gamma,
-                              beta, lam, weight_sigma, theta, G, V, p_ring, wnoise, fmts,
-                              sr_theta, sr_g, sr_v, events)
-    if use_ring:
-        for k in range(fan_in):
-            in_ring[now, in_off + k] = a_in[k]
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def presynaptic_delayed(syn, layer, lay, slots, a_in):
+    """Node mode: a_k(n - d), the layer's presynaptic activity as it was when
+    the perturbation now leaving the delay line was applied. Read before this
+    cycle's activity is shifted in (presynaptic_shift, after the layer), so
+    d == ring reads the oldest stage."""
+    d, now, then = slots
+    in_off, fan_in = lay.in_off[layer], lay.fan_in[layer]
+    return a_in if d == 0 else syn.in_ring[then, in_off:in_off + fan_in]
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def presynaptic_shift(syn, layer, lay, slots, a_in):
+    """Node mode: shift this cycle's presynaptic activity into the delay line."""
+    d, now, then = slots
+    if syn.p_ring.shape[0] > 0:
+        in_off = lay.in_off[layer]
+        for k in range(lay.fan_in[layer]):
+            syn.in_ring[now, in_off + k] = a_in[k]

@@ -1,0 +1,99 @@
+"""Where compiled kernels are cached: under a hash of the package's kernel sources.
+
+Numba caches a compiled function next to its source file and checks only
+that file's time stamp, so a kernel whose callee (in another file) changed
+would run the old callee from the cache. Here every kernel of the package is
+cached in a folder named after a hash of every package source file that
+defines kernels: editing any of them starts a fresh folder, and whatever
+depends on the edit is compiled anew, with nothing to delete by hand.
+
+The folder is `$MGD_EMU_CACHE_DIR`, else `$NUMBA_CACHE_DIR/mgd-emu`, else
+`$XDG_CACHE_HOME/mgd-emu` (default ~/.cache/mgd-emu), then `kernels-<hash>`.
+Folders of other source versions are left alone (`mgd-emu` never deletes
+them; remove the parent folder to reclaim the space).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from numba.core import caching
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def kernel_sources() -> list[Path]:
+    """The package's source files that define or call compiled kernels."""
+    return sorted(p for p in PACKAGE.rglob("*.py") if "numba" in p.read_text(encoding="utf-8"))
+
+
+def source_hash() -> str:
+    h = hashlib.sha256()
+    for p in kernel_sources():
+        h.update(p.relative_to(PACKAGE).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    if os.environ.get("MGD_EMU_CACHE_DIR"):
+        return Path(os.environ["MGD_EMU_CACHE_DIR"])
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"]) / "mgd-emu"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mgd-emu"
+
+
+CACHE_DIR = cache_root() / f"kernels-{source_hash()}"
+
+
+class KernelCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
+    """Numba cache locator for the package's own kernels (CACHE_DIR)."""
+
+    def __init__(self, py_func, py_file):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        rel = Path(py_file).resolve().relative_to(PACKAGE)
+        self._cache_path = str(CACHE_DIR / rel.parent / rel.stem)
+
+    def get_cache_path(self):
+        return self._cache_path
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        try:
+            Path(py_file).resolve().relative_to(PACKAGE)
+        except (ValueError, OSError):
+            return None  # not ours: numba's own locators decide
+        self = cls(py_func, py_file)
+        try:
+            self.ensure_cache_path()
+        except OSError:
+            return None  # an unwritable cache folder: numba's own locators decide
+        return self
+
+
+def install() -> None:
+    """Put the locator first for every kernel decorated from now on."""
+    if KernelCacheLocator not in caching.CacheImpl._locator_classes:
+        caching.CacheImpl._locator_classes.insert(0, KernelCacheLocator)
+
+
+class KeyedFunctionCache(caching.FunctionCache):
+    """The disk cache of a kernel built in a closure, keyed by its code and
+    an explicit `key` (Numba's own key pickles the closure's constants, and
+    a dispatcher among them pickles differently in every process)."""
+
+    def __init__(self, py_func, key: str):
+        super().__init__(py_func)
+        self._key = key
+
+    def _index_key(self, sig, codegen):
+        code = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
+        return (sig, codegen.magic_tuple(), (code, self._key))
+
+
+def cached(dispatcher, key: str):
+    """Cache a closure-built dispatcher (made without cache=True) on disk under `key`."""
+    dispatcher._cache = KeyedFunctionCache(dispatcher.py_func, key)
+    return dispatcher
