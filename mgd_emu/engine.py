@@ -18,7 +18,8 @@ from .blocks import layout as L
 from .blocks.cost import cost_function
 from .blocks.declare import NEXT, REGISTER, GENERATOR, shape_of
 from .blocks.register import Monitor
-from .chipmap import BLOCKS, ChipState, Variant, build_state, dims_of, variant_of
+from .chipmap import (BLOCKS, PARALLEL_MIN_LAYER, PARALLEL_MIN_PARAMS, ChipState, Variant,  # noqa: F401
+                      build_state, dims_of, variant_of)
 from .cycle import DEFAULT_ORDER, NO_STEP_LIMIT, cycle_kernel, forward_dataset, prepare
 from .fixedpoint import Format
 from .probes import compile_probes, parse_probes, registers_by_name
