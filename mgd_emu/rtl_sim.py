@@ -1,0 +1,116 @@
+"""Replay exported synapse vectors through the reference RTL under Icarus
+Verilog, with the cocotb testbench of rtl/tb/ (`python -m mgd_emu.rtl_sim`).
+
+Needs the project's rtl/ folder (a source checkout), Icarus Verilog
+(`iverilog`, Debian package iverilog) and cocotb (`pip install -e '.[rtl]'`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .rtl import FAULTS, RtlError
+
+RTL_DIR = Path(__file__).resolve().parents[1] / "rtl"
+SOURCES = ("mgd_requant.v", "mgd_xorshift64s.v", "mgd_synapse.v", "tb/tb_synapse.v")
+
+
+def simulator_missing() -> str | None:
+    """Why the RTL cannot be simulated here (one line), or None."""
+    if shutil.which("iverilog") is None or shutil.which("vvp") is None:
+        return "Icarus Verilog is not installed (Debian/Ubuntu: apt-get install iverilog)"
+    try:
+        import cocotb  # noqa: F401
+        import cocotb_tools.runner  # noqa: F401
+    except ImportError:
+        return "cocotb is not installed (pip install -e '.[rtl]')"
+    if not all((RTL_DIR / s).exists() for s in SOURCES):
+        return f"{RTL_DIR}: the reference RTL is not there (run from a source checkout)"
+    return None
+
+
+def replay_rtl(vectors, fault: str = "none", waves=None, build_dir=None) -> dict:
+    """Replay the synapse stream in folder `vectors` (mgd-emu export rtl ... /synapse)
+    through rtl/mgd_synapse.v; returns the testbench's report (rows, replayed,
+    seconds, mismatch: None or row, cycle, segment, case, register, expected, got).
+
+    fault: a key of rtl.FAULTS, a design error compiled into the RTL;
+    waves: a VCD file to dump every signal of the synapse into."""
+    why = simulator_missing()
+    if why:
+        raise RtlError(why)
+    from cocotb_tools.runner import get_runner
+
+    vectors = Path(vectors).resolve()
+    if not (vectors / "manifest.json").exists() or not (vectors / "mgd_chip.vh").exists():
+        raise RtlError(f"{vectors}: not an exported synapse folder (no manifest.json and mgd_chip.vh; "
+                       f"write one with mgd-emu export rtl TRACE -o DIR, then give DIR/synapse)")
+    if fault not in FAULTS:
+        raise RtlError(f"--fault {fault!r}: one of {', '.join(FAULTS)}")
+    tmp = None
+    if build_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="mgd-rtl-")
+        build_dir = tmp.name
+    build_dir = Path(build_dir)
+    defines = {"MGD_FAULT": FAULTS[fault]}
+    if waves:
+        defines["MGD_DUMP"] = f'"{Path(waves).resolve()}"'
+    report = build_dir / "report.json"
+    try:
+        runner = get_runner("icarus")
+        t0 = time.perf_counter()
+        runner.build(sources=[RTL_DIR / s for s in SOURCES], includes=[vectors], hdl_toplevel="tb_synapse",
+                     build_dir=build_dir, defines=defines, always=True, timescale=("1ns", "1ps"),
+                     log_file=build_dir / "build.log")
+        built = time.perf_counter() - t0
+        runner.test(test_module="test_synapse", hdl_toplevel="tb_synapse", test_dir=RTL_DIR / "tb",
+                    build_dir=build_dir, extra_env={"MGD_VECTORS": str(vectors), "MGD_REPORT": str(report)},
+                    results_xml=str(build_dir / "results.xml"), log_file=build_dir / "sim.log")
+        if not report.exists():
+            log = (build_dir / "sim.log").read_text(errors="replace")[-2000:]
+            raise RtlError(f"the testbench wrote no report; end of its log:\n{log}")
+        out = json.loads(report.read_text())
+        out["build_seconds"] = built
+        return out
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def describe(report: dict) -> str:
+    """One line: the replay's verdict."""
+    mm = report["mismatch"]
+    speed = report["replayed"] / report["seconds"] if report["seconds"] else 0.0
+    if mm is None:
+        return (f"PASS: {report['rows']} rows replayed bit-exact in {report['seconds']:.2f} s "
+                f"({speed:,.0f} cycles/s)")
+    where = f"row {mm['row']}" + (f" (trace cycle {mm['cycle']})" if mm["cycle"] is not None else "")
+    return (f"FAIL at {where}, segment {mm['segment']} ({mm['case']}): {mm['register']} is {mm['got']}, "
+            f"expected {mm['expected']} ({report['replayed']} rows matched before it)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mgd_emu.rtl_sim",
+                                description="Replay exported synapse vectors through the reference RTL "
+                                            "(Icarus Verilog + cocotb).")
+    p.add_argument("vectors", help="the synapse/ folder written by mgd-emu export rtl")
+    p.add_argument("--fault", default="none", choices=list(FAULTS),
+                   help="compile a known design error into the RTL (to see the vectors catch it)")
+    p.add_argument("--waves", metavar="VCD", help="dump the synapse's signals into this VCD file")
+    args = p.parse_args(argv)
+    try:
+        report = replay_rtl(args.vectors, fault=args.fault, waves=args.waves)
+    except RtlError as exc:
+        print(f"mgd_emu.rtl_sim: error: {exc}", file=sys.stderr)
+        return 2
+    print(describe(report))
+    return 0 if report["mismatch"] is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
