@@ -310,6 +310,7 @@ class Stream:
         self.names = stim_names
         self.model = SynapseModel(P)
         self.rows, self.resp, self.segments = [], [], []
+        self.unreachable = []     # corner cases no stimulus reaches: {case, why}
         self._hold = dict(perturbation=0, gate=0, presynaptic=0)
 
     def row(self, **kw):
@@ -392,6 +393,13 @@ def _pick(mask, n, *arrays, key=None):
     return [tuple(int(a[i]) for a in arrays) for i in idx]
 
 
+def _closest(low, want, size):
+    """Sort key: the fraction `low` nearest `want`, then the smallest |size|
+    (an update that keeps the register away from its limits)."""
+    a = np.abs(size).astype(np.float64)
+    return np.abs(low - want).astype(np.float64) + a / (2.0 * a.max() + 1.0)
+
+
 def corner_cases(st: Stream, samples: int = 24):
     """Append the directed corner cases of the synapse to stream `st`."""
     P, m = st.P, st.model
@@ -405,6 +413,11 @@ def corner_cases(st: Stream, samples: int = 24):
     if d_g > 0:
         half = 1 << (d_g - 1)
         ties = _pick(low_g == half, 4, C, Pp, key=np.abs(E))
+        if not ties and P.g.rounding == 1:
+            st.unreachable.append(dict(case="integrator_tie", why=(
+                f"no C~ * p * kappa{' * a' if P.node else ''} on the searched grid ({len(E)} pairs of C~ and p "
+                f"codes{', every pair' if P.c.width <= 12 and P.p.width <= 9 else ''}) ends halfway between two "
+                f"integrator codes")))
         for g0 in (0, 1, -2, 3):
             for c, p in ties:
                 st.load("integrator_tie", "G + e exactly halfway between two integrator codes (q even and odd)",
@@ -414,7 +427,7 @@ def corner_cases(st: Stream, samples: int = 24):
         if P.g.rounding == 2:
             for k in range(1, 8):
                 want = k << (d_g - 3) if d_g >= 3 else (k * (1 << d_g)) // 8
-                near = _pick(low_g > 0, 1, C, Pp, key=np.abs(low_g - want))
+                near = _pick(low_g > 0, 1, C, Pp, key=_closest(low_g, want, E))
                 for c, p in near:
                     st.load("integrator_stochastic", f"stochastic rounding of G + e at fraction {k}/8 of an LSB",
                             g=0, p=p, gate=1, a=a_full)
@@ -469,13 +482,18 @@ def corner_cases(st: Stream, samples: int = 24):
             half = 1 << (d - 1)
             x = x_of(0)
             low = x & ((1 << d) - 1)
-            for sv, in _pick(low == half, 4, s, key=np.abs(x)):
+            ties = _pick(low == half, 4, s, key=np.abs(x))
+            for sv, in ties:
                 updates += [(f"{name}_tie", "the update lands exactly halfway between two codes "
                              "(q even and odd)", r0, sv) for r0 in (0, 1)]
+            if not ties and reg.rounding == 1:   # ties matter to nearest-even only
+                st.unreachable.append(dict(case=f"{name}_tie", why=(
+                    f"no integrator code G{' (every one)' if P.g.width <= 17 else ''} makes the update of {name} "
+                    f"end halfway between two codes" + (" (with v = 0 loaded)" if P.momentum else ""))))
             if reg.rounding == 2:
                 for k in range(1, 8):
                     want = k << (d - 3) if d >= 3 else (k * (1 << d)) // 8
-                    for sv, in _pick(low > 0, 1, s, key=np.abs(low - want)):
+                    for sv, in _pick(low > 0, 1, s, key=_closest(low, want, x)):
                         updates += [(f"{name}_stochastic", f"stochastic rounding of the update at fraction "
                                      f"{k}/8 of an LSB", 0, sv)] * samples
         one = 1 << max(d, 0)
@@ -642,7 +660,7 @@ def export_rtl(t, out, block: str = "synapse", start=None, stop=None, samples: i
                     meaning=("row n: stimulus applied during cycle n, response = the registers after the clock "
                              "edge that ends it; a row with load = 1 starts a segment"),
                     run_rows=[segs[0]["start"], segs[0]["stop"]], corner_rows=[segs[1]["start"], len(st.rows)],
-                    corner_coverage=totals, stimulus=[entries[c[0]] for c in s_cols],
+                    corner_coverage=totals, unreachable=st.unreachable, stimulus=[entries[c[0]] for c in s_cols],
                     response=[entries[c[0]] for c in r_cols],
                     segments=[{k: v for k, v in sgm.items() if k not in ("delay_line", "presynaptic_line",
                                                                           "generators", "initial")}

@@ -1,0 +1,214 @@
+"""The circuit designers' flow: the reference RTL (rtl/) replays the golden and
+corner-case vectors of several chips bit for bit under Icarus Verilog, and a
+known design error compiled into it makes the replay fail."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mgd_emu import load_chip
+from mgd_emu.blocks.prng import lfsr32_step, xorshift64star_next
+from mgd_emu.cli import main as cli_main
+from mgd_emu.engine import Emulator
+from mgd_emu.fixedpoint import Format, requantize_code
+from mgd_emu.rtl import FAULTS, Reg, RtlError, export_rtl, lfsr32, requant, xorshift64star
+from mgd_emu.rtl_sim import replay_rtl, simulator_missing
+from mgd_emu.trace import TraceWriter, open_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+XOR8 = load_chip(ROOT / "hw_models/xor_8bit.toml")
+MISSING = simulator_missing()
+needs_simulator = pytest.mark.skipif(MISSING is not None, reason=f"RTL replay skipped: {MISSING}")
+
+S29 = {"kind": "fixed", "signed": True, "int_bits": 2, "frac_bits": 9}
+# (chip, parameter, probes' layer): the five design points of the RTL flow.
+CHIPS = {
+    # weight perturbation, plain update, stochastic weights, integrator nearest-even
+    "xor_8bit": (XOR8, "layer0.weight[0,1]"),
+    # 4-bit stochastic weights, 10 integration steps per update
+    "xor_4bit": (load_chip(ROOT / "hw_models/xor_4bit.toml"), "layer0.weight[1,0]"),
+    # node perturbation: e = C~ p_j kappa a_k, presynaptic delay line 2 stages deep
+    "xor_node": (load_chip(ROOT / "hw_models/xor_node.toml").replace(
+        {"timing.layer_pipelining": True, "timing.cost_latency": 1}), "layer1.weight[0,1]"),
+    # momentum (velocity s2.9 truncate), an update every 4 steps, delay line 5 deep
+    "momentum": (load_chip(ROOT / "hw_models/xor_pipelined.toml").replace(
+        {"optimizer.kind": "momentum", "timing.tau_theta": 4,
+         "formats.velocity": dict(S29, rounding="truncate")}), "layer0.bias[1]"),
+    # wrap-around integrator and weights, nearest-even weights (eta = 1/16: ties reachable)
+    "wrap": (XOR8.replace({"optimizer.learning_rate": 0.0625,"formats.integrator": {"kind": "fixed", "signed": True, "int_bits": 4, "frac_bits": 11,
+                                                  "overflow": "wrap"},
+                           "formats.weight": {"kind": "fixed", "signed": True, "int_bits": 2, "frac_bits": 5,
+                                              "overflow": "wrap"}}), "layer0.weight[1,1]"),
+}
+CYCLES = 1200
+
+
+def record(path, chip, parameter, cycles=CYCLES, seed=5):
+    layer, kind = parameter.split(".")[0], parameter.split(".")[1].split("[")[0]
+    node = chip.perturbation.mode == "node"
+    probes = [f"{layer}.{kind}", f"{layer}.{kind}_integrator", "broadcast",
+              f"{layer}.node_perturbation" if node else f"{layer}.{kind}_perturbation"]
+    if chip.optimizer.kind == "momentum":
+        probes.append(f"{layer}.{kind}_velocity")
+    if node:
+        probes.append("input" if layer == "layer0" else f"layer{int(layer[5:]) - 1}.activation")
+    emu = Emulator(chip, seed, probes=probes)
+    with TraceWriter(path, emu, cycles) as writer:
+        emu.run(cycles, sink=writer)
+    return open_trace(path)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """{chip name: the export's folder}, written once per test run."""
+    d = tmp_path_factory.mktemp("rtl")
+    out = {}
+    for name, (chip, parameter) in CHIPS.items():
+        t = record(d / f"{name}.h5", chip, parameter)
+        export_rtl(t, d / name, block=f"synapse:{parameter}")
+        out[name] = d / name
+    return out
+
+
+def manifest(folder):
+    return json.loads((folder / "synapse" / "manifest.json").read_text())
+
+
+# ------------------------------------------------------------ the integers
+
+formats = st.builds(lambda s, i, f, r, o: Format("fixed", s, i, f, r, o), st.booleans(),
+                    st.integers(0, 8), st.integers(0, 12), st.sampled_from(["truncate", "nearest-even", "stochastic"]),
+                    st.sampled_from(["saturate", "wrap"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(fmt=formats, x=st.integers(-(1 << 40), 1 << 40), frac_in=st.integers(0, 30), rnd=st.integers(0, (1 << 64) - 1))
+def test_the_integer_requantiser_is_the_emulators(fmt, x, frac_in, rnd):
+    code, _ = requant(x, frac_in, Reg.of(fmt), rnd)
+    assert code == int(requantize_code(np.int64(x), np.int64(frac_in), fmt.row, np.uint64(rnd))[0])
+
+
+@given(state=st.integers(1, (1 << 64) - 1), lstate=st.integers(1, (1 << 32) - 1))
+def test_the_generators_are_the_emulators(state, lstate):
+    s, out = xorshift64star_next(np.uint64(state))
+    assert xorshift64star(state) == (int(s), int(out))
+    s, bit = lfsr32_step(np.uint64(lstate))
+    assert lfsr32(lstate) == (int(s), int(bit))
+
+
+def test_requant_faults_change_only_ties_and_the_upper_limit():
+    g = Reg(16, 11, 1, 1, 0)
+    assert [requant(x, 21, g)[0] for x in (4608, 5632, -3584)] == [4, 6, -4]          # ties to even
+    assert [requant(x, 21, g, fault=1)[0] for x in (4608, 5632, -3584)] == [5, 6, -3]  # ties up
+    assert requant(32767 << 10, 21, g)[0] == 32767 and requant(32767 << 10, 21, g, fault=2)[0] == 32766
+
+
+# ------------------------------------------------------------ the export
+
+def test_the_export_writes_header_stream_and_manifest(exports):
+    folder = exports["xor_8bit"] / "synapse"
+    m = manifest(exports["xor_8bit"])
+    header = (folder / "mgd_chip.vh").read_text()
+    assert "`define MGD_W_TH      8" in header and "`define MGD_KAPPA     12'he39" in header
+    assert m["parameters"]["R_TH"] == 2 and m["parameters"]["R_G"] == 1 and m["parameters"]["DEPTH"] == 0
+    for col in m["stimulus"] + m["response"]:
+        lines = (folder / col["file"]).read_text().split()
+        assert len(lines) == m["rows"] and all(len(x) == col["hex_digits"] for x in lines)
+    segs = m["segments"]
+    assert segs[0]["kind"] == "run" and segs[0]["stop"] - segs[0]["first_row"] == CYCLES - 1
+    assert all(s["kind"] == "corner" for s in segs[1:]) and segs[-1]["stop"] == m["rows"]
+    assert (exports["xor_8bit"] / "golden" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("name", CHIPS)
+def test_corner_vectors_cover_ties_limits_and_stochastic_positions(exports, name):
+    m = manifest(exports[name])
+    cov, p = m["corner_coverage"], m["parameters"]
+    regs = [("integrator", "G"), ("theta", "TH")] + ([("velocity", "V")] if p["MOMENTUM"] else [])
+    for reg, key in regs:
+        assert cov.get(f"{reg}.over_max", 0) > 0 and cov.get(f"{reg}.under_min", 0) > 0, (reg, cov)
+        if p[f"R_{key}"] == 1:    # nearest-even: ties to both even and odd
+            assert cov.get(f"{reg}.tie_even", 0) > 0 and cov.get(f"{reg}.tie_odd", 0) > 0, (reg, cov)
+        if p[f"R_{key}"] == 2:    # stochastic: many samples, rounded both ways
+            assert cov.get(f"{reg}.rounded_up", 0) >= 20 and cov.get(f"{reg}.rounded_down", 0) >= 20, (reg, cov)
+    # the run part of the stream does not reach them all: that is the point
+    assert {s["case"] for s in m["segments"]} >= {"run", "integrator_tie", "integrator_max", "integrator_min",
+                                                  "theta_max", "theta_min", "zero"}
+
+
+def test_a_tie_no_stimulus_reaches_is_listed_as_unreachable(exports, tmp_path):
+    # xor_8bit with nearest-even weights: eta = 205/4096 is odd, so eta * G (G: 16 bits) never
+    # ends halfway between two weight codes 18 bits further down
+    chip = XOR8.replace({"formats.weight": {"kind": "fixed", "signed": True, "int_bits": 2, "frac_bits": 5}})
+    t = record(tmp_path / "t.h5", chip, "layer0.weight[0,0]", cycles=200)
+    export_rtl(t, tmp_path / "o", block="synapse:layer0.weight[0,0]")
+    m = json.loads((tmp_path / "o/synapse/manifest.json").read_text())
+    assert [u["case"] for u in m["unreachable"]] == ["theta_tie"]
+    s = np.arange(-(1 << 15), 1 << 15)
+    assert not np.any((-(205 * s)) % (1 << 18) == 1 << 17)
+    assert manifest(exports["xor_8bit"])["unreachable"] == []
+
+
+def test_a_chip_the_rtl_does_not_model_is_refused_in_one_line(tmp_path):
+    chip = XOR8.replace({"integrator.kind": "analog"})
+    t = record(tmp_path / "t.h5", chip, "layer0.weight[0,0]", cycles=100)
+    with pytest.raises(RtlError, match="digital integrator"):
+        export_rtl(t, tmp_path / "o", block="synapse:layer0.weight[0,0]")
+    with pytest.raises(RtlError, match="the reference RTL is the synapse"):
+        export_rtl(t, tmp_path / "o", block="layer0")
+
+
+# ------------------------------------------------------------ the RTL
+
+@needs_simulator
+@pytest.mark.parametrize("name", CHIPS)
+def test_the_rtl_replays_every_chip_bit_exact(exports, name, tmp_path):
+    report = replay_rtl(exports[name] / "synapse")
+    assert report["mismatch"] is None and report["replayed"] == report["rows"] == manifest(exports[name])["rows"]
+
+
+@needs_simulator
+@pytest.mark.parametrize("name", ["xor_8bit", "momentum"])
+def test_round_half_up_passes_the_run_vectors_and_fails_a_tie(exports, name):
+    m = manifest(exports[name])
+    mm = replay_rtl(exports[name] / "synapse", fault="round-half-up")["mismatch"]
+    assert mm is not None and mm["case"].endswith("_tie") and mm["row"] >= m["corner_rows"][0]
+
+
+@needs_simulator
+def test_a_saturation_limit_off_by_one_fails_at_the_limit(exports):
+    mm = replay_rtl(exports["xor_4bit"] / "synapse", fault="saturate-off-by-one")["mismatch"]
+    assert mm is not None and mm["case"].endswith("_max")
+
+
+@needs_simulator
+def test_a_mismatch_names_the_row_cycle_and_register(exports, tmp_path):
+    src = exports["xor_8bit"] / "synapse"
+    dst = tmp_path / "synapse"
+    shutil.copytree(src, dst)
+    m = manifest(exports["xor_8bit"])
+    run = m["segments"][0]
+    row = run["first_row"] + 300
+    lines = (dst / "integrator.hex").read_text().split()
+    lines[row] = format(int(lines[row], 16) ^ 1, f"0{len(lines[row])}x")
+    (dst / "integrator.hex").write_text("\n".join(lines) + "\n")
+    mm = replay_rtl(dst)["mismatch"]
+    assert (mm["row"], mm["cycle"], mm["register"], mm["case"]) == (row, run["first_cycle"] + 300, "integrator",
+                                                                     "run")
+
+
+@needs_simulator
+def test_the_command_line_exports_and_replays(exports, tmp_path, capsys):
+    trace = next(iter(exports.values())).parent / "xor_4bit.h5"
+    assert cli_main(["export", "rtl", str(trace), "-o", str(tmp_path / "x"), "--window", "100:400"]) == 0
+    assert cli_main(["rtl-replay", str(tmp_path / "x" / "synapse")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("PASS: ")
+    assert cli_main(["rtl-replay", str(tmp_path / "x" / "synapse"), "--fault", "saturate-off-by-one"]) == 1
+    assert capsys.readouterr().out.startswith("FAIL at row ")
+    assert cli_main(["rtl-replay", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mgd-emu: error:") and "not an exported synapse folder" in err and "\n" not in err
