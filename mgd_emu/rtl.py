@@ -665,10 +665,51 @@ def export_rtl(t, out, block: str = "synapse", start=None, stop=None, samples: i
                     segments=[{k: v for k, v in sgm.items() if k not in ("delay_line", "presynaptic_line",
                                                                           "generators", "initial")}
                               for sgm in segs])
+    # The perturbation code generators and the activation tables.
+    try:
+        written += write_lfsr_states(chip, man["seed"], out / "lfsr")
+        manifest["lfsr"] = "../lfsr"
+    except RtlError as exc:
+        manifest["lfsr"] = f"not exported: {exc}"
+    try:
+        written += write_activation_luts(chip, out / "activation")
+        manifest["activation"] = "../activation"
+    except RtlError as exc:
+        manifest["activation"] = f"not exported: {exc}"
     path = folder / "manifest.json"
     path.write_text(json.dumps(manifest, indent=1) + "\n")
     written.append(path)
     return paths + written
+
+
+def write_lfsr_states(chip, seed: int, out) -> list[Path]:
+    """states.hex (every perturbation generator's 32-bit LFSR state at cycle 0)
+    and lfsr.json (amplitude code, perturbation width, meaning) in folder `out`,
+    for rtl/mgd_lfsr32.v. Code-multiplexed chips only."""
+    from .engine import Emulator
+
+    if chip.perturbation.multiplexing != "code":
+        raise RtlError(f"chip {chip.name}: perturbation.multiplexing is {chip.perturbation.multiplexing!r}; "
+                       f"the LFSR generates code multiplexing")
+    state = Emulator(chip.replace({"trace.probes": []}), seed).checkpoint()["state"]
+    if "lfsr" not in state:
+        raise RtlError("this mgd-emu version's checkpoint holds no LFSR states")
+    states = [int(v) for v in state["lfsr"]]
+    fmt = chip.formats.perturbation
+    codes = Emulator(chip.replace({"trace.probes": []}), seed).codes
+    amp = max(abs(int(c)) for name, v in codes.items() if name.endswith("perturbation") for c in np.ravel(v))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    hexf = out / "states.hex"
+    hexf.write_text("".join(f"{v:08x}\n" for v in states))
+    meta = out / "lfsr.json"
+    meta.write_text(json.dumps(dict(
+        chip=chip.name, seed=seed, mgd_emu_version=__version__, generators=len(states), amplitude=amp,
+        width=fmt.width, frac_bits=fmt.frac_bits, states=states, file=hexf.name,
+        meaning="line g: generator g's LFSR state at cycle 0 (its perturbation register already holds code 0); "
+                "loaded into rtl/mgd_lfsr32.v and stepped once per tau_p, it gives codes 1, 2, ... "
+                "(+amplitude for a 1 bit, -amplitude for a 0 bit)"), indent=1) + "\n")
+    return [hexf, meta]
 
 
 def _check_with_kernel(st: Stream, man: dict, chip, kind: str, export):
@@ -725,3 +766,109 @@ def _lines_after(st: Stream, row: int) -> tuple[list, list]:
         as_.append(r.get("presynaptic", 0))
     pad = d - len(ps)
     return [0] * pad + ps, [0] * pad + as_
+
+
+# ================================================================ activation LUT
+
+def _activation(kind: str, z: float) -> float:
+    """The neuron's nonlinearity in float64, as blocks/neuron.py evaluates it (libm)."""
+    import math
+
+    if kind == "sigmoid":
+        return 1.0 / (1.0 + math.exp(-z))
+    if kind == "tanh":
+        return math.tanh(z)
+    if kind == "relu":
+        return z if z > 0.0 else 0.0
+    if kind == "hard_sigmoid":
+        return min(max(0.2 * z + 0.5, 0.0), 1.0)
+    return z
+
+
+def activation_lut(chip, layer: int) -> dict:
+    """The exact lookup table of layer `layer`'s activation: the activation
+    code q_act(f(z)) for every code z of the full-precision pre-activation
+    (z_frac fraction bits) between z_lo and z_lo + len(codes) - 1, outside
+    which the code is constant. Refuses what a table cannot hold."""
+    f = chip.formats
+    n_layers = len(chip.layer_sizes) - 1
+    if not 0 <= layer < n_layers:
+        raise RtlError(f"layer {layer}: this chip has layers 0 to {n_layers - 1}")
+    src = f.input if layer == 0 else f.activation
+    classes = ["weight", "bias", "perturbation", "activation", "input"]
+    floats = [c for c in classes if not getattr(f, c).is_fixed]
+    if floats:
+        raise RtlError(f"chip {chip.name}: an activation table needs fixed-point formats "
+                       f"({', '.join('formats.' + c for c in floats)} are float)")
+    if f.activation.rounding == "stochastic":
+        raise RtlError(f"chip {chip.name}: formats.activation rounds stochastically, so the activation is not a "
+                       f"function of z alone and no table holds it")
+    noise = chip.noise
+    for key in ("gain_sigma", "offset_sigma", "activation_sigma"):
+        if getattr(noise, key) != 0.0:
+            raise RtlError(f"chip {chip.name}: noise.{key} = {getattr(noise, key)} makes every neuron's "
+                           f"activation differ; an activation table needs it 0")
+    weight_mode = chip.perturbation.mode == "weight"
+    w_frac = max(f.weight.frac_bits, f.perturbation.frac_bits if weight_mode else 0)
+    z_frac = max(w_frac + src.frac_bits, f.bias.frac_bits, f.perturbation.frac_bits)
+    fan_in = chip.layer_sizes[layer]
+
+    def mag(fmt):
+        return max(abs(fmt.min_code), fmt.max_code) * 2 ** (z_frac - fmt.frac_bits)
+    w_mag = max(abs(f.weight.min_value), f.weight.max_value) + max(abs(f.perturbation.min_value),
+                                                                  f.perturbation.max_value)
+    z_max = int(fan_in * w_mag * max(abs(src.min_value), src.max_value) * 2 ** z_frac) + mag(f.bias) + \
+        mag(f.perturbation)
+    if 2 * z_max + 1 > 1 << 24:
+        raise RtlError(f"chip {chip.name}: layer {layer}'s pre-activation spans {2 * z_max + 1} codes; an exact "
+                       f"table of more than 2^24 entries is not exported")
+    act = chip.network.output_activation if layer == n_layers - 1 else chip.network.activation
+    fmt = f.activation
+    zs = np.arange(-z_max, z_max + 1, dtype=np.int64)
+    vals = np.array([_activation(act, float(z) * 2.0 ** -z_frac) for z in zs.tolist()])
+    s = vals * 2.0 ** fmt.frac_bits
+    r = np.rint(s) if fmt.rounding == "nearest-even" else np.floor(s)
+    r = np.nan_to_num(r, nan=0.0)
+    if fmt.overflow == "saturate":
+        codes = np.clip(r, fmt.min_code, fmt.max_code).astype(np.int64)
+    else:
+        w = fmt.width
+        codes = r.astype(np.int64) & ((1 << w) - 1)
+        codes = np.where(fmt.signed & (codes >> (w - 1) == 1), codes - (1 << w), codes)
+    change = np.flatnonzero(np.diff(codes) != 0)
+    lo, hi = (int(change[0]), int(change[-1]) + 1) if len(change) else (0, 0)
+    return dict(layer=layer, function=act, z_frac=z_frac, z_lo=int(zs[lo]), z_hi=int(zs[hi]),
+                z_width=int(z_max).bit_length() + 1, codes=codes[lo:hi + 1], width=fmt.width,
+                signed=fmt.signed, frac_bits=fmt.frac_bits)
+
+
+def write_activation_luts(chip, out) -> list[Path]:
+    """activation_layer<i>.hex and act.vh (each table's z format, range and depth) in folder `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"// mgd-emu {__version__}: chip {chip.name}, activation lookup tables (rtl/mgd_act_lut.v)",
+             "// z: the pre-activation code, Z_FRAC fraction bits; entry n holds a(Z_LO + n).",
+             "`ifndef MGD_ACT_VH", "`define MGD_ACT_VH"]
+    paths, meta = [], []
+    for layer in range(len(chip.layer_sizes) - 1):
+        t = activation_lut(chip, layer)
+        meta.append({k: v for k, v in t.items() if k != "codes"} | dict(depth=len(t["codes"]),
+                                                                        file=f"activation_layer{layer}.hex"))
+        digits = (t["width"] + 3) // 4
+        path = out / f"activation_layer{layer}.hex"
+        path.write_text("".join(f"{int(c) & ((1 << t['width']) - 1):0{digits}x}\n" for c in t["codes"]))
+        paths.append(path)
+        p = f"MGD_L{layer}_"
+        lines += [f"// layer {layer}: {t['function']}",
+                  f"`define {p}W_Z    {t['z_width']}", f"`define {p}Z_FRAC {t['z_frac']}",
+                  f"`define {p}Z_LO   {t['z_lo']}", f"`define {p}DEPTH  {len(t['codes'])}",
+                  f"`define {p}W_A    {t['width']}", f"`define {p}LUT    \"{path.name}\""]
+    lines += ["`endif", ""]
+    header = out / "act.vh"
+    header.write_text("\n".join(lines))
+    index = out / "activation.json"
+    index.write_text(json.dumps(dict(chip=chip.name, mgd_emu_version=__version__, layers=meta,
+                                     meaning="entry n of a layer's table: the activation code of pre-activation "
+                                             "code z_lo + n (z_frac fraction bits); constant below and above"),
+                                indent=1) + "\n")
+    return paths + [header, index]

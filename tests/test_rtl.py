@@ -212,3 +212,68 @@ def test_the_command_line_exports_and_replays(exports, tmp_path, capsys):
     assert cli_main(["rtl-replay", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mgd-emu: error:") and "not an exported synapse folder" in err and "\n" not in err
+
+
+# ------------------------------------------------------------ generators and tables
+
+@needs_simulator
+def test_the_lfsr_rtl_gives_the_emulators_perturbation_codes(exports):
+    from mgd_emu.rtl_sim import replay_lfsr
+
+    folder = exports["xor_8bit"]
+    lfsr = json.loads((folder / "lfsr" / "lfsr.json").read_text())
+    g = json.loads((folder / "golden" / "manifest.json").read_text())["generator_index"]
+    t = open_trace(folder.parent / "xor_8bit.h5")
+    codes = t.codes("layer0.weight_perturbation")[1].reshape(CYCLES, -1)[:, g]
+    assert set(codes.tolist()) == {-lfsr["amplitude"], lfsr["amplitude"]}
+    report = replay_lfsr(lfsr["states"][g], lfsr["amplitude"], lfsr["width"], codes[1:])
+    assert report["mismatch"] is None and report["matched"] == CYCLES - 1
+    report = replay_lfsr(lfsr["states"][g] ^ 1, lfsr["amplitude"], lfsr["width"], codes[1:])
+    assert report["mismatch"] is not None
+
+
+def layer_z(stim, chip, layer):
+    """Pre-activation codes [cycles, fan_out] of a neuron layer's golden stimulus,
+    in the table's z format, by exact integer arithmetic."""
+    f = chip.formats
+    src = f.input if layer == 0 else f.activation
+    fan_in, fan_out = chip.layer_sizes[layer], chip.layer_sizes[layer + 1]
+    wf = max(f.weight.frac_bits, f.perturbation.frac_bits)
+    zf = max(wf + src.frac_bits, f.bias.frac_bits, f.perturbation.frac_bits)
+    gate = stim["gate"][:, :1]
+    w = (stim["weight"] << (wf - f.weight.frac_bits)) + gate * (stim["weight_perturbation"]
+                                                               << (wf - f.perturbation.frac_bits))
+    z = np.einsum("njk,nk->nj", w.reshape(-1, fan_out, fan_in), stim["input"]) << (zf - wf - src.frac_bits)
+    z += stim["bias"] << (zf - f.bias.frac_bits)
+    z += gate * (stim["bias_perturbation"] << (zf - f.perturbation.frac_bits))
+    return z
+
+
+@needs_simulator
+def test_the_activation_tables_are_the_emulators_and_the_rtl_reads_them(exports, tmp_path):
+    from mgd_emu import export
+    from mgd_emu.rtl import read_golden
+    from mgd_emu.rtl_sim import replay_activation
+
+    chip = XOR8
+    probes = ["layer0.activation", "layer1.weight", "layer1.bias", "layer1.weight_perturbation",
+              "layer1.bias_perturbation", "layer1.activation"]
+    emu = Emulator(chip, 5, probes=probes)
+    with TraceWriter(tmp_path / "t.h5", emu, 600) as writer:
+        emu.run(600, sink=writer)
+    export.write_golden(open_trace(tmp_path / "t.h5"), tmp_path / "g", block="layer1")
+    _, stim, resp = read_golden(tmp_path / "g")
+    luts = exports["xor_8bit"] / "activation"
+    table = json.loads((luts / "activation.json").read_text())["layers"][1]
+    codes = np.array([int(x, 16) for x in (luts / table["file"]).read_text().split()])
+    z = layer_z(stim, chip, 1)[:, 0]
+    lookup = codes[np.clip(z - table["z_lo"], 0, len(codes) - 1)]
+    assert np.array_equal(lookup, resp["activation"][:, 0])          # the table is the emulator's neuron
+    rng = np.random.default_rng(0)
+    edges = [table["z_lo"] - 9, table["z_lo"], table["z_lo"] + 1, table["z_hi"] - 1, table["z_hi"], table["z_hi"] + 9]
+    extra = rng.integers(table["z_lo"], table["z_hi"] + 1, 500).tolist() + edges
+    zs = z.tolist() + extra
+    want = resp["activation"][:, 0].tolist() + codes[np.clip(np.array(extra) - table["z_lo"], 0,
+                                                              len(codes) - 1)].tolist()
+    report = replay_activation(luts, 1, zs, want)
+    assert report["mismatch"] is None and report["checked"] == len(zs)
