@@ -498,6 +498,8 @@ def cmd_rtl_replay(args) -> int:
 
     report = replay_rtl(args.vectors, fault=args.fault, waves=args.waves)
     print(describe(report))
+    for path in report.get("waves", []):
+        print(path)
     return 0 if report["mismatch"] is None else 1
 
 
@@ -656,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("vectors", help="the synapse/ folder written by `mgd-emu export rtl`")
     s.add_argument("--fault", default="none", choices=list(FAULTS),
                    help="compile a known design error into the RTL, to see the vectors catch it")
-    s.add_argument("--waves", metavar="VCD", help="dump the synapse's signals into this VCD file")
+    s.add_argument("--waves", metavar="FST", help="dump the synapse's signals into this FST file (GTKWave)")
     s.set_defaults(func=cmd_rtl_replay)
     return p
 

@@ -40,7 +40,7 @@ def replay_rtl(vectors, fault: str = "none", waves=None, build_dir=None) -> dict
     seconds, mismatch: None or row, cycle, segment, case, register, expected, got).
 
     fault: a key of rtl.FAULTS, a design error compiled into the RTL;
-    waves: a VCD file to dump every signal of the synapse into."""
+    waves: an FST file (GTKWave's compressed format) to dump every signal of the synapse into."""
     why = simulator_missing()
     if why:
         raise RtlError(why)
@@ -50,6 +50,8 @@ def replay_rtl(vectors, fault: str = "none", waves=None, build_dir=None) -> dict
     if not (vectors / "manifest.json").exists() or not (vectors / "mgd_chip.vh").exists():
         raise RtlError(f"{vectors}: not an exported synapse folder (no manifest.json and mgd_chip.vh; "
                        f"write one with mgd-emu export rtl TRACE -o DIR, then give DIR/synapse)")
+    if waves is not None and Path(waves).suffix != ".fst":
+        raise RtlError(f"--waves {waves}: Icarus writes the waveforms as FST; give a file name ending in .fst")
     if fault not in FAULTS:
         raise RtlError(f"--fault {fault!r}: one of {', '.join(FAULTS)}")
     tmp = None
@@ -69,9 +71,11 @@ def replay_rtl(vectors, fault: str = "none", waves=None, build_dir=None) -> dict
                      log_file=build_dir / "build.log")
         built = time.perf_counter() - t0
         try:
+            # waves: vvp's -fst (cocotb's runner otherwise passes -none, which suppresses $dumpfile)
             runner.test(test_module="test_synapse", hdl_toplevel="tb_synapse", test_dir=RTL_DIR / "tb",
                         build_dir=build_dir, extra_env={"MGD_VECTORS": str(vectors), "MGD_REPORT": str(report)},
-                        results_xml=str(build_dir / "results.xml"), log_file=build_dir / "sim.log")
+                        results_xml=str(build_dir / "results.xml"), log_file=build_dir / "sim.log",
+                        waves=bool(waves))
         except SystemExit:   # cocotb's runner exits on a failed test under pytest; the report says why
             pass
         if not report.exists():
@@ -79,10 +83,33 @@ def replay_rtl(vectors, fault: str = "none", waves=None, build_dir=None) -> dict
             raise RtlError(f"the testbench wrote no report; end of its log:\n{log}")
         out = json.loads(report.read_text())
         out["build_seconds"] = built
+        if waves:
+            out["waves"] = [str(p) for p in write_gtkw(vectors, Path(waves))]
         return out
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def write_gtkw(vectors: Path, waves: Path) -> list[Path]:
+    """A GTKWave save file beside `waves` (same name, .gtkw): the clock, then the
+    synapse's stimulus and registers, grouped, as signed or unsigned codes."""
+    from vcd.gtkw import GTKWSave
+
+    m = json.loads((Path(vectors) / "manifest.json").read_text())
+    gtkw = waves.with_suffix(".gtkw")
+    with open(gtkw, "w") as fp:
+        g = GTKWSave(fp)
+        g.comment(f"mgd-emu rtl-replay: chip {m['chip']}, synapse {m['parameter']}")
+        g.dumpfile(str(waves.resolve()))
+        g.savefile(str(gtkw.resolve()))
+        g.trace("tb_synapse.clk")
+        for group, cols in (("stimulus", m["stimulus"]), ("registers", m["response"])):
+            with g.group(group, closed=False):
+                for c in cols:
+                    name = f"tb_synapse.{c['name']}" + (f"[{c['width'] - 1}:0]" if c["width"] > 1 else "")
+                    g.trace(name, datafmt="signed" if c["signed"] else "dec")
+    return [waves, gtkw]
 
 
 def replay_lfsr(seed: int, amplitude: int, width: int, codes, build_dir=None) -> dict:
@@ -171,7 +198,7 @@ def main(argv=None) -> int:
     p.add_argument("vectors", help="the synapse/ folder written by mgd-emu export rtl")
     p.add_argument("--fault", default="none", choices=list(FAULTS),
                    help="compile a known design error into the RTL (to see the vectors catch it)")
-    p.add_argument("--waves", metavar="VCD", help="dump the synapse's signals into this VCD file")
+    p.add_argument("--waves", metavar="FST", help="dump the synapse's signals into this FST file (GTKWave)")
     args = p.parse_args(argv)
     try:
         report = replay_rtl(args.vectors, fault=args.fault, waves=args.waves)

@@ -205,8 +205,11 @@ def test_a_mismatch_names_the_row_cycle_and_register(exports, tmp_path):
 def test_the_command_line_exports_and_replays(exports, tmp_path, capsys):
     trace = next(iter(exports.values())).parent / "xor_4bit.h5"
     assert cli_main(["export", "rtl", str(trace), "-o", str(tmp_path / "x"), "--window", "100:400"]) == 0
-    assert cli_main(["rtl-replay", str(tmp_path / "x" / "synapse")]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("PASS: ")
+    assert cli_main(["rtl-replay", str(tmp_path / "x" / "synapse"), "--waves", str(tmp_path / "w.fst")]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-3].startswith("PASS: ") and out[-2:] == [str(tmp_path / "w.fst"), str(tmp_path / "w.gtkw")]
+    assert (tmp_path / "w.fst").stat().st_size > 1000
+    assert "tb_synapse.integrator[15:0]" in (tmp_path / "w.gtkw").read_text()
     assert cli_main(["rtl-replay", str(tmp_path / "x" / "synapse"), "--fault", "saturate-off-by-one"]) == 1
     assert capsys.readouterr().out.startswith("FAIL at row ")
     assert cli_main(["rtl-replay", str(tmp_path)]) == 2

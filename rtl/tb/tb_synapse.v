@@ -4,7 +4,8 @@
 // mgd_chip.vh, the `define MGD_* of the chip's synapse). Optional defines:
 //   MGD_FAULT  mgd_requant's fault injection (1 ties round half up,
 //              2 saturation limit off by one); 0 when absent
-//   MGD_DUMP   a VCD file name: dump every signal of the synapse
+//   MGD_DUMP   a waveform file name: dump every signal of the synapse (run
+//              vvp with -fst for FST, the format GTKWave reads fastest)
 `include "mgd_chip.vh"
 `ifndef MGD_FAULT
 `define MGD_FAULT 0
