@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -240,7 +240,7 @@ class SynapseModel:
 
     def integrate(self, g, e, rnd):
         P = self.P
-        wx, fx = P.g_sum
+        _, fx = P.g_sum
         _, fe = P.corr
         return requant((g << (fx - P.g.frac)) + (e << (fx - fe)), fx, P.g, rnd, self.fault)
 
@@ -405,7 +405,7 @@ def corner_cases(st: Stream, samples: int = 24):
     P, m = st.P, st.model
     a_full = P.a.hi if P.node else 1
     C, Pp, E = _e_candidates(P, a_full)
-    wx, fx = P.g_sum
+    _, fx = P.g_sum
     _, fe = P.corr
     sh_e, d_g = fx - fe, fx - P.g.frac
     low_g = (E << sh_e) & ((1 << d_g) - 1) if d_g > 0 else np.zeros_like(E)
@@ -716,7 +716,6 @@ def _check_with_kernel(st: Stream, man: dict, chip, kind: str, export):
     """Replay every corner segment through the emulator's synapse kernel
     (export.replay) and require the model's bits."""
     P = st.P
-    d = P.depth
     for sgm in st.segments[1:]:
         a, b = sgm["start"] + 1, sgm["stop"]     # the load row is not a kernel cycle
         if b <= a:

@@ -15,7 +15,7 @@ from mgd_emu.blocks.prng import lfsr32_step, xorshift64star_next
 from mgd_emu.cli import main as cli_main
 from mgd_emu.engine import Emulator
 from mgd_emu.fixedpoint import Format, requantize_code
-from mgd_emu.rtl import FAULTS, Reg, RtlError, export_rtl, lfsr32, requant, xorshift64star
+from mgd_emu.rtl import Reg, RtlError, export_rtl, lfsr32, requant, xorshift64star
 from mgd_emu.rtl_sim import replay_rtl, simulator_missing
 from mgd_emu.trace import TraceWriter, open_trace
 
