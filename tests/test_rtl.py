@@ -280,3 +280,11 @@ def test_the_activation_tables_are_the_emulators_and_the_rtl_reads_them(exports,
                                                               len(codes) - 1)].tolist()
     report = replay_activation(luts, 1, zs, want)
     assert report["mismatch"] is None and report["checked"] == len(zs)
+
+
+def test_without_icarus_the_replay_says_so_in_one_line(exports, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert simulator_missing() == "Icarus Verilog is not installed (Debian/Ubuntu: apt-get install iverilog)"
+    assert cli_main(["rtl-replay", str(exports["xor_8bit"] / "synapse")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Icarus Verilog is not installed" in err
