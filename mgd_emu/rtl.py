@@ -34,7 +34,8 @@ RTL_FORMAT = "mgd-emu-rtl-vectors"
 RTL_VERSION = 1
 MASK64 = (1 << 64) - 1
 EXACT_BITS = 53   # the emulator forms sums and products in float64
-FAULTS = {"none": 0, "round-half-up": 1, "saturate-off-by-one": 2}
+# Design errors the RTL can be compiled with (rtl/mgd_synapse.v's FAULT), to see the vectors catch them.
+FAULTS = {"none": 0, "round-half-up": 1, "saturate-off-by-one": 2, "stochastic-uses-state": 3}
 
 
 class RtlError(TraceError):

@@ -42,7 +42,8 @@ module mgd_synapse #(
     parameter [W_K-1:0] KAPPA  = 0,
     parameter [W_E-1:0] ETA    = 0,
     parameter [W_E-1:0] GAMMA  = 0,
-    parameter integer FAULT    = 0   // mgd_requant's fault injection (0 in a real design)
+    parameter integer FAULT    = 0   // fault injection, 0 in a real design: 1, 2 mgd_requant's;
+                                     // 3 stochastic rounding takes the generator's state, not its output
 ) (
     input  wire            clk,
     input  wire            load,
@@ -99,11 +100,12 @@ module mgd_synapse #(
     localparam integer WX = max2(W_G + 1 + FX - F_G, WEC + FX - FEC) + 1;
     wire signed [W_G:0] g_s = S_G ? {g[W_G-1], g} : {1'b0, g};
     wire signed [WX-1:0] g_sum = (g_s <<< (FX - F_G)) + (e <<< (FX - FEC));
-    wire [63:0] sr_g_next, rnd_g;
+    wire [63:0] sr_g_next, rnd_g, rnd_g_out;
     reg  [63:0] sr_g;
     wire [W_G-1:0] g_q;
     wire sat_g_raw;
-    mgd_xorshift64s u_sr_g (.state(sr_g), .next(sr_g_next), .out(rnd_g));
+    mgd_xorshift64s u_sr_g (.state(sr_g), .next(sr_g_next), .out(rnd_g_out));
+    assign rnd_g = (FAULT == 3) ? sr_g_next : rnd_g_out;
     mgd_requant #(.WI(WX), .FI(FX), .WO(W_G), .FO(F_G), .SIGNED(S_G), .ROUNDING(R_G),
                   .OVERFLOW(O_G), .FAULT(FAULT))
         u_q_g (.x(g_sum), .rnd(rnd_g), .y(g_q), .sat(sat_g_raw));
@@ -125,11 +127,12 @@ module mgd_synapse #(
     wire signed [W_V:0] v_s = S_V ? {v[W_V-1], v} : {1'b0, v};
     wire signed [WGV-1:0] gv = gam_s * v_s;
     wire signed [WM-1:0] v_sum = (gv <<< (FM - FGV)) + (step <<< (FM - FS));
-    wire [63:0] sr_v_next, rnd_v;
+    wire [63:0] sr_v_next, rnd_v, rnd_v_out;
     reg  [63:0] sr_v;
     wire [W_V-1:0] v_q;
     wire sat_v_raw;
-    mgd_xorshift64s u_sr_v (.state(sr_v), .next(sr_v_next), .out(rnd_v));
+    mgd_xorshift64s u_sr_v (.state(sr_v), .next(sr_v_next), .out(rnd_v_out));
+    assign rnd_v = (FAULT == 3) ? sr_v_next : rnd_v_out;
     mgd_requant #(.WI(WM), .FI(FM), .WO(W_V), .FO(F_V), .SIGNED(S_V), .ROUNDING(R_V),
                   .OVERFLOW(O_V), .FAULT(FAULT))
         u_q_v (.x(v_sum), .rnd(rnd_v), .y(v_q), .sat(sat_v_raw));
@@ -151,11 +154,12 @@ module mgd_synapse #(
     localparam integer WT = max2(W_TH + 1 + FT - F_TH, WSTEP + FT - FSTEP) + 1;
     wire signed [W_TH:0] th_s = S_TH ? {theta[W_TH-1], theta} : {1'b0, theta};
     wire signed [WT-1:0] th_sum = (th_s <<< (FT - F_TH)) - (step_used <<< (FT - FSTEP));
-    wire [63:0] sr_theta_next, rnd_theta;
+    wire [63:0] sr_theta_next, rnd_theta, rnd_theta_out;
     reg  [63:0] sr_theta;
     wire [W_TH-1:0] th_q;
     wire sat_th_raw;
-    mgd_xorshift64s u_sr_theta (.state(sr_theta), .next(sr_theta_next), .out(rnd_theta));
+    mgd_xorshift64s u_sr_theta (.state(sr_theta), .next(sr_theta_next), .out(rnd_theta_out));
+    assign rnd_theta = (FAULT == 3) ? sr_theta_next : rnd_theta_out;
     mgd_requant #(.WI(WT), .FI(FT), .WO(W_TH), .FO(F_TH), .SIGNED(S_TH), .ROUNDING(R_TH),
                   .OVERFLOW(O_TH), .FAULT(FAULT))
         u_q_theta (.x(th_sum), .rnd(rnd_theta), .y(th_q), .sat(sat_th_raw));

@@ -186,6 +186,12 @@ def test_a_saturation_limit_off_by_one_fails_at_the_limit(exports):
 
 
 @needs_simulator
+def test_stochastic_rounding_from_the_generators_state_instead_of_its_output_fails(exports):
+    mm = replay_rtl(exports["xor_4bit"] / "synapse", fault="stochastic-uses-state")["mismatch"]
+    assert mm is not None and mm["register"] == "theta"
+
+
+@needs_simulator
 def test_a_mismatch_names_the_row_cycle_and_register(exports, tmp_path):
     src = exports["xor_8bit"] / "synapse"
     dst = tmp_path / "synapse"

@@ -2,8 +2,9 @@
 //
 // Compile with the export's folder on the include path (it holds
 // mgd_chip.vh, the `define MGD_* of the chip's synapse). Optional defines:
-//   MGD_FAULT  mgd_requant's fault injection (1 ties round half up,
-//              2 saturation limit off by one); 0 when absent
+//   MGD_FAULT  mgd_synapse's fault injection (1 ties round half up,
+//              2 saturation limit off by one, 3 stochastic rounding takes
+//              the generator's state instead of its output); 0 when absent
 //   MGD_DUMP   a waveform file name: dump every signal of the synapse (run
 //              vvp with -fst for FST, the format GTKWave reads fastest)
 `include "mgd_chip.vh"
