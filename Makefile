@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench setup clean
+.PHONY: run test bench setup clean rtl-test
 
 setup: $(STAMP)
 
@@ -21,6 +21,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The reference RTL (rtl/) against golden and corner vectors under Icarus
+# Verilog (Debian package iverilog); the tests skip, saying so, without it.
+rtl-test: $(STAMP)
+	$(PY) -m pytest -q -rs tests/test_rtl.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -446,6 +446,8 @@ def cmd_export(args) -> int:
     start, stop = args.window if args.window else (None, None)
     if args.output is not None and not args.output.strip():
         raise UserError("-o: the path is empty")
+    if args.kind == "rtl":
+        return cmd_export_rtl(args, trace, start, stop)
     if args.kind == "vcd":
         if args.block is not None:
             raise UserError("--block selects the block of golden vectors; `export vcd` takes --signals")
@@ -469,6 +471,36 @@ def cmd_export(args) -> int:
     for path in paths:
         print(path)
     return 0
+
+
+# ---------------------------------------------- reference RTL (rtl/, issue 15)
+
+def cmd_export_rtl(args, trace, start, stop) -> int:
+    """`export rtl`: golden vectors, corner cases and the Verilog header of one synapse."""
+    from .rtl import export_rtl
+    from .trace import open_trace
+
+    if args.signals:
+        raise UserError("--signals selects the signals of a VCD; `export rtl` takes --block synapse:...")
+    out = Path(args.output) if args.output else trace.with_name(trace.stem + "_rtl")
+    _check_output(out, "-o", folder=True)
+    t = open_trace(trace)
+    with _writing(out, "-o"):
+        paths = export_rtl(t, out, block=args.block or "synapse", start=start, stop=stop)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_rtl_replay(args) -> int:
+    """`rtl-replay`: exported synapse vectors through the reference RTL under Icarus Verilog."""
+    from .rtl_sim import describe, replay_rtl
+
+    report = replay_rtl(args.vectors, fault=args.fault, waves=args.waves)
+    print(describe(report))
+    for path in report.get("waves", []):
+        print(path)
+    return 0 if report["mismatch"] is None else 1
 
 
 def cmd_compare(args) -> int:
@@ -587,15 +619,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="export a trace as VCD waveforms or RTL golden vectors",
                        description="Export a trace: `vcd` writes a VCD file and a GTKWave save file; "
                        "`golden` writes $readmemh stimulus/response vectors of one block and a manifest.")
-    s.add_argument("kind", choices=("vcd", "golden"), help="what to export")
+    s.add_argument("kind", choices=("vcd", "golden", "rtl"), help="what to export (rtl: a synapse's golden "
+                   "vectors with corner cases and its Verilog header, for rtl/mgd_synapse.v)")
     s.add_argument("trace", help="an HDF5 trace written by mgd-emu")
     s.add_argument("-o", "--output", metavar="PATH", help="vcd: output file (default: the trace's name with "
-                   ".vcd; the .gtkw goes beside it); golden: output folder (default: the trace's name without .h5)")
+                   ".vcd; the .gtkw goes beside it); golden: output folder (default: the trace's name without .h5); "
+                   "rtl: output folder (default: the trace's name + _rtl)")
     s.add_argument("--signals", nargs="+", metavar="NAME", help="vcd only: the signals to export (default: all)")
     s.add_argument("--window", type=_window, metavar="A:B", help="cycles A (inclusive) to B (exclusive); "
                    "A: to the end, :B from the start (default: every cycle the signals cover)")
     s.add_argument("--block", default=None, metavar="BLOCK",
-                   help="golden only: synapse (the first fully probed parameter), synapse:layer1.weight[0,1], "
+                   help="golden and rtl: synapse (the first fully probed parameter), synapse:layer1.weight[0,1], "
                    "or layer0 (default synapse)")
     s.set_defaults(func=cmd_export)
 
@@ -615,6 +649,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     s.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     s.set_defaults(func=cmd_compare)
+
+    from .rtl import FAULTS
+    s = sub.add_parser("rtl-replay", help="replay `export rtl` vectors through the reference RTL "
+                       "(Icarus Verilog + cocotb)", description="Replay the synapse vectors of `mgd-emu export "
+                       "rtl` through rtl/mgd_synapse.v under Icarus Verilog, cycle by cycle; report the first "
+                       "differing row, cycle and register.")
+    s.add_argument("vectors", help="the synapse/ folder written by `mgd-emu export rtl`")
+    s.add_argument("--fault", default="none", choices=list(FAULTS),
+                   help="compile a known design error into the RTL, to see the vectors catch it")
+    s.add_argument("--waves", metavar="FST", help="dump the synapse's signals into this FST file (GTKWave)")
+    s.set_defaults(func=cmd_rtl_replay)
     return p
 
 
