@@ -690,10 +690,9 @@ def write_lfsr_states(chip, seed: int, out) -> list[Path]:
     if chip.perturbation.multiplexing != "code":
         raise RtlError(f"chip {chip.name}: perturbation.multiplexing is {chip.perturbation.multiplexing!r}; "
                        f"the LFSR generates code multiplexing")
-    state = Emulator(chip.replace({"trace.probes": []}), seed).checkpoint()["state"]
-    if "lfsr" not in state:
-        raise RtlError("this mgd-emu version's checkpoint holds no LFSR states")
-    states = [int(v) for v in state["lfsr"]]
+    from .export import chip_state
+
+    states = [int(v) for v in chip_state(chip.replace({"trace.probes": []}), seed).gen.lfsr]
     fmt = chip.formats.perturbation
     codes = Emulator(chip.replace({"trace.probes": []}), seed).codes
     amp = max(abs(int(c)) for name, v in codes.items() if name.endswith("perturbation") for c in np.ravel(v))
