@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from hypothesis.stateful import invariant, run_state_machine_as_test
 
-from mgd_emu import ChipError, Emulator, Format, load_chip, loads_chip
+from mgd_emu import ChipError, Emulator, Format, load_chip
 from mgd_emu.testing import (
     EmulatorMachine,
     assert_correlator_unbiased,
