@@ -368,6 +368,16 @@ def test_a_highpass_baseline_loses_gain_and_so_is_biased():
         assert_correlator_unbiased(hp, 2, 20000, tolerance=0.1)
 
 
+def test_with_windows_the_noise_is_measured_and_allowed_for_but_a_bias_is_not():
+    est = gradient_estimate(POWER, 2, 8000, window=16)
+    assert est.windows.shape == (8000 // 15, 9) and 0 < est.standard_error < 0.05 * np.linalg.norm(est.gradient)
+    assert np.isnan(gradient_estimate(POWER, 2, 800).standard_error)  # one sum: no spread to measure
+    assert assert_correlator_unbiased(POWER, 2, 8000, tolerance=0.0, window=16) >= 0.0
+    hp = POWER.replace({"cost.baseline": "highpass", "cost.tau_hp": 1.6})
+    with pytest.raises(AssertionError, match=r"above the tolerance 0.1 \+ 4.0 standard errors \(0\.0\d+ \|gradient\|\)"):
+        assert_correlator_unbiased(hp, 2, 8000, tolerance=0.1, window=16)
+
+
 def test_unbiasedness_is_only_asked_of_power_normalisation():
     with pytest.raises(ValueError, match='normalization = "power"'):
         assert_correlator_unbiased(IDEAL, 0, 100)
