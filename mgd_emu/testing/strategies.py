@@ -113,7 +113,7 @@ def _check_keys(base: Chip, keys) -> None:
             base.replace({key: value})
         except ChipError as err:
             if err.message.startswith("unknown") or "unknown section" in err.message:
-                raise
+                raise ChipError(err.source, err.key, err.message, where=f"chips(vary={{{key!r}: ...}})") from None
 
 
 def chips(base, vary: Mapping, invalid: str = "raise") -> SearchStrategy:
