@@ -8,7 +8,8 @@ Needs hypothesis (``pip install 'mgd-emu[testing]'``); ``import mgd_emu``
 does not. See ``docs/testing.md`` for worked examples.
 
 Strategies (`mgd_emu.testing.strategies`)
-    `fixed_formats`, `number_formats`: number formats (`mgd_emu.Format`);
+    `fixed_formats`, `number_formats`: number formats (`mgd_emu.Format`),
+    and `format_table` to write one as an override;
     `chips`: chip descriptions drawn around a base chip;
     `ideal_chip_parameters` / `ideal_chip`: float, zero-latency chips the
     reference oracle models; `seeds`; `probe_sets`.
@@ -21,8 +22,9 @@ AssertionError with a message naming the register, cycle and values
     `assert_gradient_aligned` (returns the cosine),
     `assert_correlator_unbiased` (returns the relative error),
     `assert_probes_record_the_registers`, `assert_trains`;
-    and the measurements behind them: `gradient_estimate`,
-    `parameter_vector`, `integrator_vector`, `gradient_vector`, `cosine`.
+    and the measurements behind them: `frozen_chip`, `gradient_estimate`
+    (a `GradientEstimate`), `parameter_vector`, `integrator_vector`,
+    `gradient_vector`, `cosine`.
 
 Stateful machine (`mgd_emu.testing.machine`): `EmulatorMachine`, to
 subclass with a chip and your own ``@invariant()`` methods.

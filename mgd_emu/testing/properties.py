@@ -74,6 +74,14 @@ def _first_difference(a, b, path: str):
             if d:
                 return d
         return None
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return path
+        for k, (x, y) in enumerate(zip(a, b)):
+            d = _first_difference(x, y, f"{path}[{k}]")
+            if d:
+                return d
+        return None
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape or a.dtype != b.dtype:
@@ -96,6 +104,8 @@ def assert_same_state(a, b, where: str = "") -> None:
         raise AssertionError(f"different registers: {sorted(set(ra) ^ set(rb))}{at}")
     for name in ra:
         x, y = np.asarray(ra[name]), np.asarray(rb[name])
+        if x.shape != y.shape:
+            raise AssertionError(f"{name} has shape {x.shape} != {y.shape}{at}")
         if not np.array_equal(x, y, equal_nan=True):
             i = np.unravel_index(np.flatnonzero((x != y) & ~(np.isnan(x) & np.isnan(y)))[0], x.shape) if x.shape else ()
             raise AssertionError(f"{name}{_at(i)} differs at cycle {a.cycle}: "
