@@ -44,6 +44,13 @@ FEW = settings(max_examples=15, deadline=None, suppress_health_check=[HealthChec
 
 # -- the module is optional --------------------------------------------------------
 
+def test_without_hypothesis_the_module_says_how_to_install_it():
+    code = ("import sys; sys.modules['hypothesis'] = None\n"
+            "try:\n    import mgd_emu.testing\nexcept ImportError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "mgd_emu.testing needs hypothesis: pip install 'mgd-emu[testing]'"
+
+
 def test_importing_mgd_emu_does_not_import_hypothesis():
     code = "import sys, mgd_emu; mgd_emu.load_chip('hw_models/xor_8bit.toml'); print('hypothesis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -334,6 +341,15 @@ def test_the_reference_property_refuses_fixed_point_chips():
 def test_an_ideal_chips_estimate_is_aligned_and_the_cosine_is_returned():
     c = assert_gradient_aligned(POWER, 1, 4000, 0.95)
     assert 0.95 <= c <= 1.0
+
+
+def test_an_analog_integrator_keeps_its_time_constant_and_its_leaky_average_is_aligned():
+    analog = POWER.replace({"integrator.kind": "analog", "timing.tau_theta": 200})
+    assert properties.frozen_chip(analog, 4000).timing.tau_theta == 200
+    est = gradient_estimate(analog, 1, 4000)
+    assert est.count == 1 and est.cosine >= 0.9
+    with pytest.raises(ValueError, match="window applies to a digital integrator"):
+        gradient_estimate(analog, 1, 4000, window=20)
 
 
 def test_a_correlator_one_cycle_late_on_a_one_cycle_code_is_not_aligned():

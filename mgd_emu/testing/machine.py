@@ -38,13 +38,11 @@ class EmulatorMachine(RuleBasedStateMachine):
     read registers on one emulator of `chip`.
 
     Class attributes to set: `chip` (required), `max_cycles` (the most one
-    run rule advances, default 300), `probes` (probe texts every emulator
-    records, default none). ``self.emu`` is the emulator under test,
-    ``self.seed`` its seed."""
+    run rule advances, default 300). ``self.emu`` is the emulator under
+    test, ``self.seed`` its seed."""
 
     chip = None
     max_cycles = 300
-    probes = ()
 
     checkpoints = Bundle("checkpoints")
 
@@ -53,7 +51,7 @@ class EmulatorMachine(RuleBasedStateMachine):
         if self.chip is None:
             raise TypeError(f"{type(self).__name__}.chip is not set: subclass EmulatorMachine with chip = ...")
         self.seed = seed
-        self.emu = _emulator()(self.chip, seed, probes=list(self.probes))
+        self.emu = _emulator()(self.chip, seed)
 
     @rule(data=st.data())
     def run(self, data):
@@ -94,7 +92,7 @@ class EmulatorMachine(RuleBasedStateMachine):
 
     @rule()
     def agrees_with_one_run(self):
-        straight = _emulator()(self.chip, self.seed, probes=list(self.probes)).run(self.emu.cycle)
+        straight = _emulator()(self.chip, self.seed).run(self.emu.cycle)
         assert_same_state(self.emu, straight, f"seed {self.seed}: the emulator after its rules vs one run of "
                                               f"{self.emu.cycle} cycles")
 
