@@ -17,7 +17,7 @@ unbiasedness property with a tolerance of 2 % of |gradient| beyond four
 standard errors, and the truncating one fails it. Run side by side on the
 same seed (the same perturbations, so the noise cancels), truncation lowers
 the mean estimate by LSB/2 = 1/64 per step, averaged over the components, to
-within 0.05 LSB (measured: 0.47-0.52 LSB on 20 seeds).
+within 0.08 LSB (measured: 0.46-0.53 LSB on 60 seeds).
 
 (Rounding to nearest is no cure at this width: a correlation smaller than
 half an LSB rounds to nothing, so a 10-bit nearest-even integrator is biased
@@ -60,4 +60,4 @@ def test_truncation_lowers_the_estimate_by_half_an_lsb_per_step(seed):
     exact = gradient_estimate(FLOAT, seed, STEPS, window=WINDOW)
     bias = truncated.mean - exact.mean
     assert np.all(bias < 0), f"truncation should lower every component, got {bias / LSB} LSB"
-    assert bias.mean() == pytest.approx(-LSB / 2, abs=0.05 * LSB)
+    assert bias.mean() == pytest.approx(-LSB / 2, abs=0.08 * LSB)
