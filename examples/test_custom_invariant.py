@@ -33,7 +33,7 @@ class IntegratorsClearAtUpdates(EmulatorMachine):
 
     @invariant()
     def integrators_are_zero_after_an_update(self):
-        if not hasattr(self, "emu") or self.emu.step % self.chip.timing.tau_theta:
+        if self.emu.step % self.chip.timing.tau_theta:
             return
         for name, value in self.emu.registers.items():
             if name.endswith("_integrator"):

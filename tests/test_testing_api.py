@@ -446,9 +446,8 @@ def test_a_failing_user_invariant_is_reported():
 
         @invariant()
         def weights_never_change(self):  # false: xor_8bit updates every cycle
-            if hasattr(self, "emu"):
-                w0 = Emulator(self.chip, self.seed).registers["layer0.weight"]
-                assert np.array_equal(self.emu.registers["layer0.weight"], w0), "layer0.weight changed"
+            w0 = Emulator(self.chip, self.seed).registers["layer0.weight"]
+            assert np.array_equal(self.emu.registers["layer0.weight"], w0), "layer0.weight changed"
 
     with pytest.raises(AssertionError, match="layer0.weight changed"):
         run_state_machine_as_test(Wrong, settings=settings(max_examples=20, stateful_step_count=5, deadline=None,

@@ -98,5 +98,4 @@ class EmulatorMachine(RuleBasedStateMachine):
 
     @invariant()
     def registers_in_range(self):
-        if hasattr(self, "emu"):
-            assert_registers_in_range(self.emu)
+        assert_registers_in_range(self.emu)
