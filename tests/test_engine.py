@@ -6,11 +6,12 @@ import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from mgd_emu import loads_chip
 from mgd_emu.blocks import layout as L
 from mgd_emu.engine import DEFAULT_ORDER, Emulator
+from mgd_emu.testing import (assert_registers_in_range, assert_restore_bit_exact, assert_same_state,
+                             assert_split_runs_bit_exact, chips, fixed_formats, seeds)
 
 FIXED8 = """
 [perturbation]
@@ -44,32 +45,21 @@ def chip(name="ideal", extra=""):
     return loads_chip(VARIANTS[name] + extra, f"{name}.toml")
 
 
-def same_state(a: Emulator, b: Emulator):
-    for key, value in a.state_arrays().items():
-        np.testing.assert_array_equal(value, b.state_arrays()[key], err_msg=key)
-
-
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_same_chip_and_seed_give_identical_bits(variant):
     a = Emulator(chip(variant), seed=3).run(500)
     b = Emulator(chip(variant), seed=3).run(500)
-    same_state(a, b)
+    assert_same_state(a, b)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_split_runs_equal_one_run(variant):
-    a = Emulator(chip(variant), seed=1).run(700)
-    b = Emulator(chip(variant), seed=1).run(123).run(0).run(577)
-    same_state(a, b)
+    assert_split_runs_bit_exact(chip(variant), seed=1, splits=[123, 0, 577])
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_checkpoint_restores_bit_exactly(variant):
-    a = Emulator(chip(variant), seed=2).run(300)
-    cp = a.checkpoint()
-    a.run(300)
-    b = Emulator.restore(cp).run(300)
-    same_state(a, b)
+    assert_restore_bit_exact(chip(variant), seed=2, before=300, after=300)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -79,7 +69,7 @@ def test_block_evaluation_order_does_not_change_any_bit(variant):
     for _ in range(3):
         order = rng.permutation(DEFAULT_ORDER)
         b = Emulator(chip(variant), seed=4).run(400, order=order)
-        same_state(a, b)
+        assert_same_state(a, b)
 
 
 NODE_FIXED = FIXED8.replace('normalization = "norm"', 'normalization = "norm"\nmode = "node"').replace(
@@ -168,7 +158,7 @@ def test_evaluation_leaves_the_state_untouched():
     a = Emulator(chip("fixed8"), seed=5).run(200)
     b = Emulator(chip("fixed8"), seed=5).run(200)
     a.evaluate()
-    same_state(a, b)
+    assert_same_state(a, b)
 
 
 def test_learning_rate_zero_only_estimates():
@@ -181,20 +171,13 @@ def test_learning_rate_zero_only_estimates():
 
 # -- fixed point: registers hold codes of their format, arithmetic is exact --
 
-def codes_in_range(emu):
-    for name, codes in emu.codes.items():
-        fmt = emu.register_format(name)
-        assert np.all(codes >= fmt.min_code) and np.all(codes <= fmt.max_code), name
-        np.testing.assert_array_equal(codes * fmt.lsb, emu.registers[name], err_msg=name)
-
-
 @pytest.mark.parametrize("overflow", ["saturate", "wrap"])
 def test_registers_stay_in_their_format_and_overflow_is_counted(overflow):
     fmt = f'{{ kind = "fixed", int_bits = 0, frac_bits = 4, overflow = "{overflow}" }}'
     emu = Emulator(chip("fixed8", f"[optimizer]\nlearning_rate = 0.9\n").replace(
         {"formats.weight": {"kind": "fixed", "int_bits": 0, "frac_bits": 4, "overflow": overflow}}), 0)
     emu.run(3000)
-    codes_in_range(emu)
+    assert_registers_in_range(emu)
     sat, wrap = emu.events["layer0.weight"]
     assert (sat > 0) if overflow == "saturate" else (wrap > 0 and sat == 0)
     del fmt
@@ -252,11 +235,11 @@ def test_one_cycle_of_the_fixed_point_datapath_matches_exact_integer_arithmetic(
 
 
 @settings(max_examples=25, deadline=None)
-@given(frac=st.integers(3, 10), int_bits=st.integers(0, 3), seed=st.integers(0, 2**16))
-def test_random_weight_formats_keep_every_register_representable(frac, int_bits, seed):
-    c = chip("fixed8").replace({"formats.weight": {"kind": "fixed", "int_bits": int_bits, "frac_bits": frac,
-                                                   "rounding": "stochastic"}})
-    codes_in_range(Emulator(c, seed).run(300))
+@given(chips(chip("fixed8"), {"formats.weight": fixed_formats(signed=True, rounding="stochastic", overflow="saturate",
+                                                              int_bits=(0, 3), frac_bits=(3, 10))}),
+       seeds(2**16))
+def test_random_weight_formats_keep_every_register_representable(c, seed):
+    assert_registers_in_range(Emulator(c, seed).run(300))
 
 
 # -- latencies and counters ---------------------------------------------------

@@ -30,7 +30,6 @@ from mgd_emu.fixedpoint import (
     EVENT_WRAP,
     FLOAT,
     OVERFLOWS,
-    ROUNDINGS,
     Format,
     quantize,
     quantize_array,
@@ -42,6 +41,7 @@ from mgd_emu.fixedpoint import (
     to_code,
     to_value,
 )
+from mgd_emu.testing import fixed_formats
 
 MASK64 = (1 << 64) - 1
 SETTINGS = settings(max_examples=250, deadline=None,
@@ -146,22 +146,8 @@ def call_code(x, fmt, rnd=0):
 # --------------------------------------------------------------------------
 # Strategies
 # --------------------------------------------------------------------------
-@st.composite
-def fixed_formats(draw, rounding=None, overflow=None, signed=None):
-    """Fixed formats of total width 1..32, int_bits and frac_bits 0..16."""
-    signed = draw(st.booleans()) if signed is None else signed
-    frac_bits = draw(st.integers(0, 16))
-    int_bits = draw(st.integers(0, min(16, 32 - int(signed) - frac_bits)))
-    if int(signed) + int_bits + frac_bits == 0:
-        frac_bits = 1
-    return Format(
-        kind="fixed",
-        signed=signed,
-        int_bits=int_bits,
-        frac_bits=frac_bits,
-        rounding=draw(st.sampled_from(ROUNDINGS)) if rounding is None else rounding,
-        overflow=draw(st.sampled_from(OVERFLOWS)) if overflow is None else overflow,
-    )
+# fixed_formats (mgd_emu.testing): widths 1..32, int_bits and frac_bits 0..16,
+# signed, rounding and overflow drawn unless pinned.
 
 
 binary_fractions = st.builds(

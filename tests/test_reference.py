@@ -13,6 +13,7 @@ from mgd_emu.plan import build_plan, fisher_yates
 from mgd_emu.spec import correlator_gain
 from mgd_emu.reference import (Reference, cost, exact_gradient, finite_difference_gradient,
                                forward, lfsr32, xorshift64star)
+from mgd_emu.testing import cosine
 
 FOREVER = 2**31 - 1  # tau_x: one sample for the whole test
 
@@ -40,10 +41,6 @@ def flat(regs, n_layers, what=("weight", "bias")):
 def params(regs, n_layers):
     return ([regs[f"layer{i}.weight"] for i in range(n_layers)],
             [regs[f"layer{i}.bias"] for i in range(n_layers)])
-
-
-def cosine(a, b):
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 # -- exact gradients ----------------------------------------------------------
