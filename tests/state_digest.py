@@ -6,7 +6,9 @@ mode, noise, the parallel path). `digest(emu)` hashes every register by its
 public name, the event counters, the controller's counters and every
 generator's state, so a change to how the engine carries its state cannot
 hide a changed bit. tests/golden/state_hashes.json holds the digests the
-engine of commit 5f6dead computed (`python tests/state_digest.py --record`).
+engine of commit 5f6dead computed (`python tests/state_digest.py --record`,
+run at that commit with its own packed-array names; `internal_state` lays
+today's records out the same way).
 """
 from __future__ import annotations
 
@@ -99,27 +101,9 @@ def digest(emu) -> dict[str, str]:
 
 
 def internal_state(emu) -> dict[str, np.ndarray]:
-    """Registers and generator states that are not probe-visible, by a name
-    that does not depend on how the engine stores them."""
-    if hasattr(emu, "state_arrays"):  # engine v2: one record per block
-        return _v2_in_5f6dead_layout(emu.state_arrays())
-    s = emu.s
-    names = {
-        "sampler.rng": "sampler_rng", "sampler.order": "sample_order",
-        "generator.lfsr": "lfsr", "generator.pert_next": "pert_next",
-        "synapse.p_ring": "p_ring", "synapse.in_ring": "in_ring",
-        "broadcast.ring": "b_ring", "broadcast.valid": "b_valid",
-        "cost.registers": "cu", "neuron.act0": "act0",
-        "pipeline.tag": "st_tag", "pipeline.new_sample": "st_newx", "pipeline.target": "st_y",
-        "rounding.input": "sr_x", "rounding.perturbation": "sr_pert",
-        "rounding.activation": "sr_act", "rounding.activation0": "sr_act0",
-        "rounding.cost": "sr_cu", "rounding.weight": "sr_theta",
-        "rounding.integrator": "sr_g", "rounding.velocity": "sr_v",
-        "noise.activation": "nz_act", "noise.activation0": "nz_act0",
-        "noise.cost": "nz_cost", "noise.weight": "nz_w",
-        "controller.counters": "ctr",
-    }
-    return {k: s[v] for k, v in names.items()}
+    """Registers and generator states that are not probe-visible, by the
+    names the digests were recorded under (5f6dead's packed arrays)."""
+    return _v2_in_5f6dead_layout(emu.state_arrays())
 
 
 def _v2_in_5f6dead_layout(a) -> dict[str, np.ndarray]:
