@@ -30,6 +30,7 @@ from .blocks.prng import derive_seed
 from .blocks.register import REGISTERS as MONITOR, Monitor
 from .blocks.sampler import REGISTERS as SAMPLER, Sampler, load_sample, shuffle
 from .blocks.synapse import REGISTERS as SYNAPSES, Synapses
+from .rules import SynapseRules
 from .plan import (STREAM_ACTIVATION_NOISE, STREAM_COST_NOISE, STREAM_ROUNDING,
                    STREAM_WEIGHT_NOISE, build_plan, quantize_const)
 from .spec import Chip
@@ -72,6 +73,7 @@ class Variant:
     pipelined: bool
     fast: bool       # the synapses take the branch-free rows (synapse.py)
     parallel: bool   # wide layers may share their neurons among threads
+    rules: SynapseRules = SynapseRules()  # the synapse's rules (mgd_emu.rules); built-in by default
 
     @property
     def name(self) -> str:
@@ -79,7 +81,7 @@ class Variant:
         parts = [inv(MODES, self.mode), inv(MULTIPLEXING, self.mux), inv(BASELINES, self.baseline),
                  inv(INTEGRATORS, self.integrator), inv(OPTIMIZERS, self.optimizer)]
         parts += [p for p, on in (("pipelined", self.pipelined), ("fast", self.fast),
-                                  ("parallel", self.parallel)) if on]
+                                  ("parallel", self.parallel), ("user-rules", self.rules.custom)) if on]
         return "-".join(parts)
 
 
@@ -150,16 +152,16 @@ def parallel_capable(chip: Chip) -> bool:
     return fast_synapses(chip) and chip.perturbation.mode == "node"
 
 
-def variant_of(chip: Chip, parallel: bool | None = None) -> Variant:
+def variant_of(chip: Chip, parallel: bool | None = None, rules: SynapseRules = SynapseRules()) -> Variant:
     """The chip's structural variant. parallel: None decides by size
     (PARALLEL_MIN_PARAMS); True asks for threads where the chip has a
-    parallel path."""
-    capable = parallel_capable(chip)
+    parallel path. rules: user synapse rules (they take the general path)."""
+    capable = parallel_capable(chip) and not rules.custom
     threads = capable and (chip.n_parameters >= PARALLEL_MIN_PARAMS if parallel is None else bool(parallel))
     return Variant(mode=MODES[chip.perturbation.mode], mux=MULTIPLEXING[chip.perturbation.multiplexing],
                    baseline=BASELINES[chip.cost.baseline], integrator=INTEGRATORS[chip.integrator.kind],
                    optimizer=OPTIMIZERS[chip.optimizer.kind], pipelined=bool(chip.timing.layer_pipelining),
-                   fast=fast_synapses(chip), parallel=threads)
+                   fast=fast_synapses(chip) and not rules.custom, parallel=threads, rules=rules)
 
 
 def config_of(chip: Chip, amplitude: float, walsh_n: int) -> Config:

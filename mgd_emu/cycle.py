@@ -32,9 +32,9 @@ from .blocks.perturbation import generator_step
 from .blocks.pipeline import layer_gate, pipeline_step
 from .blocks.probe import sample_probes
 from .blocks.sampler import load_sample, sampler_step
-from .blocks.synapse import (Wires, delay_slots, node_synapses_general, node_synapses_parallel,
+from .blocks.synapse import (Wires, delay_slots, general_synapses, node_synapses_parallel,
                              node_synapses_serial, presynaptic_delayed, presynaptic_shift,
-                             weight_synapses_fast, weight_synapses_general)
+                             weight_synapses_fast)
 from .chipmap import PARALLEL_MIN_LAYER, Variant
 from .kernel_cache import cached
 
@@ -80,6 +80,7 @@ def synapse_stage(v: Variant):
     the golden-vector replay (export.py)."""
     NODE, FAST, PARALLEL = v.mode == L.MODE_NODE, v.fast, v.parallel
     KINDS = (v.integrator, v.optimizer)
+    WEIGHT_GENERAL, NODE_GENERAL = general_synapses(*v.rules.resolved(analog=v.integrator == L.INTEG_ANALOG))
 
     @njit(_nrt=False)
     def synapses(st, layer, a_pre, w, cycle):
@@ -92,14 +93,14 @@ def synapse_stage(v: Variant):
             elif FAST:
                 node_synapses_serial(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, events)
             else:
-                node_synapses_general(syn, layer, lay, slots, pert, a_d, w, KINDS, cfg, fmts, events)
+                NODE_GENERAL(syn, layer, lay, slots, pert, a_d, w, KINDS, cfg, fmts, events)
             presynaptic_shift(syn, layer, lay, slots, a_pre)
         elif FAST:
             weight_synapses_fast(syn, layer, lay, slots, pert, w, cfg, fmts, events)
         else:
-            weight_synapses_general(syn, layer, lay, slots, pert, w, KINDS, cfg, fmts, events)
+            WEIGHT_GENERAL(syn, layer, lay, slots, pert, w, KINDS, cfg, fmts, events)
 
-    return cached(synapses, v.name)
+    return synapses if v.rules.custom else cached(synapses, v.name)
 
 
 @functools.cache
@@ -193,7 +194,7 @@ def cycle_kernel(v: Variant):
             if probes_full:
                 break
 
-    return cached(cycle_loop, v.name)
+    return cycle_loop if v.rules.custom else cached(cycle_loop, v.name)
 
 
 def prepare(kernel, v: Variant, st, pr) -> None:

@@ -22,6 +22,7 @@ from .chipmap import (BLOCKS, PARALLEL_MIN_LAYER, PARALLEL_MIN_PARAMS, ChipState
                       build_state, dims_of, variant_of)
 from .cycle import DEFAULT_ORDER, NO_STEP_LIMIT, cycle_kernel, forward_dataset, prepare
 from .fixedpoint import Format
+from .rules import SynapseRules
 from .probes import compile_probes, parse_probes, registers_by_name
 from .spec import Chip
 from .tasks import make_task
@@ -42,19 +43,24 @@ class Emulator:
     choices its cycle kernel is compiled for (chipmap.Variant).
     """
 
-    def __init__(self, chip: Chip, seed: int = 0, probes=(), parallel: bool | None = None):
+    def __init__(self, chip: Chip, seed: int = 0, probes=(), parallel: bool | None = None,
+                 rules: SynapseRules | None = None):
         """probes: probe texts (see `mgd_emu.probes`) added to those of the
         chip description's [trace] section. parallel: share each wide layer's
         neurons among numba's threads (numba.set_num_threads) when more than
         one is set; None decides by size (chipmap.PARALLEL_MIN_PARAMS). Only
         the common node-perturbation chip has a parallel path; the bits are
-        the same either way."""
+        the same either way. rules: the synapse's correlator, integrator and
+        updater as user functions (mgd_emu.rules.SynapseRules), compiled into
+        the cycle kernel; checked here (RuleError) before any cycle runs."""
         self.chip = chip
         self.seed = operator.index(seed)
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer 0..{MAX_SEED}, got {seed}")
+        self.rules = rules if rules is not None else SynapseRules()
+        self.rules.check()
         self.task = make_task(chip.task.name, **chip.task_params())
-        self.variant: Variant = variant_of(chip, parallel)
+        self.variant: Variant = variant_of(chip, parallel, self.rules)
         self.st: ChipState = build_state(chip, self.seed, self.task.train)
         self._registers = registers_by_name(chip)
         tr = chip.trace

@@ -319,7 +319,7 @@ def _replay_synapse_kernel(v: Variant):
             w = Wires(float(gate[n]), bcast[n], bvalid[n] != 0, update_edge[n] != 0, measure[n] != 0)
             synapses(st, layer, a_in, w, first + n)
             out[n, 0], out[n, 1], out[n, 2] = syn.theta[i], syn.G[i], syn.V[i]
-    return cached(replay, v.name)
+    return replay if v.rules.custom else cached(replay, v.name)
 
 
 @njit(cache=True)

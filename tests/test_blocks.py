@@ -18,7 +18,7 @@ from mgd_emu.blocks.neuron import neuron_layer
 from mgd_emu.blocks.perturbation import generate_codes
 from mgd_emu.blocks.pipeline import Pipeline, layer_gate, pipeline_step
 from mgd_emu.blocks.sampler import sampler_step
-from mgd_emu.blocks.synapse import Wires, delay_slots, weight_synapses_general
+from mgd_emu.blocks.synapse import Wires, accumulate, correlate, delay_slots, descend, general_synapses
 from mgd_emu.export import chip_state
 
 FLOAT_CHIP = """
@@ -198,6 +198,7 @@ def test_weight_synapses_integrate_the_correlation_and_update_at_the_edge():
     pert = np.full(syn.theta.size, 0.1)
     theta0 = syn.theta.copy()
     kinds = (L.INTEG_DIGITAL, L.OPT_PLAIN)
+    weight_synapses_general, _ = general_synapses(correlate, accumulate, descend)
     slots = delay_slots(lay, 0, 0, cfg.ring)
     w = Wires(1.0, 0.2, True, False, True)
     weight_synapses_general(syn, 0, lay, slots, pert, w, kinds, cfg, st.fmts, st.mon.events)

@@ -10,6 +10,7 @@ is built (cycle.py): the branch-free rows of the common chip
 (`weight_synapses_fast`, `node_synapses_serial`, `node_synapses_parallel`)
 or the general ones, with the same bits.
 """
+import functools
 from collections import namedtuple
 
 import numpy as np
@@ -67,44 +68,27 @@ def delayed_perturbation(p_ring, g, p_now, d, now, then):
 
 
 @njit(cache=True, _nrt=False)
-def integrate_and_update(syn, i, is_bias, layer, e, w, integrator, optimizer, cfg, fcs, events):
-    """Integrator G and updater for parameter i, given its correlation e.
+def correlate(c, p, kappa):
+    """The built-in correlator: e = C~ * p(n - d) * kappa."""
+    return c * p * kappa
 
-    fcs: constants of the (weight, bias, integrator, velocity) formats
-    (fixedpoint.format_constants).
-    """
-    fc_w, fc_b, fc_g, fc_v = fcs
-    theta, G, V = syn.theta, syn.G, syn.V
-    base = E_PER_LAYER * layer
-    fc_p, p_row = (fc_b, base + E_BIAS) if is_bias else (fc_w, base + E_WEIGHT)
-    g_row = base + (E_B_INTEG if is_bias else E_W_INTEG)
-    v_row = base + (E_B_VEL if is_bias else E_W_VEL)
-    if integrator == INTEG_DIGITAL:
-        s = store_fc(G[i] + e, fc_g, syn.sr_g, i, events, g_row) if w.valid else G[i]
-        if w.update_edge:
-            step = cfg.eta * s
-            if optimizer == OPT_MOMENTUM:
-                V[i] = store_fc(cfg.gamma * V[i] + step, fc_v, syn.sr_v, i, events, v_row)
-                step = V[i]
-            new = theta[i] - step
-            if cfg.weight_sigma != 0.0:
-                syn.noise[0], xi = gaussian(syn.noise[0])
-                new += cfg.weight_sigma * xi
-            theta[i] = store_fc(new, fc_p, syn.sr_theta, i, events, p_row)
-            G[i] = 0.0
-        else:
-            G[i] = s
-    else:
-        step = cfg.eta * G[i]
-        if optimizer == OPT_MOMENTUM:
-            V[i] = store_fc(cfg.gamma * V[i] + step, fc_v, syn.sr_v, i, events, v_row)
-            step = V[i]
-        new = theta[i] - step
-        if cfg.weight_sigma != 0.0:
-            syn.noise[0], xi = gaussian(syn.noise[0])
-            new += cfg.weight_sigma * xi
-        theta[i] = store_fc(new, fc_p, syn.sr_theta, i, events, p_row)
-        G[i] = store_fc(cfg.beta * G[i] + cfg.lam * e, fc_g, syn.sr_g, i, events, g_row)
+
+@njit(cache=True, _nrt=False)
+def accumulate(g, e, beta, lam):
+    """The built-in digital integrator: G + e."""
+    return g + e
+
+
+@njit(cache=True, _nrt=False)
+def leak(g, e, beta, lam):
+    """The built-in analog integrator: beta * G + lambda * e."""
+    return beta * g + lam * e
+
+
+@njit(cache=True, _nrt=False)
+def descend(theta, step, eta):
+    """The built-in updater: theta - step (step = eta * G, or the momentum register)."""
+    return theta - step
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -288,47 +272,94 @@ def weight_synapses_fast(syn, layer, lay, slots, pert, w, cfg, fmts, events):
     count_saturations(events, layer, wg, wp, bg, bp)
 
 
-@njit(cache=True, _nrt=False)
-def weight_synapses_general(syn, layer, lay, slots, pert, w, kinds, cfg, fmts, events):
-    """Every synapse of a weight-perturbation layer, by integrate_and_update.
-    kinds: (integrator, optimizer)."""
-    integrator, optimizer = kinds
-    d, now, then = slots
-    fan_in, fan_out = lay.fan_in[layer], lay.fan_out[layer]
-    w_off, b_off = lay.w_off[layer], lay.b_off[layer]
-    fcs = synapse_formats(fmts)
-    n_weights = fan_out * fan_in
-    do_update = w.measure or integrator == INTEG_DIGITAL
-    for i in range(w_off, w_off + n_weights + (fan_out if b_off >= 0 else 0)):
-        p_d = delayed_perturbation(syn.p_ring, i, pert[i] * w.gate, d, now, then)
-        e = w.bcast * p_d * cfg.kappa if w.valid else 0.0
-        if do_update:
-            integrate_and_update(syn, i, i >= w_off + n_weights, layer, e, w, integrator, optimizer,
-                                 cfg, fcs, events)
+@functools.cache
+def general_synapses(correlator, integrator, updater):
+    """(weight_synapses_general, node_synapses_general): every synapse of a
+    layer by the given rules (mgd_emu.rules: the built-in ones or a user's),
+    one synapse at a time, for any integrator, optimizer, noise and overflow.
+    The rules are constants of these kernels (a function passed as an
+    argument would make the cycle kernel uncacheable)."""
 
+    @njit(_nrt=False, inline="always")
+    def integrate_and_update(syn, i, is_bias, layer, e, w, kinds, cfg, fcs, events):
+        """Integrator G and updater for parameter i, given its correlation e;
+        each rule's result is written through its register's format.
+        kinds: (integrator, optimizer); fcs: constants of the (weight, bias,
+        integrator, velocity) formats (fixedpoint.format_constants)."""
+        kind, optimizer = kinds
+        fc_w, fc_b, fc_g, fc_v = fcs
+        theta, G, V = syn.theta, syn.G, syn.V
+        base = E_PER_LAYER * layer
+        fc_p, p_row = (fc_b, base + E_BIAS) if is_bias else (fc_w, base + E_WEIGHT)
+        g_row = base + (E_B_INTEG if is_bias else E_W_INTEG)
+        v_row = base + (E_B_VEL if is_bias else E_W_VEL)
+        if kind == INTEG_DIGITAL:
+            s = store_fc(integrator(G[i], e, cfg.beta, cfg.lam), fc_g, syn.sr_g, i, events, g_row) \
+                if w.valid else G[i]
+            if w.update_edge:
+                step = cfg.eta * s
+                if optimizer == OPT_MOMENTUM:
+                    V[i] = store_fc(cfg.gamma * V[i] + step, fc_v, syn.sr_v, i, events, v_row)
+                    step = V[i]
+                new = updater(theta[i], step, cfg.eta)
+                if cfg.weight_sigma != 0.0:
+                    syn.noise[0], xi = gaussian(syn.noise[0])
+                    new += cfg.weight_sigma * xi
+                theta[i] = store_fc(new, fc_p, syn.sr_theta, i, events, p_row)
+                G[i] = 0.0
+            else:
+                G[i] = s
+        else:
+            step = cfg.eta * G[i]
+            if optimizer == OPT_MOMENTUM:
+                V[i] = store_fc(cfg.gamma * V[i] + step, fc_v, syn.sr_v, i, events, v_row)
+                step = V[i]
+            new = updater(theta[i], step, cfg.eta)
+            if cfg.weight_sigma != 0.0:
+                syn.noise[0], xi = gaussian(syn.noise[0])
+                new += cfg.weight_sigma * xi
+            theta[i] = store_fc(new, fc_p, syn.sr_theta, i, events, p_row)
+            G[i] = store_fc(integrator(G[i], e, cfg.beta, cfg.lam), fc_g, syn.sr_g, i, events, g_row)
 
-@njit(cache=True, _nrt=False)
-def node_synapses_general(syn, layer, lay, slots, pert, a_d, w, kinds, cfg, fmts, events):
-    """Every neuron's correlator and synapses of a node-perturbation layer, by
-    integrate_and_update (the bias takes e_j itself: x = 1)."""
-    integrator, optimizer = kinds
-    d, now, then = slots
-    fan_in, fan_out = lay.fan_in[layer], lay.fan_out[layer]
-    w_off, b_off, gen_off = lay.w_off[layer], lay.b_off[layer], lay.gen_off[layer]
-    fcs = synapse_formats(fmts)
-    do_update = w.measure or integrator == INTEG_DIGITAL
-    for j in range(fan_out):
-        p_d = delayed_perturbation(syn.p_ring, gen_off + j, pert[gen_off + j] * w.gate, d, now, then)
-        ej = w.bcast * p_d * cfg.kappa if w.valid else 0.0
-        if not do_update:
-            continue
-        row = w_off + j * fan_in
-        n = fan_in + (1 if b_off >= 0 else 0)
-        for k in range(n):
-            bias = k == fan_in
-            integrate_and_update(syn, b_off + j if bias else row + k, bias, layer,
-                                 ej if bias else ej * a_d[k], w, integrator, optimizer, cfg, fcs,
-                                 events)
+    @njit(_nrt=False)
+    def weight_synapses_general(syn, layer, lay, slots, pert, w, kinds, cfg, fmts, events):
+        """Every synapse of a weight-perturbation layer: e_i = correlator(C~,
+        p_i(n - d), kappa), then integrate_and_update."""
+        d, now, then = slots
+        fan_in, fan_out = lay.fan_in[layer], lay.fan_out[layer]
+        w_off, b_off = lay.w_off[layer], lay.b_off[layer]
+        fcs = synapse_formats(fmts)
+        n_weights = fan_out * fan_in
+        do_update = w.measure or kinds[0] == INTEG_DIGITAL
+        for i in range(w_off, w_off + n_weights + (fan_out if b_off >= 0 else 0)):
+            p_d = delayed_perturbation(syn.p_ring, i, pert[i] * w.gate, d, now, then)
+            e = correlator(w.bcast, p_d, cfg.kappa) if w.valid else 0.0
+            if do_update:
+                integrate_and_update(syn, i, i >= w_off + n_weights, layer, e, w, kinds, cfg, fcs, events)
+
+    @njit(_nrt=False)
+    def node_synapses_general(syn, layer, lay, slots, pert, a_d, w, kinds, cfg, fmts, events):
+        """Every neuron's correlator and synapses of a node-perturbation layer:
+        e_j = correlator(C~, p_j(n - d), kappa), e_jk = e_j a_k(n - d) (the
+        bias takes e_j itself: x = 1), then integrate_and_update."""
+        d, now, then = slots
+        fan_in, fan_out = lay.fan_in[layer], lay.fan_out[layer]
+        w_off, b_off, gen_off = lay.w_off[layer], lay.b_off[layer], lay.gen_off[layer]
+        fcs = synapse_formats(fmts)
+        do_update = w.measure or kinds[0] == INTEG_DIGITAL
+        for j in range(fan_out):
+            p_d = delayed_perturbation(syn.p_ring, gen_off + j, pert[gen_off + j] * w.gate, d, now, then)
+            ej = correlator(w.bcast, p_d, cfg.kappa) if w.valid else 0.0
+            if not do_update:
+                continue
+            row = w_off + j * fan_in
+            n = fan_in + (1 if b_off >= 0 else 0)
+            for k in range(n):
+                bias = k == fan_in
+                integrate_and_update(syn, b_off + j if bias else row + k, bias, layer,
+                                     ej if bias else ej * a_d[k], w, kinds, cfg, fcs, events)
+
+    return weight_synapses_general, node_synapses_general
 
 
 @njit(cache=True, _nrt=False, inline="always")
