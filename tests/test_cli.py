@@ -112,7 +112,7 @@ def test_ctrl_c_stops_a_run_and_leaves_an_incomplete_trace(tmp_path):
     assert child.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     t = open_trace(trace)
-    assert not t.complete and t.attrs["end_reason"] == "interrupted (Ctrl-C)" and t.cycles_completed > 0
+    assert not t.complete and t.attrs["end_reason"] == "interrupted (SIGINT)" and t.cycles_completed > 0
 
 
 def test_user_mistakes_get_one_clear_line(tmp_path):
