@@ -96,7 +96,7 @@ def _positive(text):
     except ValueError:
         v = 0
     if not 0 < v <= MAX_CYCLES:
-        raise argparse.ArgumentTypeError(f"must be an integer 1..2**62 ({MAX_CYCLES:,}), got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer (at most 2**62), got {text!r}")
     return v
 
 
