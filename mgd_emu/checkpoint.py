@@ -275,9 +275,9 @@ def _expected_bytes(ckpt, where) -> int:
         chip = loads_chip(validate_head.get("chip", ""), f"{where}:chip")
     except (ChipError, TypeError) as exc:
         raise _fail(where, f"its chip description is invalid ({exc})") from None
-    from .limits import estimate_bytes
+    from .limits import state_bytes
 
-    return estimate_bytes(chip)
+    return state_bytes(chip)
 
 
 def load_checkpoint(path):

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from .errors import install_signal_handlers
 
-install_signal_handlers()
+install_signal_handlers(defer=True)  # raised, once main() can catch them, by end_startup()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -95,8 +96,11 @@ def _positive(text):
         v = int(text.replace("_", ""))
     except ValueError:
         v = 0
-    if not 0 < v <= MAX_CYCLES:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (at most 2**62), got {text!r}")
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    if v > MAX_CYCLES:
+        raise argparse.ArgumentTypeError(f"must be at most 2**62 = {MAX_CYCLES} (cycle counters are "
+                                         f"64-bit), got {text!r}")
     return v
 
 
@@ -682,13 +686,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run one command; returns the exit status (module docstring)."""
+    from .errors import end_startup
+
     install_signal_handlers()
     try:
-        return _main(argv)
+        end_startup()
+        status = _main(argv)
     except KeyboardInterrupt as exc:  # SIGINT, SIGTERM, SIGHUP: Interrupted
         note = getattr(exc, "mgd_note", None)
         report(f"interrupted by {signal_name(exc)}" + (f"; {note}" if note else ""))
-        return exit_status(exc)
+        status = exit_status(exc)
+    trace = sys.modules.get("mgd_emu.trace")
+    if trace is not None and trace.UNCLOSED and _is_entry_point():
+        # a trace that could not be written: skip HDF5's exit handlers (trace.UNCLOSED)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _is_entry_point() -> bool:
+    """Whether this process is the `mgd-emu` command (not a library caller of main)."""
+    main = sys.modules.get("__main__")
+    return __name__ == "__main__" or os.path.basename(sys.argv[0]) == "mgd-emu" or \
+        getattr(main, "__spec__", None) is not None and main.__spec__.name == "mgd_emu.cli"
 
 
 def _main(argv) -> int:

@@ -77,13 +77,44 @@ def _handler(signum, frame):
     raise Interrupted(signum)
 
 
-def install_signal_handlers() -> None:
-    """SIGINT, SIGTERM and SIGHUP raise `Interrupted` (main thread only)."""
+_startup = False
+
+
+def install_signal_handlers(defer: bool = False) -> None:
+    """SIGINT, SIGTERM and SIGHUP raise `Interrupted` (main thread only).
+
+    defer: hold them (recorded, not raised) until `end_startup()`: the
+    command line installs its handlers as its module is imported, where no
+    one could catch the exception, and ends the deferral inside the `try` of
+    its main()."""
+    global _depth, _startup
     for s in HANDLED_SIGNALS:
         try:
             signal.signal(s, _handler)
         except (ValueError, OSError):  # not the main thread, or not allowed here
-            pass
+            return
+    if defer and not _startup:
+        _startup = True
+        _depth += 1
+
+
+def end_startup() -> None:
+    """End the deferral of install_signal_handlers(defer=True); a signal
+    that came in the meantime is raised now."""
+    global _depth, _startup
+    if _startup:
+        _startup = False
+        _depth -= 1
+        _raise_pending()
+
+
+def _raise_pending():
+    global _stopping
+    if _depth == 0 and _pending:
+        signum = _pending[0]
+        _pending.clear()
+        _stopping = True
+        raise Interrupted(signum)
 
 
 @contextlib.contextmanager
@@ -95,12 +126,7 @@ def critical():
         yield
     finally:
         _depth -= 1
-        if _depth == 0 and _pending:
-            global _stopping
-            signum = _pending[0]
-            _pending.clear()
-            _stopping = True
-            raise Interrupted(signum)
+        _raise_pending()
 
 
 def one_line(text) -> str:
@@ -130,22 +156,24 @@ def hdf5_cause(exc) -> str:
 
 
 def describe(exc: BaseException) -> str:
-    """An OS or HDF5 error in a few words: 'no space left on the device'."""
-    if isinstance(exc, OSError):
+    """An OS or HDF5 error in a few words: 'no space left on the device'.
+    (h5py raises OSError or RuntimeError, with the errno only in its text.)"""
+    if isinstance(exc, OSError) and exc.errno is not None:
         if exc.errno in _PLAIN:
             return _PLAIN[exc.errno]
-        if exc.errno is not None and exc.strerror:
+        if exc.strerror:
             return exc.strerror.lower()
-        text = one_line(exc)
-        low = text.lower()
-        if "no space" in low or "enospc" in low or "errno = 28" in low:
-            return _PLAIN[errno.ENOSPC]
-        if "quota" in low or "errno = 122" in low:
-            return _PLAIN[errno.EDQUOT]
-        return hdf5_cause(exc)
     if isinstance(exc, MemoryError):
         return "out of memory"
-    return one_line(exc) or type(exc).__name__
+    text = one_line(exc)
+    low = text.lower()
+    if "no space" in low or "enospc" in low or "errno = 28," in low:
+        return _PLAIN[errno.ENOSPC]
+    if "quota" in low or "errno = 122," in low:
+        return _PLAIN[errno.EDQUOT]
+    if isinstance(exc, (OSError, RuntimeError)):
+        return hdf5_cause(exc)
+    return text or type(exc).__name__
 
 
 def disk_is_full(exc: BaseException) -> bool:

@@ -38,6 +38,11 @@ def _task_bytes(chip) -> int:
 
 def estimate_bytes(chip, probes=()) -> int:
     """Peak bytes of building and running `chip` (see the module docstring)."""
+    return BASE_BYTES + state_bytes(chip) + PROBE_BUFFER_BYTES * (1 if probes or chip.trace.probes else 0)
+
+
+def state_bytes(chip) -> int:
+    """A bound on the chip's state and task data (no interpreter, no probes)."""
     from .spec import correlator_delays
 
     sizes = chip.layer_sizes
@@ -51,7 +56,7 @@ def estimate_bytes(chip, probes=()) -> int:
              + gens * 8 * (10 + ring)    # codes, next codes, LFSRs, order, frequencies, phases, rows, ring
              + neurons * 8 * 12          # activations (perturbed, unperturbed, wires), gains, offsets, generators
              + (ring * n_in_total * 8 if node else 0))
-    return BASE_BYTES + state + _task_bytes(chip) + PROBE_BUFFER_BYTES * (1 if probes or chip.trace.probes else 0)
+    return state + _task_bytes(chip)
 
 
 def available_bytes() -> int | None:

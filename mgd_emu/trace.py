@@ -80,6 +80,14 @@ def _format_attrs(fmt: Format | None) -> dict:
                 overflow=fmt.overflow, conversion=fmt.lsb, resolution=fmt.lsb, storage="code")
 
 
+# True once a trace could not be written (disk full, I/O error): HDF5 cannot
+# close such a file cleanly, and its exit handlers would crash on it (SIGSEGV)
+# at interpreter exit; the command line then ends the process with os._exit
+# after its one line (cli.main). What the file holds is already on disk.
+UNCLOSED = False
+_KEEP: list = []
+
+
 class TraceWriter:
     """Streams an emulator's probes into an HDF5 trace.
 
@@ -112,6 +120,7 @@ class TraceWriter:
                 raise OutputError(f"{option} {self.path}: is a directory; give a file name")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.lock = TraceLock(self.path, option)
+            self._reserve = _make_reserve(self.path)
         except OutputError as exc:
             raise TraceError(str(exc)) from None
         except OSError as exc:
@@ -128,6 +137,7 @@ class TraceWriter:
                     self.f.close()
             with _quiet():
                 tmp.unlink()
+            self._free_reserve()
             self.lock.release()
             if isinstance(exc, (OSError, ValueError)) and not isinstance(exc, TraceError):
                 raise TraceError(f"{self.path}: cannot be written ({describe(exc)})") from None
@@ -209,16 +219,13 @@ class TraceWriter:
 
     def _append(self, probe, cycles, values):
         data, cyc = self._data[probe.name], self._cycles[probe.name]
-        n0, n = data.shape[0], len(cycles)
         frac = self._frac[probe.name]
         if frac is not None:
             values = np.rint(np.ldexp(values, frac)).astype(data.dtype)
         else:
             values = values.astype(data.dtype)
-        data.resize(n0 + n, axis=0)
-        data[n0:] = values
-        cyc.resize(n0 + n, axis=0)
-        cyc[n0:] = cycles
+        _extend(data, values)
+        _extend(cyc, cycles)
 
     def commit(self, emu) -> None:
         """After each chunk: event counters, cycles completed, then flush to disk.
@@ -233,9 +240,7 @@ class TraceWriter:
     def evaluation(self, cycle: int, cost: float, accuracy: float) -> None:
         with self._guard():
             for key, v in (("cycles", cycle), ("cost", cost), ("accuracy", accuracy)):
-                d = self._eval[key]
-                d.resize(d.shape[0] + 1, axis=0)
-                d[-1] = v
+                _extend(self._eval[key], np.array([v]))
             self.f.flush()
 
     @contextlib.contextmanager
@@ -253,15 +258,27 @@ class TraceWriter:
                                "sample up to the last complete flush and is marked incomplete")
                 self._failure_reason = (f"{END_DISK_FULL}: {why}" if disk_is_full(exc)
                                         else f"{END_FAILED}{type(exc).__name__}: {why}")
+                # The space reserved at the start lets HDF5 write out what it
+                # holds, so the file on disk is whole again (and closes).
+                self._free_reserve()
+                try:
+                    self.f.flush()
+                except Exception:  # noqa: BLE001 - it cannot: keep the objects, never free them
+                    global UNCLOSED
+                    UNCLOSED = True
+                    _KEEP.append(self.__dict__)  # see UNCLOSED
                 raise TraceError(self.failed) from None
+
+    def _free_reserve(self):
+        if getattr(self, "_reserve", None) is not None:
+            with _quiet():
+                self._reserve.unlink()
+            self._reserve = None
 
     def _write_events(self):
         counts = np.array([[s, w] for s, w in self.emu.events.values()], dtype=np.int64)
-        n = self._ev_cycles.shape[0]
-        self._ev_cycles.resize(n + 1, axis=0)
-        self._ev_cycles[n] = self.emu.cycle
-        self._ev_counts.resize(n + 1, axis=0)
-        self._ev_counts[n] = counts
+        _extend(self._ev_counts, counts[None])
+        _extend(self._ev_cycles, np.array([self.emu.cycle], dtype=np.int64))
 
     def close(self, complete: bool, reason: str) -> None:
         """Mark the run complete (only after the last flush) or not, and close.
@@ -286,9 +303,11 @@ class TraceWriter:
                     self.f.attrs["end_reason"] = reason
                     self.f.attrs["complete"] = bool(complete)
                     self.f.flush()
-                with _quiet():
-                    self.f.close()
+                if not UNCLOSED:
+                    with _quiet():
+                        self.f.close()
             finally:
+                self._free_reserve()
                 self.lock.release()
 
     def __enter__(self):
@@ -302,6 +321,42 @@ class TraceWriter:
         else:
             self.close(False, end_reason_of(exc))
         return False
+
+
+def _extend(ds, values) -> None:
+    """Append rows to a dataset; if writing them fails (disk full), shrink
+    it back, so no row of fill values is ever left in the file."""
+    n0 = ds.shape[0]
+    ds.resize(n0 + len(values), axis=0)
+    try:
+        ds[n0:] = values
+    except BaseException:
+        with _quiet():
+            ds.resize(n0, axis=0)
+        raise
+
+
+RESERVE_BYTES = 4 << 20
+
+
+def _make_reserve(path: Path):
+    """A file of min(4 MB, a quarter of the free space) beside the trace,
+    removed when the disk fills up, so that HDF5 can still write out what it
+    holds and close the trace whole. None when there is no room for it."""
+    reserve = path.parent / f".{path.name}.reserve"
+    try:
+        st = os.statvfs(path.parent)
+        size = int(max(64 << 10, min(RESERVE_BYTES, st.f_bavail * st.f_frsize // 4)))
+        fd = os.open(reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
+        return reserve
+    except (OSError, AttributeError):
+        with contextlib.suppress(OSError):
+            reserve.unlink()
+        return None
 
 
 def end_reason_of(exc: BaseException) -> str:

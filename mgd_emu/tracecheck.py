@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 MAX_SEED = 2**63 - 1
-_BLOCK = 1 << 20  # samples read at a time when checking cycles
+_BLOCK = 1 << 18  # samples read at a time when checking cycles (2 MB)
 
 
 @dataclass
