@@ -10,15 +10,19 @@ signal handlers are installed before anything heavy is imported
 """
 from __future__ import annotations
 
+import os
+import sys
+
 from .errors import install_signal_handlers
 
-install_signal_handlers(defer=True)  # raised, once main() can catch them, by end_startup()
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "mgd-emu":
+    # the command itself (not a library import): signals from here on are
+    # held, and raised by end_startup() once main() can catch them
+    install_signal_handlers(defer=True)
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 

@@ -192,7 +192,7 @@ def parse_probe(text: str, chip, every: int = 1, start: int = 0, stop: int | Non
             if stop is not None and stop <= start:
                 raise ProbeError(f"{text!r}: window={value} is empty (START:STOP, STOP exclusive)")
         else:
-            raise ProbeError(f"{text!r}: {option!r} is not an option (allowed: every=K with 1 <= K <= 2**62, window=START:STOP)")
+            raise ProbeError(f"{text!r}: {option!r} is not an option (allowed: every=K with K >= 1 (at most 2**62), window=START:STOP)")
     positions = np.arange(reg.size, dtype=np.int64).reshape(reg.shape)
     index = (index or "").strip()
     if index:
