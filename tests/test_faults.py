@@ -56,7 +56,27 @@ def record(path, chip=XOR8, seed=1, cycles=3000,
     return emu
 
 
+_CHILDREN = []
+
+
+@pytest.fixture(autouse=True)
+def _no_child_left_running():
+    """A run a failed test started is killed, not left running."""
+    yield
+    while _CHILDREN:
+        child = _CHILDREN.pop()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
 def start_run(trace, *extra, cycles=10**9):
+    child = _start(trace, *extra, cycles=cycles)
+    _CHILDREN.append(child)
+    return child
+
+
+def _start(trace, *extra, cycles):
     return subprocess.Popen([sys.executable, "-m", "mgd_emu.cli", "run", "xor_8bit", "--cycles", str(cycles),
                              "--eval-every", "20000", "--probe", "cost", "--probe", "layer0.weight",
                              "--trace", str(trace), "--quiet", "--no-plot", *extra],
@@ -163,6 +183,7 @@ def sigcaught(pid, signum) -> bool:
 def test_a_signal_during_the_imports_is_one_line_and_128_plus_n(signum):
     child = subprocess.Popen([sys.executable, "-m", "mgd_emu.cli", "run", "xor_8bit", "--cycles", "1000"],
                              cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
+    _CHILDREN.append(child)
     while child.poll() is None and not sigcaught(child.pid, signal.SIGTERM):
         time.sleep(0.001)
     child.send_signal(signum)  # numpy, h5py, numba are still being imported
