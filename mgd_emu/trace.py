@@ -114,6 +114,8 @@ class TraceWriter:
         self.closed = False
         self.failed = None
         self.f = None
+        self._last = {}
+        self._size = 0
         try:
             refuse_inputs(self.path, inputs, option)
             if self.path.is_dir():
@@ -219,6 +221,14 @@ class TraceWriter:
 
     def _append(self, probe, cycles, values):
         data, cyc = self._data[probe.name], self._cycles[probe.name]
+        # Samples already written are not written twice (a flush that a
+        # signal or an error cut short is repeated by close()).
+        last = self._last.get(probe.name, -1)
+        if len(cycles) and cycles[0] <= last:
+            keep = np.asarray(cycles) > last
+            cycles, values = np.asarray(cycles)[keep], np.asarray(values)[keep]
+        if not len(cycles):
+            return
         frac = self._frac[probe.name]
         if frac is not None:
             values = np.rint(np.ldexp(values, frac)).astype(data.dtype)
@@ -226,6 +236,7 @@ class TraceWriter:
             values = values.astype(data.dtype)
         _extend(data, values)
         _extend(cyc, cycles)
+        self._last[probe.name] = int(cycles[-1])
 
     def commit(self, emu) -> None:
         """After each chunk: event counters, cycles completed, then flush to disk.
@@ -236,7 +247,22 @@ class TraceWriter:
             self.f.attrs["cycles_completed"] = emu.cycle - self.start_cycle
             self._write_events()
             self.f.flush()
+            self._check_space()
 
+    def _check_space(self):
+        """Stop before the disk is full, not when it is: after each flush, the
+        free space must hold twice what the last flush added (and 256 kB),
+        else the run stops here, with the file whole (end_reason "failed:
+        disk full: ..."). A disk that fills faster is caught by _guard."""
+        try:
+            size = os.fstat(self.f.id.get_vfd_handle()).st_size
+            st = os.statvfs(self.path.parent)
+        except (OSError, ValueError, RuntimeError):
+            return
+        grown, self._size = max(size - self._size, 0), size
+        free = st.f_bavail * st.f_frsize
+        if free < 2 * grown + (256 << 10):
+            raise OSError(28, "No space left on device (less than twice the last flush is free)")
     def evaluation(self, cycle: int, cost: float, accuracy: float) -> None:
         with self._guard():
             for key, v in (("cycles", cycle), ("cost", cost), ("accuracy", accuracy)):

@@ -189,17 +189,24 @@ def _dataset(path, g, name, dtypes, ndim):
     return d
 
 
-def _increasing_prefix(path, where, cycles: h5py.Dataset, n: int, cut: int) -> int:
+def _increasing_prefix(path, where, cycles: h5py.Dataset, n: int, cut: int, complete: bool) -> int:
     """How many of the first n cycles are before `cut`; refuses cycles that
-    do not strictly increase or are negative. Reads in blocks."""
+    do not strictly increase or are negative in a complete trace. In an
+    incomplete one (its writer killed, or its disk full) the prefix ends
+    where they stop increasing. Reads in blocks."""
     last, keep = -1, 0
     for a in range(0, n, _BLOCK):
         block = cycles[a:min(n, a + _BLOCK)]
         if block.size == 0:
             break
-        if block[0] <= last or (block.size > 1 and np.any(np.diff(block) <= 0)):
-            raise _err(path, f"{where}: the cycle numbers do not strictly increase "
-                             "(a damaged or hand-made trace)")
+        bad = np.flatnonzero(np.diff(np.concatenate([[last], block])) <= 0)
+        if bad.size:
+            if complete:
+                raise _err(path, f"{where}: the cycle numbers do not strictly increase "
+                                 "(a damaged or hand-made trace)")
+            block = block[:bad[0]]
+            k = int(np.searchsorted(block, cut, side="left"))
+            return keep + k
         if block[0] < 0:
             raise _err(path, f"{where}: a negative cycle number {int(block[0])}")
         last = int(block[-1])
@@ -314,7 +321,7 @@ def check(f: h5py.File, path) -> Checked:
             raise _err(path, f"{where}/data holds samples of shape {data.shape[1:]}, "
                              f"but {elements.size} elements were probed")
         n = min(data.shape[0], cyc.shape[0])
-        n = _increasing_prefix(path, f"{where}/cycles", cyc, n, out.cut)
+        n = _increasing_prefix(path, f"{where}/cycles", cyc, n, out.cut, attrs["complete"])
         out.signals[name] = SignalInfo(name, a, fmt if name != "sample_index" else None, n,
                                        tuple(data.shape[1:]), rshape, elements, dtype)
         out.signals[name].attrs["register_shape"] = np.array(rshape, dtype=np.int64)
