@@ -216,7 +216,7 @@ def test_a_signal_during_a_traced_run_flushes_and_marks_the_trace(tmp_path, sign
 
 def test_sigkill_at_random_points_leaves_a_readable_trace_and_no_lock(tmp_path):
     rng = random.Random(17)
-    for k in range(4):
+    for k in range(3):
         trace = tmp_path / f"t{k}.h5"
         child = start_run(trace)
         if k:
@@ -472,7 +472,7 @@ ATTR_VALUES = st.one_of(st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=True
                         st.lists(st.integers(-5, 100), max_size=4).map(lambda v: np.array(v, dtype=np.int64)))
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 @given(where=st.sampled_from(["", "signals/cost", "signals/layer0.weight", "signals/sample_index", "events"]),
        key=st.sampled_from(["format", "format_version", "seed", "clock_hz", "start_cycle", "cycles_completed",
                             "complete", "probes", "chip", "task_params", "format_kind", "signed", "int_bits",
@@ -540,7 +540,7 @@ def test_the_memory_estimate_is_above_what_a_build_and_run_use(tmp_path):
     chip = load_chip(ROOT / "hw_models/xor_ideal.toml").replace({"network.layers": [2, 600, 600, 1]})
     code = ("import resource, sys; from mgd_emu import load_chip; from mgd_emu.engine import Emulator;"
             f"chip = load_chip({str(ROOT / 'hw_models/xor_ideal.toml')!r}).replace({{'network.layers': [2, 600, 600, 1]}});"
-            "e = Emulator(chip, 0, probes=['cost']); e.run(2000); c = e.checkpoint();"
+            "e = Emulator(chip, 0, probes=['cost']); e.run(300); c = e.checkpoint();"
             "print(HWM())").replace("HWM()", HWM)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=600)
     assert out.returncode == 0, out.stderr
@@ -679,7 +679,7 @@ def test_checkpoint_files_never_unpickle_and_refuse_damage(ran, tmp_path):
 MUTATIONS = st.sampled_from(["delete", "dtype", "shape", "scale", "flip", "rename", "nan", "int", "negate"])
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzzed_checkpoints_are_refused_or_run(ran, data):
     ckpt = ran.checkpoint()
@@ -787,7 +787,7 @@ def test_plot_and_inspect_of_a_long_every_cycle_trace_stay_in_bounded_memory(tmp
     plot reads at most 20,000 samples of a signal plus one signal's cycle
     numbers at a time (8 bytes a sample). Before: every dataset whole, and
     Python sets of every cycle (~0.5 GB per 1e6 cycles)."""
-    cycles = int(os.environ.get("MGD_EMU_LONG_TRACE_CYCLES", 3_000_000))
+    cycles = int(os.environ.get("MGD_EMU_LONG_TRACE_CYCLES", 2_000_000))
     short, long = tmp_path / "short.h5", tmp_path / "long.h5"
     long_trace(short, cycles // 10)
     long_trace(long, cycles)
