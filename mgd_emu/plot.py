@@ -8,9 +8,9 @@ chip time (from `timing.clock_hz`) on a secondary axis.
 
 Memory is bounded whatever the length of the run: a drawn signal is read
 decimated (every k-th sample, at most MAX_SAMPLES samples and
-MAX_SIGNAL_BYTES of values), and the gradient panels read one signal's cycle
-numbers at a time (8 bytes a sample) and then only the <= 200 samples they
-compare. The image is written by safe_io (a temporary file renamed on
+MAX_SIGNAL_BYTES of values), and the gradient panels look up their <= 200
+cycles in each signal's cycle numbers 262,144 at a time (2 MB), then read
+only those samples. The image is written by safe_io (a temporary file renamed on
 success).
 """
 from __future__ import annotations
@@ -138,39 +138,49 @@ def gradient_alignment(trace: Trace):
     params = _parameter_signals(trace, n_layers)
     if params is None:
         return None
-    integ = [n for n in trace.signals if n.endswith("_integrator") and np.any(_drawn(trace.signal(n)).data)]
+    integ = [n for n in trace.signals if n.endswith("_integrator") and _any_nonzero(trace.signal(n))]
     sigs = params + [trace.signal(n) for n in integ]
-    # Cycles every signal was sampled at, one signal's cycle numbers in memory at a time.
-    cycles = params[0].read_cycles()
-    for s in sigs[1:]:
-        c = s.read_cycles()
-        cycles = cycles[np.isin(cycles, c, assume_unique=True)]
-        del c
     source = "integrator" if integ else "update"
-    if cycles.size < (1 if integ else 2):
-        return None
     # At most 200 points: each needs a backpropagation over the training set.
-    pick = np.unique(np.linspace(0, cycles.size - (1 if integ else 2), min(cycles.size, 200)).astype(int))
-    wanted = np.unique(np.concatenate([cycles[pick], cycles[np.minimum(pick + 1, cycles.size - 1)]]))
+    # Candidates: evenly spaced samples of the sparsest signal (and, for
+    # "update", the sample after each), kept where every signal has them.
+    first = min(sigs, key=lambda s: s.count)  # the sparsest: its samples are the likeliest common
+    if first.count < (1 if integ else 2):
+        return None
+    idx = np.unique(np.linspace(0, first.count - (1 if integ else 2), min(first.count, 200)).astype(int))
+    with trace._open() as f:
+        fc = f["signals"][first.name]["cycles"]
+        cand = fc[idx]
+        succ = fc[np.minimum(idx + 1, first.count - 1)] if not integ else cand
+    wanted = np.unique(np.concatenate([cand, succ]))
+    found = {s.name: _find_cycles(s, wanted) for s in sigs}
+    ok = np.ones(wanted.size, bool)
+    for pos in found.values():
+        ok &= pos >= 0
+    present = set(wanted[ok].tolist())
+    keep = [i for i, (c, c2) in enumerate(zip(cand, succ)) if int(c) in present and int(c2) in present]
+    if not keep:
+        return None
+    cycles, nexts = cand[keep], succ[keep]
     rows = {}
-    for s in sigs:  # the samples at the wanted cycles, read one by one
-        c = s.read_cycles()
-        idx = np.searchsorted(c, wanted)
-        del c
-        rows[s.name] = {int(w): i for w, i in zip(wanted, idx)}
+    with trace._open() as f:  # the needed samples of each signal, in one read per signal
+        for s in sigs:
+            pos = found[s.name]
+            sel = np.flatnonzero(pos >= 0)
+            data = f["signals"][s.name]["data"][pos[sel]] if sel.size else None
+            rows[s.name] = {int(wanted[j]): data[k] for k, j in enumerate(sel)}
     task = make_task(chip.task.name, **chip.task_params())
     X, Y = task.train.inputs, task.train.targets
     w_sigs, b_sigs = params[:n_layers], params[n_layers:]
 
     def at(sig, c):
-        i = rows[sig.name][int(c)]
-        data = sig.read(i, i + 1)[1][0]
+        data = rows[sig.name][int(c)]
         if sig.format is not None and sig.format.is_fixed:
             return np.ldexp(data.astype(np.float64), -sig.format.frac_bits)
         return data.astype(np.float64)
 
     out_c, cos, last = [], [], None
-    for k in pick:
+    for k in range(len(cycles)):
         c = cycles[k]
         W = [at(s, c) for s in w_sigs]
         b = [at(s, c) for s in b_sigs] if b_sigs else [np.zeros(s.register_shape[0]) for s in w_sigs]
@@ -185,7 +195,7 @@ def gradient_alignment(trace: Trace):
                 ex.append(np.ravel(g)[s.elements.astype(int).ravel()])
             est, ex = np.concatenate(est), np.concatenate(ex)
         else:
-            c2 = cycles[k + 1]
+            c2 = nexts[k]
             est = np.concatenate([np.ravel(at(s, c) - at(s, c2)) for s in params])
             ex = np.concatenate([np.ravel(g) for g in dW] + ([np.ravel(g) for g in db] if b_sigs else []))
         ne, nx = np.linalg.norm(est), np.linalg.norm(ex)
@@ -197,6 +207,27 @@ def gradient_alignment(trace: Trace):
     if not out_c:
         return None
     return source, np.array(out_c), np.array(cos), last[0], last[1]
+
+
+def _any_nonzero(sig, block_bytes: int = 4 << 20) -> bool:
+    """Whether any sample of `sig` is nonzero, read in blocks of ~4 MB."""
+    rows = max(1, block_bytes // max(1, int(np.prod(sig.shape)) * 8))
+    for a in range(0, sig.count, rows):
+        if np.any(sig.read(a, min(sig.count, a + rows))[1]):
+            return True
+    return False
+
+
+def _find_cycles(sig, wanted: np.ndarray, block: int = 1 << 18) -> np.ndarray:
+    """The sample index of each wanted cycle in `sig` (-1 where it has none),
+    reading its cycle numbers in blocks (2 MB at a time)."""
+    out = np.full(wanted.size, -1, dtype=np.int64)
+    for a in range(0, sig.count, block):
+        c = sig.read_cycles(a, min(sig.count, a + block))
+        pos = np.searchsorted(c, wanted)
+        hit = (pos < c.size) & (c[np.minimum(pos, c.size - 1)] == wanted)
+        out[hit] = a + pos[hit]
+    return out
 
 
 def panel_layout(trace: Trace, grad="compute") -> list[list[str]]:
