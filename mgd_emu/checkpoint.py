@@ -2,7 +2,7 @@
 
 `Emulator.checkpoint()` gives a dict::
 
-    {"format": "mgd-emu-checkpoint", "version": 1, "chip": TOML text,
+    {"format": "mgd-emu-checkpoint", "version": VERSION, "chip": TOML text,
      "source": str, "seed": int, "state": {name: numpy array},
      "probes": [probe text, ...]}            # optional: probes beyond the chip's [trace]
 
@@ -19,11 +19,12 @@ format and version; the chip description (it must load and pass validation,
 and fit in memory); the seed; the probes (they must parse against the chip);
 every state array against a freshly built emulator of the same chip and seed
 (the same names, none missing, none extra, each with the same dtype and
-shape); and, for the arrays whose meaning is known, their values: the
-structure and constants the chip and seed fix (configuration, geometry,
-formats, task data, generator plans) must equal the fresh build, the sample
-order must be a permutation, counters must be in range, and every
-fixed-point register must hold codes of its format. So a tampered or
+shape); and, for the arrays whose meaning is known, their values: the sample
+order must be a permutation and the sample indices in range, counters
+non-negative, tags and flags valid, generator states nonzero (LFSRs 32-bit),
+and every fixed-point register must hold codes of its format. (The
+structure and constants the chip and seed fix are not in a checkpoint: the
+engine rebuilds them from the chip.) So a tampered or
 truncated checkpoint is refused instead of crashing the compiled kernels.
 """
 from __future__ import annotations
@@ -36,14 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT = "mgd-emu-checkpoint"
-VERSION = 1
+from .engine import CHECKPOINT_FORMAT as FORMAT  # noqa: E402
+from .engine import CHECKPOINT_VERSION as VERSION  # noqa: E402
+
 MAX_META_BYTES = 16 << 20
 
-# State arrays fixed by the chip and the seed: a checkpoint must hold exactly
-# what a fresh build holds (cfg's PARALLEL slot, a run-time choice, aside).
-_CONSTANT = ("cfg", "K", "geo", "fmts", "X", "Y", "time_order", "freqs", "phases", "walsh_rows",
-             "gains", "offsets")
 
 
 class CheckpointError(ValueError):
@@ -93,8 +91,8 @@ def validate_checkpoint(ckpt, where: str = "checkpoint") -> None:
     probes = ckpt.get("probes", [])
     if not isinstance(probes, (list, tuple)) or not all(isinstance(p, str) for p in probes):
         raise _fail(where, "key 'probes' must be a list of probe texts")
-    try:
-        parse_probes([*chip.trace.probes, *probes], chip)
+    try:  # as Emulator.restore takes them: those beyond the chip's [trace] section
+        parse_probes([*chip.trace.probes, *[p for p in probes if p not in chip.trace.probes]], chip)
     except ProbeError as exc:
         raise _fail(where, f"key 'probes' does not fit its chip ({exc})") from None
     try:
@@ -126,41 +124,37 @@ def validate_checkpoint(ckpt, where: str = "checkpoint") -> None:
 
 
 def _check_values(where, chip, state, fresh) -> None:
-    """Values of the arrays whose meaning is known (names absent are skipped)."""
-    from .blocks import layout as L
+    """Values of the arrays whose meaning is known (a name absent is skipped):
+    those the compiled kernels use as indices or flags, and the generator
+    states, which must be in range for the kernels not to read out of bounds
+    or stick."""
+    def bad(name, why):
+        return _fail(where, f"state {name!r} {why}")
 
-    for name in _CONSTANT:
-        if name not in fresh:
-            continue
-        a, b = state[name], fresh[name]
-        if name == "cfg" and a.shape[0] > L.PARALLEL:
-            a, b = np.delete(a, L.PARALLEL), np.delete(b, L.PARALLEL)
-        if not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
-            raise _fail(where, f"state {name!r} differs from what the chip and seed fix "
-                               "(a checkpoint of another chip or seed, or tampered)")
-    if "cfg" in state and state["cfg"].shape[0] > L.PARALLEL and state["cfg"][L.PARALLEL] not in (0, 1):
-        raise _fail(where, "state 'cfg' holds an invalid parallel flag")
-    n_samples = fresh["X"].shape[0] if "X" in fresh else None
-    if "sample_order" in state and n_samples is not None:
-        order = state["sample_order"]
-        if not np.array_equal(np.sort(order), np.arange(n_samples)):
-            raise _fail(where, f"state 'sample_order' is not a permutation of 0..{n_samples - 1}")
-    if "ctr" in state:
-        ctr = state["ctr"]
-        if np.any(ctr < 0):
-            raise _fail(where, "state 'ctr' holds a negative counter")
-        if n_samples is not None and ctr.shape[0] > max(L.C_POS, L.C_SAMPLE):
-            if ctr[L.C_POS] >= n_samples or ctr[L.C_SAMPLE] >= n_samples:
-                raise _fail(where, f"state 'ctr' points at sample {int(max(ctr[L.C_POS], ctr[L.C_SAMPLE]))} "
-                                   f"of {n_samples}")
-            if ctr[L.C_STEP] > ctr[L.C_CYCLE] or ctr[L.C_NEED_BASELINE] not in (0, 1):
-                raise _fail(where, "state 'ctr' is inconsistent (more steps than cycles, or a bad flag)")
-    for name in ("st_tag",):
-        if name in state and np.any((state[name] < 0) | (state[name] > 2)):
-            raise _fail(where, f"state {name!r} holds an unknown slot tag")
-    for name in ("st_newx", "b_valid"):
+    n_samples = fresh["smp.order"].shape[0] if "smp.order" in fresh else None
+    if "smp.order" in state and n_samples is not None:
+        if not np.array_equal(np.sort(state["smp.order"]), np.arange(n_samples)):
+            raise bad("smp.order", f"is not a permutation of 0..{n_samples - 1}")
+    for name in ("smp.pos", "smp.sample"):
+        if name in state and n_samples is not None and np.any((state[name] < 0) | (state[name] >= n_samples)):
+            raise bad(name, f"must be a sample index 0..{n_samples - 1}")
+    for name, arr in state.items():
+        if name.startswith("ctl.") or name in ("gen.code", "smp.epoch") or name == "mon.events":
+            if np.any(arr < 0):
+                raise bad(name, "holds a negative count")
+    if "ctl.step" in state and "ctl.cycle" in state and state["ctl.step"][0] > state["ctl.cycle"][0]:
+        raise bad("ctl.step", "is larger than ctl.cycle (more measurement steps than cycles)")
+    for name in ("ctl.need_baseline", "pipe.new_sample", "bc.ring_valid", "bc.out_valid"):
         if name in state and np.any((state[name] != 0) & (state[name] != 1)):
-            raise _fail(where, f"state {name!r} must hold 0 or 1")
+            raise bad(name, "must hold 0 or 1")
+    if "pipe.tag" in state and np.any((state["pipe.tag"] < 0) | (state["pipe.tag"] > 2)):
+        raise bad("pipe.tag", "holds an unknown slot tag (0 none, 1 measure, 2 baseline)")
+    if "gen.lfsr" in state and np.any((state["gen.lfsr"] == 0) | (state["gen.lfsr"] >= 1 << 32)):
+        raise bad("gen.lfsr", "must hold nonzero 32-bit LFSR states")
+    for name, arr in state.items():
+        ref = fresh.get(name)
+        if arr.dtype == np.uint64 and ref is not None and np.all(ref != 0) and np.any(arr == 0):
+            raise bad(name, "holds a generator state of 0 (a xorshift generator never leaves 0)")
     _check_registers(where, chip, state)
 
 

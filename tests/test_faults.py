@@ -606,40 +606,47 @@ def test_a_checkpoint_file_resumes_bit_for_bit_with_its_probes(ran, tmp_path):
 def _tamper(ckpt, how):
     s = ckpt["state"]
     if how == "missing":
-        del s["G"]
+        del s["syn.G"]
     elif how == "extra":
         s["evil"] = np.zeros(3)
     elif how == "dtype":
-        s["ctr"] = s["ctr"].astype(np.int32)
+        s["ctl.cycle"] = s["ctl.cycle"].astype(np.int32)
     elif how == "shape":
-        s["theta"] = np.zeros(len(s["theta"]) + 1)
-    elif how == "geometry":
-        s["geo"][0, 0] = 10**6
+        s["syn.theta"] = np.zeros(len(s["syn.theta"]) + 1)
     elif how == "order":
-        s["sample_order"][0] = 10**9
-    elif how == "counter":
-        s["ctr"][7] = 10**9
+        s["smp.order"][0] = 10**9
+    elif how == "sample index":
+        s["smp.sample"][0] = 10**9
+    elif how == "negative counter":
+        s["ctl.cycle"][0] = -5
+    elif how == "tag":
+        s["pipe.tag"][0] = 7
+    elif how == "lfsr":
+        s["gen.lfsr"][0] = 0
+    elif how == "generator":
+        s["syn.sr_theta"][0] = 0
     elif how == "off-grid weight":
-        s["theta"][0] = 1e-9
+        s["syn.theta"][0] = 1e-9
     elif how == "nan weight":
-        s["theta"][1] = np.nan
+        s["syn.theta"][1] = np.nan
     elif how == "seed":
-        ckpt["seed"] = 6
+        ckpt["seed"] = -6
     elif how == "version":
-        ckpt["version"] = 2
+        ckpt["version"] += 1
     elif how == "chip":
         ckpt["chip"] = XOR8.replace({"network.layers": [2, 3, 1]}).to_toml()  # another chip
     elif how == "probes":
         ckpt["probes"] = ["nope"]
     elif how == "not an array":
-        s["theta"] = list(s["theta"])
+        s["syn.theta"] = list(s["syn.theta"])
     elif how == "object array":
-        s["theta"] = s["theta"].astype(object)
+        s["syn.theta"] = s["syn.theta"].astype(object)
     return ckpt
 
 
-TAMPER = ["missing", "extra", "dtype", "shape", "geometry", "order", "counter", "off-grid weight", "nan weight",
-          "seed", "version", "chip", "probes", "not an array", "object array"]
+TAMPER = ["missing", "extra", "dtype", "shape", "order", "sample index", "negative counter", "tag", "lfsr",
+          "generator", "off-grid weight", "nan weight", "seed", "version", "chip", "probes", "not an array",
+          "object array"]
 
 
 @pytest.mark.parametrize("how", TAMPER)
@@ -656,9 +663,9 @@ def test_checkpoint_files_never_unpickle_and_refuse_damage(ran, tmp_path):
 
     path = save_checkpoint(ran, tmp_path / "c.npz")
     evil = tmp_path / "evil.npz"
-    np.savez(evil, meta=np.array(json.dumps({"format": "mgd-emu-checkpoint", "version": 1,
+    np.savez(evil, meta=np.array(json.dumps({"format": "mgd-emu-checkpoint", "version": ran.checkpoint()["version"],
                                               "chip": XOR8.to_toml(), "seed": 5})),
-             **{"state.theta": np.array([object()], dtype=object)})
+             **{"state.syn.theta": np.array([object()], dtype=object)})
     with pytest.raises(CheckpointError, match="evil.npz"):
         load_checkpoint(evil)
     (tmp_path / "p.npz").write_bytes(pickle.dumps({"format": "mgd-emu-checkpoint"}))
@@ -671,7 +678,7 @@ def test_checkpoint_files_never_unpickle_and_refuse_damage(ran, tmp_path):
     with pytest.raises(CheckpointError, match="not a regular file"):
         load_checkpoint(tmp_path)
     big = tmp_path / "big.npz"
-    np.savez(big, meta=np.load(path)["meta"], **{"state.theta": np.zeros(50_000_000, dtype=np.uint8)})
+    np.savez(big, meta=np.load(path)["meta"], **{"state.syn.theta": np.zeros(50_000_000, dtype=np.uint8)})
     with pytest.raises(CheckpointError, match="declare"):
         read_checkpoint(big)
 
@@ -722,11 +729,13 @@ def test_fuzzed_checkpoints_are_refused_or_run(ran, data):
 
 
 def test_validate_checkpoint_refuses_what_is_not_a_checkpoint():
-    for bad in (None, [], {"format": "mgd-emu-checkpoint"}, {"format": "x", "version": 1},
+    from mgd_emu.engine import CHECKPOINT_VERSION as V
+
+    for bad in (None, [], {"format": "mgd-emu-checkpoint"}, {"format": "x", "version": V},
                 {"format": "mgd-emu-checkpoint", "version": True, "chip": "", "seed": 0, "state": {}},
-                {"format": "mgd-emu-checkpoint", "version": 1, "chip": "[[[", "seed": 0, "state": {}},
-                {"format": "mgd-emu-checkpoint", "version": 1, "chip": XOR8.to_toml(), "seed": -1, "state": {}},
-                {"format": "mgd-emu-checkpoint", "version": 1, "chip": XOR8.to_toml(), "seed": 0, "state": []}):
+                {"format": "mgd-emu-checkpoint", "version": V, "chip": "[[[", "seed": 0, "state": {}},
+                {"format": "mgd-emu-checkpoint", "version": V, "chip": XOR8.to_toml(), "seed": -1, "state": {}},
+                {"format": "mgd-emu-checkpoint", "version": V, "chip": XOR8.to_toml(), "seed": 0, "state": []}):
         with pytest.raises(CheckpointError):
             validate_checkpoint(bad)
 
