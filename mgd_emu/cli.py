@@ -1,22 +1,33 @@
 """The `mgd-emu` command line.
 
-Results go to stdout, progress and diagnostics to stderr. A user mistake
-prints one line `mgd-emu: error: ...` and exits with status 2; Ctrl-C exits
-with 130 after closing the trace (marked incomplete).
+Results go to stdout, progress and diagnostics to stderr. A user mistake, or
+an OS/HDF5 error (disk full, permissions, a damaged file), prints one line
+`mgd-emu: error: ...` and exits with status 2; SIGINT (Ctrl-C), SIGTERM and
+SIGHUP close the trace (flushed, marked incomplete with the signal's name),
+print one line and exit with 128 + the signal number (130, 143, 129). The
+signal handlers are installed before anything heavy is imported
+(mgd_emu.errors), so this holds during imports too.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import os
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-from . import __version__
-from .spec import ChipError, load_chip, parse_override
+from .errors import install_signal_handlers
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "mgd-emu":
+    # the command itself (not a library import): signals from here on are
+    # held, and raised by end_startup() once main() can catch them
+    install_signal_handlers(defer=True)
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from .errors import describe, exit_status, report, signal_name  # noqa: E402
+from .safe_io import OutputError, check_writable  # noqa: E402
 
 HW_MODELS = Path(__file__).resolve().parent.parent / "hw_models"
 DEFAULT_CHIP = "xor_8bit.toml"
@@ -28,6 +39,24 @@ DEMO_PROBES = ["cost every=10", "layer0.weight every=100", "layer1.weight every=
 
 class UserError(Exception):
     """A mistake in what the user asked for: reported in one line."""
+
+
+def load_chip(path, overrides=None):
+    from .spec import load_chip as load
+
+    return load(path, overrides)
+
+
+def parse_override(item):
+    from .spec import parse_override as parse
+
+    return parse(item)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _one_line(text) -> str:
@@ -63,6 +92,9 @@ def _load(args) -> "Chip":
 
 # Argument types. argparse reports their errors as "argument --cycles: MESSAGE".
 
+MAX_CYCLES = 2**62  # cycle counters are int64; a run of 2**62 cycles would take centuries
+
+
 def _positive(text):
     try:
         v = int(text.replace("_", ""))
@@ -70,6 +102,9 @@ def _positive(text):
         v = 0
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    if v > MAX_CYCLES:
+        raise argparse.ArgumentTypeError(f"must be at most 2**62 = {MAX_CYCLES} (cycle counters are "
+                                         f"64-bit), got {text!r}")
     return v
 
 
@@ -109,42 +144,13 @@ def _window(text):
                                      f"e.g. 0:2000, got {text!r}")
 
 
-def _check_output(path: Path, option: str, folder: bool = False) -> Path:
-    """Refuse, before any work is done, an output path that cannot be written:
-    `option PATH: why`. folder: the output is a folder (created if missing).
-    Nothing is left behind: an existing file is opened for appending and
-    closed, a new one is created and removed, a missing folder is only tested
-    by creating a temporary file in its nearest existing parent."""
-    if not str(path):
-        raise UserError(f"{option}: the path is empty")
-    if folder and path.exists() and not path.is_dir():
-        raise UserError(f"{option} {path}: is a file; this output is a folder of files")
-    if not folder and path.is_dir():
-        raise UserError(f"{option} {path}: is a directory; give a file name")
-    where = path if folder else path.parent
-    existing = where
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"{option} {path}: {existing} is not a directory")
-    try:
-        if folder and path.exists() or existing != where:
-            fd, tmp = tempfile.mkstemp(dir=existing, prefix=".mgd-emu-write-test-")
-            os.close(fd)
-            os.unlink(tmp)
-        elif path.exists():
-            with open(path, "ab"):
-                pass
-        else:
-            with open(path, "xb"):
-                pass
-            path.unlink()
-    except OSError as exc:
-        raise UserError(f"{option} {path}: cannot be written ({exc.strerror or exc})") from None
-    return path
+def _check_output(path: Path, option: str, folder: bool = False, inputs=()) -> Path:
+    """Refuse, before any work is done, an output path that cannot be written
+    or that is an input of the command (safe_io.check_writable)."""
+    return check_writable(path, inputs, option, folder)
 
 
-def _image_target(text: str | None, default: Path, stem: str, option: str) -> Path:
+def _image_target(text: str | None, default: Path, stem: str, option: str, inputs=()) -> Path:
     """The image a plot goes to: `text` (a file with an image suffix, or an
     existing folder, then FOLDER/STEM.png) or `default`; checked writable."""
     from .plot import IMAGE_FORMATS
@@ -160,7 +166,7 @@ def _image_target(text: str | None, default: Path, stem: str, option: str) -> Pa
     if fmt not in IMAGE_FORMATS:
         what = f"format {path.suffix!r} is not supported" if path.suffix else "has no image suffix"
         raise UserError(f"{option} {path}: {what} (allowed: {', '.join('.' + f for f in IMAGE_FORMATS)})")
-    return _check_output(path, option)
+    return _check_output(path, option, inputs=inputs)
 
 
 @contextlib.contextmanager
@@ -170,7 +176,7 @@ def _writing(path, option: str):
     try:
         yield
     except OSError as exc:
-        raise UserError(f"{option} {path}: cannot be written ({exc.strerror or exc})") from None
+        raise UserError(f"{option} {path}: cannot be written ({describe(exc)})") from None
 
 
 def _eta(seconds: float) -> str:
@@ -209,14 +215,22 @@ def cmd_show(args) -> int:
 
 
 def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float | None,
-          quiet: bool, probes=(), trace_path=None, note="") -> dict:
+          quiet: bool, probes=(), trace_path=None, note="", inputs=()) -> dict:
     """Run a chip, evaluating every `eval_every` cycles, optionally writing a
-    trace; returns a summary."""
+    trace (never over one of `inputs`); returns a summary. The chip's memory
+    is checked against the machine's before anything is built."""
     from tqdm import tqdm
 
-    from .engine import Emulator
-    from .probes import ProbeError
+    from .limits import check_chip_fits
+    from .probes import ProbeError, parse_probes
     from .trace import END_COMPLETED, TraceWriter, target_reached
+
+    try:
+        parse_probes(list(chip.trace.probes) + list(probes), chip)
+    except ProbeError as exc:
+        raise UserError(f"--probe: {exc}") from None
+    check_chip_fits(chip, probes)
+    from .engine import Emulator
 
     t0 = time.perf_counter()
     try:
@@ -225,7 +239,7 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
         raise UserError(f"--probe: {exc}") from None
     emu.warm_up()
     startup = time.perf_counter() - t0
-    writer = TraceWriter(trace_path, emu, cycles, note=note) if trace_path else None
+    writer = TraceWriter(trace_path, emu, cycles, note=note, inputs=inputs) if trace_path else None
     bar = tqdm(total=cycles, unit="cycle", unit_scale=True, disable=quiet or None, file=sys.stderr,
                dynamic_ncols=True, leave=False, desc=chip.name)
     history, reached = [], None
@@ -249,8 +263,10 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
         bar.close()
         if writer:
             writer.__exit__(type(exc), exc, None)
-            print(f"mgd-emu: the trace {trace_path} holds the {emu.cycle:,} cycles run so far "
-                  "and is marked incomplete", file=sys.stderr)
+            if writer.failed is None:
+                # said on the same line as the error or the signal (main)
+                exc.mgd_note = (f"the trace {trace_path} holds the {emu.cycle:,} cycles run so far "
+                                "and is marked incomplete")
         raise
     wall = time.perf_counter() - t_run
     bar.close()
@@ -318,21 +334,24 @@ def cmd_run(args) -> int:
     if getattr(args, "always_trace", False) and not probes and not chip.trace.probes:
         probes = DEMO_PROBES
     trace_path = _trace_target(args, chip)
+    inputs = [find_chip(args.chip)] if getattr(args, "chip", None) else []
+    png = None
     if trace_path is not None:
-        _check_output(trace_path, "--trace")
+        _check_output(trace_path, "--trace", inputs=inputs)
+        if not args.no_plot:  # the plot beside the trace: checked before the run, not after it
+            png = _check_output(trace_path.with_suffix(".png"), "plot", inputs=[*inputs, trace_path])
         if args.trace is None and not args.probe and chip.trace.probes and not (args.quiet or args.json):
             print(f"mgd-emu: recording the probes of the chip's [trace] section "
                   f"({len(chip.trace.probes)}) into {trace_path}", file=sys.stderr)
     note = "mgd-emu " + " ".join(sys.argv[1:])
     summary = train(chip, args.seed, args.cycles, args.eval_every, args.until_accuracy, args.quiet,
-                    probes, trace_path, note)
-    if trace_path is not None and not args.no_plot:
+                    probes, trace_path, note, inputs=inputs)
+    if png is not None:
         from .plot import plot_trace
         from .trace import open_trace
 
-        png = trace_path.with_suffix(".png")
         with _writing(png, "plot"):
-            summary["plot"] = str(plot_trace(open_trace(trace_path), png))
+            summary["plot"] = str(plot_trace(open_trace(trace_path), png, inputs=inputs))
     if args.twin:
         from .study import twin
 
@@ -366,7 +385,7 @@ def cmd_demo(args) -> int:
     args.set = []
     args.always_trace = True
     if not (args.quiet or args.json):
-        print(f"mgd-emu {__version__}: training the default chip hw_models/{DEFAULT_CHIP} "
+        print(f"mgd-emu {_version()}: training the default chip hw_models/{DEFAULT_CHIP} "
               f"(XOR on 8-bit weights) until it classifies XOR perfectly.", file=sys.stderr)
     return cmd_run(args)
 
@@ -381,7 +400,7 @@ def cmd_inspect(args) -> int:
         "trace": str(args.trace), "format_version": a["format_version"], "mgd_emu_version": a["mgd_emu_version"],
         "chip": a["chip_name"], "chip_source": a["chip_source"], "seed": t.seed, "task": a["task"],
         "train_dataset": a["train_dataset"], "created": a["created"],
-        "complete": t.complete, "end_reason": a["end_reason"], "start_cycle": a["start_cycle"],
+        "complete": t.complete, "live": t.live, "end_reason": a["end_reason"], "start_cycle": a["start_cycle"],
         "cycles_requested": a["cycles_requested"], "cycles_completed": t.cycles_completed,
         "clock_hz": a["clock_hz"],
         "signals": {name: _signal_info(t.signal(name)) for name in t.signals},
@@ -398,8 +417,8 @@ def cmd_inspect(args) -> int:
     print(f"chip            {info['chip']} from {info['chip_source']}, seed {info['seed']}, task {info['task']}")
     from .trace import END_COMPLETED
 
-    if not t.complete:
-        status = f"INCOMPLETE ({info['end_reason']})"
+    if t.live or not t.complete:
+        status = t.status
     else:  # complete, and why it ended when it stopped before the cycles requested
         status = "complete" + (f" ({info['end_reason']})" if info["end_reason"] != END_COMPLETED else "")
     print(f"run             {status}: {info['cycles_completed']:,} of {info['cycles_requested']:,} cycles "
@@ -418,11 +437,12 @@ def cmd_inspect(args) -> int:
 
 
 def _signal_info(s) -> dict:
-    shape = "x".join(map(str, s.data.shape[1:])) or "scalar"
+    """A signal's summary, from its attributes and two cycle numbers (no data read)."""
+    shape = "x".join(map(str, s.shape)) or "scalar"
     fmt = s.format.describe() if s.format is not None else "index"
-    return {"format": fmt, "shape": shape, "samples": int(s.cycles.size), "index": s.index,
-            "every": int(s.attrs["every"]), "first_cycle": int(s.cycles[0]) if s.cycles.size else None,
-            "last_cycle": int(s.cycles[-1]) if s.cycles.size else None, "description": s.description}
+    return {"format": fmt, "shape": shape, "samples": int(s.count), "index": s.index,
+            "every": int(s.attrs["every"]), "first_cycle": s.first_cycle,
+            "last_cycle": s.last_cycle, "description": s.description}
 
 
 def cmd_plot(args) -> int:
@@ -430,7 +450,7 @@ def cmd_plot(args) -> int:
     from .trace import open_trace
 
     trace = Path(args.trace)
-    out = _image_target(args.output, trace.with_suffix(".png"), trace.stem, "-o")
+    out = _image_target(args.output, trace.with_suffix(".png"), trace.stem, "-o", inputs=[trace])
     t = open_trace(trace)
     with _writing(out, "-o"):
         png = plot_trace(t, out)
@@ -454,8 +474,8 @@ def cmd_export(args) -> int:
         out = Path(args.output) if args.output else trace.with_suffix(".vcd")
         if out.is_dir():
             out = out / f"{trace.stem}.vcd"
-        _check_output(out, "-o")
-        _check_output(out.with_suffix(".gtkw"), "-o")
+        _check_output(out, "-o", inputs=[trace])
+        _check_output(out.with_suffix(".gtkw"), "-o", inputs=[trace])
         t = open_trace(trace)
         with _writing(out, "-o"):
             paths = export.write_vcd(t, out, signals=args.signals, start=start, stop=stop)
@@ -507,6 +527,8 @@ def cmd_compare(args) -> int:
     from .plot import plot_compare
     from .study import compare, sweep
 
+    from .limits import check_chip_fits
+
     chips = []
     for name in args.chips:
         chip = load_chip(find_chip(name), _overrides(args.set))
@@ -522,8 +544,11 @@ def cmd_compare(args) -> int:
     if len(chips) < 2:
         raise UserError("compare needs two chips, or one chip and --sweep KEY=V1,V2,...")
     # The plot's path is checked before the runs, so a bad -o loses no study.
+    for _, chip in chips:
+        check_chip_fits(chip)
     stem = f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = _image_target(args.output, Path("traces") / f"{stem}.png", stem, "-o")
+    out = _image_target(args.output, Path("traces") / f"{stem}.png", stem, "-o",
+                        inputs=[find_chip(n) for n in args.chips])
     total, t0 = len(chips) * len(args.seeds), time.perf_counter()
     done = []
 
@@ -552,7 +577,7 @@ def cmd_compare(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mgd-emu", description="Cycle-accurate emulator of chips that train "
                                 "themselves with multiplexed gradient descent (MGD).")
-    p.add_argument("--version", action="version", version=f"mgd-emu {__version__}")
+    p.add_argument("--version", action="version", version=f"mgd-emu {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chip_help = "a chip file, or the name of a shipped chip (see `mgd-emu chips`)"
     set_help = "override a key of the chip description, e.g. formats.weight.frac_bits=5 (repeatable)"
@@ -664,24 +689,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one command; returns the exit status (module docstring)."""
+    from .errors import end_startup
+
+    install_signal_handlers()
+    try:
+        end_startup()
+        status = _main(argv)
+    except KeyboardInterrupt as exc:  # SIGINT, SIGTERM, SIGHUP: Interrupted
+        note = getattr(exc, "mgd_note", None)
+        report(f"interrupted by {signal_name(exc)}" + (f"; {note}" if note else ""))
+        status = exit_status(exc)
+    trace = sys.modules.get("mgd_emu.trace")
+    if trace is not None and trace.UNCLOSED and _is_entry_point():
+        # a trace that could not be written: skip HDF5's exit handlers (trace.UNCLOSED)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _is_entry_point() -> bool:
+    """Whether this process is the `mgd-emu` command (not a library caller of main)."""
+    main = sys.modules.get("__main__")
+    return __name__ == "__main__" or os.path.basename(sys.argv[0]) == "mgd-emu" or \
+        getattr(main, "__spec__", None) is not None and main.__spec__.name == "mgd_emu.cli"
+
+
+def _main(argv) -> int:
+    from .limits import ResourceError
     from .probes import ProbeError
+    from .spec import ChipError
     from .trace import TraceError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ChipError, UserError, TraceError, ProbeError) as err:
-        print(f"mgd-emu: error: {_one_line(err)}", file=sys.stderr)
+    except (ChipError, UserError, TraceError, ProbeError, OutputError, ResourceError) as err:
+        note = getattr(err, "mgd_note", None)
+        report(f"error: {_one_line(err)}" + (f"; {note}" if note else ""))
         return 2
-    except KeyboardInterrupt:
-        print("\nmgd-emu: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # e.g. `mgd-emu show --registers | head`
-        import os
+        from .errors import exit_on_broken_pipe
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return exit_on_broken_pipe()
+    except (OSError, MemoryError) as exc:  # the machine, not the user: still one line
+        where = getattr(exc, "filename", None)
+        note = getattr(exc, "mgd_note", None)
+        report(f"error: {where + ': ' if where else ''}{describe(exc)}" + (f"; {note}" if note else ""))
+        return 2
 
 
 if __name__ == "__main__":

@@ -274,6 +274,9 @@ class Emulator:
         arrays are missing, extra, or of another dtype or shape than the
         chip's registers."""
         from . import spec as spec_mod
+        from .checkpoint import validate_checkpoint
+
+        validate_checkpoint(checkpoint)  # names, dtypes, shapes, values, probes: CheckpointError
 
         if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise ValueError("not an mgd-emu checkpoint")

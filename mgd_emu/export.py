@@ -31,6 +31,7 @@ from .blocks.register import Monitor
 from .blocks.synapse import Wires
 from .chipmap import ChipState, Variant, build_state, variant_of
 from .cycle import synapse_stage
+from . import safe_io
 from .fixedpoint import Format
 from .kernel_cache import cached
 from .probes import registers_by_name
@@ -197,7 +198,7 @@ def write_vcd(t: Trace, out, signals=None, start=None, stop=None) -> list[Path]:
             changed[1:] = val[1:] != val[:-1]
         cyc = np.maximum(cyc[changed], a)
         events.append((cyc, np.full(len(cyc), k), val[changed]))
-    with open(out, "w") as fp:
+    with safe_io.output(out, [t.path], mode="w") as fp:
         with VCDWriter(fp, timescale=timescale, date=t.attrs.get("created", ""),
                        version=f"mgd-emu {__version__}", comment=(
                            f"chip {t.attrs.get('chip_name')} seed {t.seed}, cycles {a}:{b}, "
@@ -226,7 +227,7 @@ def write_vcd(t: Trace, out, signals=None, start=None, stop=None) -> list[Path]:
             w.close(b * per)
 
     gtkw = out.with_suffix(".gtkw")
-    with open(gtkw, "w") as fp:
+    with safe_io.output(gtkw, [t.path], mode="w") as fp:
         g = GTKWSave(fp)
         g.comment(f"mgd-emu {__version__}: {t.attrs.get('chip_name')} seed {t.seed}, cycles {a}:{b}")
         g.dumpfile(str(out.resolve()))
@@ -621,10 +622,10 @@ def write_golden(t: Trace, out, block: str = "synapse", start=None, stop=None) -
         path = out / f"{c.name}.hex"
         digits = hex_digits(c.width * len(c.elements))
         words = pack_words(c.codes, c.width)
-        path.write_text("".join(f"{w:0{digits}x}\n" for w in words))
+        safe_io.write_text(path, "".join(f"{w:0{digits}x}\n" for w in words), [t.path])
         paths.append(path)
     path = out / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    safe_io.write_text(path, json.dumps(manifest, indent=2) + "\n", [t.path])
     paths.append(path)
     return paths
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from numba import njit
+
 from .blocks.prng import derive_seed, gaussian, uniform01, xorshift64star_next
 from .fixedpoint import Format
 from .spec import Chip, element_amplitude
@@ -50,6 +52,68 @@ class Stream:
         return float(z)
 
 
+    def uniforms(self, n: int) -> np.ndarray:
+        """n uniforms, exactly as n calls of uniform() (compiled: no Python per draw)."""
+        state, out = _uniforms(self.state, n)
+        self.state = np.uint64(state)
+        return out
+
+    def normals(self, n: int) -> np.ndarray:
+        """n standard normals, exactly as n calls of normal()."""
+        state, out = _normals(self.state, n)
+        self.state = np.uint64(state)
+        return out
+
+    def shuffle(self, n: int) -> np.ndarray:
+        """fisher_yates(n, self.word), compiled."""
+        state, out = _fisher_yates(self.state, n)
+        self.state = np.uint64(state)
+        return out
+
+
+# Build-time generators in compiled loops: a chip of 1e8 parameters draws its
+# weights, generator seeds and orders in seconds (they are bit-identical to
+# the Python loops they replace, which Stream's word/uniform/normal spell out).
+
+@njit(cache=True)
+def _uniforms(state, n):
+    out = np.empty(n)
+    for i in range(n):
+        state, word = xorshift64star_next(state)
+        out[i] = uniform01(word)
+    return state, out
+
+
+@njit(cache=True)
+def _normals(state, n):
+    out = np.empty(n)
+    for i in range(n):
+        state, z = gaussian(state)
+        out[i] = z
+    return state, out
+
+
+@njit(cache=True)
+def _fisher_yates(state, n):
+    order = np.arange(n)
+    for i in range(n - 1, 0, -1):
+        state, word = xorshift64star_next(state)
+        j = np.int64(word % np.uint64(i + 1))
+        t = order[i]
+        order[i] = order[j]
+        order[j] = t
+    return state, order
+
+
+@njit(cache=True)
+def _hashed_lfsr_seeds(seed, n):
+    out = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        v = derive_seed(seed, 2, i) & np.uint64(0xFFFFFFFF)  # STREAM_LFSR
+        out[i] = v if v != 0 else np.uint64(1)
+    return out
+
+
 def fisher_yates(n: int, next_word) -> np.ndarray:
     """Seeded shuffle of 0..n-1: for i = n-1..1: j = next() % (i+1); swap."""
     order = np.arange(n, dtype=np.int64)
@@ -57,6 +121,15 @@ def fisher_yates(n: int, next_word) -> np.ndarray:
         j = next_word() % (i + 1)
         order[i], order[j] = order[j], order[i]
     return order
+
+
+def quantize_array(x: np.ndarray, fmt: Format) -> np.ndarray:
+    """quantize_const of every element (nearest-even, saturate), vectorised."""
+    x = np.asarray(x, dtype=np.float64)
+    if not fmt.is_fixed:
+        return x.copy()
+    # + 0.0: a code of 0 is +0.0, as in quantize_const (rint gives -0.0 for small negatives)
+    return np.clip(np.rint(x * 2.0 ** fmt.frac_bits), fmt.min_code, fmt.max_code) * fmt.lsb + 0.0
 
 
 def quantize_const(x: float, fmt: Format) -> float:
@@ -99,36 +172,36 @@ def build_plan(chip: Chip, seed: int) -> Plan:
             lo, hi = -lim, lim
         else:
             lo, hi = net.init_low, net.init_high
-        w = np.array([[lo + (hi - lo) * init.uniform() for _ in range(fan_in)] for _ in range(fan_out)])
+        w = lo + (hi - lo) * init.uniforms(fan_in * fan_out)   # row by row, as [fan_out, fan_in]
         if net.bias and net.init == "uniform":
-            b = np.array([lo + (hi - lo) * init.uniform() for _ in range(fan_out)])
+            b = lo + (hi - lo) * init.uniforms(fan_out)
         else:
             b = np.zeros(fan_out)
-        weights.append(np.vectorize(lambda v: quantize_const(v, wfmt), otypes=[float])(w).reshape(fan_out, fan_in))
-        biases.append(np.vectorize(lambda v: quantize_const(v, bfmt), otypes=[float])(b).reshape(fan_out))
+        weights.append(quantize_array(w, wfmt).reshape(fan_out, fan_in))
+        biases.append(quantize_array(b, bfmt).reshape(fan_out))
 
+    assert STREAM_LFSR == 2
     if pert.generator_seeds == "hashed":
-        lfsr = [derive_seed(seed, STREAM_LFSR, i) & 0xFFFFFFFF or 1 for i in range(n_gen)]
-    else:
-        lfsr = [(seed + i) % 0xFFFFFFFF + 1 for i in range(n_gen)]
+        lfsr = _hashed_lfsr_seeds(np.uint64(seed), n_gen)
+    else:  # (seed + i) % (2**32 - 1) + 1, without overflow for any 63-bit seed
+        m = 0xFFFFFFFF
+        lfsr = (np.uint64(seed % m) + np.arange(n_gen, dtype=np.uint64) % np.uint64(m)) % np.uint64(m) + np.uint64(1)
 
-    tstream = Stream(seed, STREAM_TIME_ORDER)
-    time_order = fisher_yates(n_gen, tstream.word)
+    time_order = Stream(seed, STREAM_TIME_ORDER).shuffle(n_gen)
 
     fstream = Stream(seed, STREAM_FREQUENCY)
     freqs = np.linspace(pert.freq_min, pert.freq_max, n_gen) if n_gen > 1 else np.array([pert.freq_min])
-    freqs = freqs[fisher_yates(n_gen, fstream.word)]
-    phases = np.array([2.0 * math.pi * fstream.uniform() for _ in range(n_gen)])
+    freqs = freqs[fstream.shuffle(n_gen)]
+    phases = 2.0 * math.pi * fstream.uniforms(n_gen)
 
     order = 1 << max(1, math.ceil(math.log2(n_gen + 1)))
-    wstream = Stream(seed, STREAM_WALSH)
-    rows = fisher_yates(order - 1, wstream.word)[:n_gen] + 1
+    rows = Stream(seed, STREAM_WALSH).shuffle(order - 1)[:n_gen] + 1
 
     dev = Stream(seed, STREAM_DEVICE)
     gains, offsets = [], []
     for fan_out in sizes[1:]:
-        gains.append(np.array([1.0 + noise.gain_sigma * dev.normal() for _ in range(fan_out)]))
-        offsets.append(np.array([noise.offset_sigma * dev.normal() for _ in range(fan_out)]))
+        gains.append(1.0 + noise.gain_sigma * dev.normals(fan_out))
+        offsets.append(noise.offset_sigma * dev.normals(fan_out))
 
     return Plan(
         weights=weights,

@@ -5,6 +5,13 @@ and, when the integrators were probed with the weights, the chip's gradient
 estimate against the exact gradient (reference backpropagation on the
 recorded weights, over the training set). Every x axis is in cycles, with
 chip time (from `timing.clock_hz`) on a secondary axis.
+
+Memory is bounded whatever the length of the run: a drawn signal is read
+decimated (every k-th sample, at most MAX_SAMPLES samples and
+MAX_SIGNAL_BYTES of values), and the gradient panels look up their <= 200
+cycles in each signal's cycle numbers 262,144 at a time (2 MB), then read
+only those samples. The image is written by safe_io (a temporary file renamed on
+success).
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ from .tasks import make_task  # noqa: E402
 from .trace import Trace  # noqa: E402
 
 MAX_LINES = 40  # trajectories drawn per panel; more become unreadable
+MAX_SAMPLES = 20_000          # samples drawn per signal (a plot is ~1000 pixels wide)
+MAX_SIGNAL_BYTES = 16 << 20   # values read per drawn signal
 # The image formats a plot can be saved in, by file suffix (png, pdf, svg, ...).
 IMAGE_FORMATS = sorted(FigureCanvasBase.get_supported_filetypes())
 
@@ -37,15 +46,24 @@ def image_format(out) -> str:
     return fmt
 
 
-def _save(fig, out: Path) -> Path:
-    """Save to exactly `out` (matplotlib would add .png to a name without a suffix)."""
+def _save(fig, out: Path, inputs=()) -> Path:
+    """Save to exactly `out` (matplotlib would add .png to a name without a
+    suffix), through a temporary file renamed on success; never over an input."""
+    from .safe_io import output
+
     fmt = image_format(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(out, dpi=110, format=fmt)
+        with output(out, inputs) as tmp:
+            fig.savefig(tmp, dpi=110, format=fmt)
     finally:
         plt.close(fig)
     return out
+
+
+def _drawn(sig):
+    """The signal decimated to what a plot draws (memory bound: module docstring)."""
+    per = max(1, int(np.prod(sig.shape)) * 8)
+    return sig.decimated(max(2, min(MAX_SAMPLES, MAX_SIGNAL_BYTES // per)))
 
 
 def _time_unit(seconds: float) -> tuple[str, float]:
@@ -99,7 +117,7 @@ def _parameter_signals(trace: Trace, n_layers: int) -> list | None:
         if n not in trace.signals:
             return None
         s = trace.signal(n)
-        if s.data.shape[1:] != s.register_shape:
+        if s.shape != s.register_shape:
             return None  # an index subset: the exact gradient needs every parameter
         sigs.append(s)
     return sigs
@@ -120,25 +138,49 @@ def gradient_alignment(trace: Trace):
     params = _parameter_signals(trace, n_layers)
     if params is None:
         return None
-    integ = [n for n in trace.signals if n.endswith("_integrator") and np.any(trace.signal(n).data)]
-    common = set(params[0].cycles.tolist())
-    for s in params[1:] + [trace.signal(n) for n in integ]:
-        common &= set(s.cycles.tolist())
-    cycles = np.array(sorted(common))
+    integ = [n for n in trace.signals if n.endswith("_integrator") and _any_nonzero(trace.signal(n))]
+    sigs = params + [trace.signal(n) for n in integ]
     source = "integrator" if integ else "update"
-    if cycles.size < (1 if integ else 2):
-        return None
     # At most 200 points: each needs a backpropagation over the training set.
-    pick = np.unique(np.linspace(0, cycles.size - (1 if integ else 2), min(cycles.size, 200)).astype(int))
+    # Candidates: evenly spaced samples of the sparsest signal (and, for
+    # "update", the sample after each), kept where every signal has them.
+    first = min(sigs, key=lambda s: s.count)  # the sparsest: its samples are the likeliest common
+    if first.count < (1 if integ else 2):
+        return None
+    idx = np.unique(np.linspace(0, first.count - (1 if integ else 2), min(first.count, 200)).astype(int))
+    with trace._open() as f:
+        fc = f["signals"][first.name]["cycles"]
+        cand = fc[idx]
+        succ = fc[np.minimum(idx + 1, first.count - 1)] if not integ else cand
+    wanted = np.unique(np.concatenate([cand, succ]))
+    found = {s.name: _find_cycles(s, wanted) for s in sigs}
+    ok = np.ones(wanted.size, bool)
+    for pos in found.values():
+        ok &= pos >= 0
+    present = set(wanted[ok].tolist())
+    keep = [i for i, (c, c2) in enumerate(zip(cand, succ)) if int(c) in present and int(c2) in present]
+    if not keep:
+        return None
+    cycles, nexts = cand[keep], succ[keep]
+    rows = {}
+    with trace._open() as f:  # the needed samples of each signal, in one read per signal
+        for s in sigs:
+            pos = found[s.name]
+            sel = np.flatnonzero(pos >= 0)
+            data = f["signals"][s.name]["data"][pos[sel]] if sel.size else None
+            rows[s.name] = {int(wanted[j]): data[k] for k, j in enumerate(sel)}
     task = make_task(chip.task.name, **chip.task_params())
     X, Y = task.train.inputs, task.train.targets
     w_sigs, b_sigs = params[:n_layers], params[n_layers:]
 
     def at(sig, c):
-        return sig.values[np.searchsorted(sig.cycles, c)]
+        data = rows[sig.name][int(c)]
+        if sig.format is not None and sig.format.is_fixed:
+            return np.ldexp(data.astype(np.float64), -sig.format.frac_bits)
+        return data.astype(np.float64)
 
     out_c, cos, last = [], [], None
-    for k in pick:
+    for k in range(len(cycles)):
         c = cycles[k]
         W = [at(s, c) for s in w_sigs]
         b = [at(s, c) for s in b_sigs] if b_sigs else [np.zeros(s.register_shape[0]) for s in w_sigs]
@@ -153,7 +195,7 @@ def gradient_alignment(trace: Trace):
                 ex.append(np.ravel(g)[s.elements.astype(int).ravel()])
             est, ex = np.concatenate(est), np.concatenate(ex)
         else:
-            c2 = cycles[k + 1]
+            c2 = nexts[k]
             est = np.concatenate([np.ravel(at(s, c) - at(s, c2)) for s in params])
             ex = np.concatenate([np.ravel(g) for g in dW] + ([np.ravel(g) for g in db] if b_sigs else []))
         ne, nx = np.linalg.norm(est), np.linalg.norm(ex)
@@ -165,6 +207,27 @@ def gradient_alignment(trace: Trace):
     if not out_c:
         return None
     return source, np.array(out_c), np.array(cos), last[0], last[1]
+
+
+def _any_nonzero(sig, block_bytes: int = 4 << 20) -> bool:
+    """Whether any sample of `sig` is nonzero, read in blocks of ~4 MB."""
+    rows = max(1, block_bytes // max(1, int(np.prod(sig.shape)) * 8))
+    for a in range(0, sig.count, rows):
+        if np.any(sig.read(a, min(sig.count, a + rows))[1]):
+            return True
+    return False
+
+
+def _find_cycles(sig, wanted: np.ndarray, block: int = 1 << 18) -> np.ndarray:
+    """The sample index of each wanted cycle in `sig` (-1 where it has none),
+    reading its cycle numbers in blocks (2 MB at a time)."""
+    out = np.full(wanted.size, -1, dtype=np.int64)
+    for a in range(0, sig.count, block):
+        c = sig.read_cycles(a, min(sig.count, a + block))
+        pos = np.searchsorted(c, wanted)
+        hit = (pos < c.size) & (c[np.minimum(pos, c.size - 1)] == wanted)
+        out[hit] = a + pos[hit]
+    return out
 
 
 def panel_layout(trace: Trace, grad="compute") -> list[list[str]]:
@@ -183,7 +246,7 @@ def panel_layout(trace: Trace, grad="compute") -> list[list[str]]:
     return [r for r in ([p for p in row if has[p]] for row in rows) if r]
 
 
-def plot_trace(trace: Trace, out) -> Path:
+def plot_trace(trace: Trace, out, inputs=()) -> Path:
     """Draw the trace's run into `out` (PNG, or any suffix in IMAGE_FORMATS);
     returns the path.
 
@@ -194,6 +257,7 @@ def plot_trace(trace: Trace, out) -> Path:
     probe."""
     out = Path(out)
     image_format(out)
+    inputs = [trace.path, *inputs]
     chip = trace.chip
     hz = chip.timing.clock_hz
     last = max(trace.cycles_completed + int(trace.attrs.get("start_cycle", 0)), 1)
@@ -205,8 +269,10 @@ def plot_trace(trace: Trace, out) -> Path:
 
     def cost_panel(ax):
         if "cost" in trace.signals:
-            c, v = trace.values("cost")
-            ax.plot(c, v, lw=0.4, color="0.7", label="cost C, per measurement")
+            sig = _drawn(trace.signal("cost"))
+            c, v = sig.cycles, sig.values
+            every = f", every {sig.decimation:,}th" if sig.decimation > 1 else ""
+            ax.plot(c, v, lw=0.4, color="0.7", label=f"cost C, per measurement{every}")
             n = max(1, c.size // 100)
             ax.plot(c, _moving_mean(v, n), lw=1.2, color="C0", label=f"moving mean ({n} samples)")
         if len(ev_c):
@@ -229,7 +295,7 @@ def plot_trace(trace: Trace, out) -> Path:
         def draw(ax):
             drawn = total = 0
             for k, n in enumerate(names):
-                sig = trace.signal(n)
+                sig = _drawn(trace.signal(n))
                 v = sig.values.reshape(sig.cycles.size, -1)
                 total += v.shape[1]
                 keep = max(0, min(v.shape[1], MAX_LINES - drawn))
@@ -286,7 +352,7 @@ def plot_trace(trace: Trace, out) -> Path:
             "biases": trajectory_panel(biases, "biases"), "gradient": cosine_panel,
             "gradient_scatter": scatter_panel}
     rows = [[draw[name] for name in row] for row in panel_layout(trace, grad)]
-    status = "complete" if trace.complete else f"INCOMPLETE ({trace.attrs.get('end_reason', '')})"
+    status = trace.status
     title = (f"{trace.attrs['chip_name']}: seed {trace.seed}, task {trace.attrs['task']}, "
              f"{trace.cycles_completed:,} cycles ({status})")
     if not rows:  # nothing this plot draws was recorded: say what to probe
@@ -295,14 +361,14 @@ def plot_trace(trace: Trace, out) -> Path:
         fig.text(0.5, 0.45, "this trace records none of cost, weights, biases or evaluations:\n"
                  "probe them, e.g. --probe cost --probe layer0.weight, and evaluate with --eval-every",
                  ha="center", va="center", fontsize=10)
-        return _save(fig, out)
+        return _save(fig, out, inputs)
     fig = plt.figure(figsize=(11, 3.6 * len(rows) + 0.6), layout="constrained")
     gs = fig.add_gridspec(len(rows), 2)
     fig.suptitle(title, fontsize=11)
     for r, row in enumerate(rows):
         for col, panel in enumerate(row):
             panel(fig.add_subplot(gs[r, col] if len(row) == 2 else gs[r, :]))
-    return _save(fig, out)
+    return _save(fig, out, inputs)
 
 
 def plot_compare(result, out) -> Path:

@@ -182,15 +182,17 @@ def parse_probe(text: str, chip, every: int = 1, start: int = 0, stop: int | Non
     reg = regs[name]
     for option in rest.split():
         key, _, value = option.partition("=")
-        if key == "every" and re.fullmatch(r"\d+", value) and int(value) >= 1:
+        if key == "every" and re.fullmatch(r"\d+", value) and 1 <= int(value) <= 2**62:
             every = int(value)
         elif key == "window" and re.fullmatch(r"\d*:\d*", value):
             a, b = value.split(":")
             start, stop = int(a or 0), (int(b) if b else None)
+            if max(start, stop or 0) > 2**62:
+                raise ProbeError(f"{text!r}: window={value} is beyond cycle 2**62")
             if stop is not None and stop <= start:
                 raise ProbeError(f"{text!r}: window={value} is empty (START:STOP, STOP exclusive)")
         else:
-            raise ProbeError(f"{text!r}: {option!r} is not an option (allowed: every=K with K >= 1, window=START:STOP)")
+            raise ProbeError(f"{text!r}: {option!r} is not an option (allowed: every=K with K >= 1 (at most 2**62), window=START:STOP)")
     positions = np.arange(reg.size, dtype=np.int64).reshape(reg.shape)
     index = (index or "").strip()
     if index:

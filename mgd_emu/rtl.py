@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, safe_io
 from .fixedpoint import OVERFLOWS, ROUNDINGS, Format
 from .trace import TraceError
 
@@ -639,12 +639,12 @@ def export_rtl(t, out, block: str = "synapse", start=None, stop=None, samples: i
     for name, reg, desc in s_cols + r_cols:
         digits = (reg.width + 3) // 4
         path = folder / f"{name}.hex"
-        path.write_text("".join(f"{int(v) & ((1 << reg.width) - 1):0{digits}x}\n" for v in cols[name]))
+        safe_io.write_text(path, "".join(f"{int(v) & ((1 << reg.width) - 1):0{digits}x}\n" for v in cols[name]))
         written.append(path)
         entries[name] = dict(name=name, file=path.name, description=desc, width=reg.width, signed=bool(reg.signed),
                              frac_bits=reg.frac, hex_digits=digits)
     header = folder / "mgd_chip.vh"
-    header.write_text(header_text(P, man))
+    safe_io.write_text(header, header_text(P, man))
     written.append(header)
     segs = st.segments
     totals = {}
@@ -676,7 +676,7 @@ def export_rtl(t, out, block: str = "synapse", start=None, stop=None, samples: i
     except RtlError as exc:
         manifest["activation"] = f"not exported: {exc}"
     path = folder / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    safe_io.write_text(path, json.dumps(manifest, indent=1) + "\n")
     written.append(path)
     return paths + written
 
@@ -699,9 +699,9 @@ def write_lfsr_states(chip, seed: int, out) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     hexf = out / "states.hex"
-    hexf.write_text("".join(f"{v:08x}\n" for v in states))
+    safe_io.write_text(hexf, "".join(f"{v:08x}\n" for v in states))
     meta = out / "lfsr.json"
-    meta.write_text(json.dumps(dict(
+    safe_io.write_text(meta, json.dumps(dict(
         chip=chip.name, seed=seed, mgd_emu_version=__version__, generators=len(states), amplitude=amp,
         width=fmt.width, frac_bits=fmt.frac_bits, states=states, file=hexf.name,
         meaning="line g: generator g's LFSR state at cycle 0 (its perturbation register already holds code 0); "
@@ -853,7 +853,7 @@ def write_activation_luts(chip, out) -> list[Path]:
                                                                         file=f"activation_layer{layer}.hex"))
         digits = (t["width"] + 3) // 4
         path = out / f"activation_layer{layer}.hex"
-        path.write_text("".join(f"{int(c) & ((1 << t['width']) - 1):0{digits}x}\n" for c in t["codes"]))
+        safe_io.write_text(path, "".join(f"{int(c) & ((1 << t['width']) - 1):0{digits}x}\n" for c in t["codes"]))
         paths.append(path)
         p = f"MGD_L{layer}_"
         lines += [f"// layer {layer}: {t['function']}",
@@ -862,9 +862,9 @@ def write_activation_luts(chip, out) -> list[Path]:
                   f"`define {p}W_A    {t['width']}", f"`define {p}LUT    \"{path.name}\""]
     lines += ["`endif", ""]
     header = out / "act.vh"
-    header.write_text("\n".join(lines))
+    safe_io.write_text(header, "\n".join(lines))
     index = out / "activation.json"
-    index.write_text(json.dumps(dict(chip=chip.name, mgd_emu_version=__version__, layers=meta,
+    safe_io.write_text(index, json.dumps(dict(chip=chip.name, mgd_emu_version=__version__, layers=meta,
                                      meaning="entry n of a layer's table: the activation code of pre-activation "
                                              "code z_lo + n (z_frac fraction bits); constant below and above"),
                                 indent=1) + "\n")

@@ -319,19 +319,89 @@ def load_chip(path, overrides: Mapping[str, Any] | None = None) -> Chip:
     """
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ChipError(source, "", "no such file") from None
-    except IsADirectoryError:
-        raise ChipError(source, "", "is a directory, not a chip description") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ChipError(source, "", f"cannot be read ({exc})") from None
+    text = read_chip_text(path, source)
     raw = parse_toml(text, source)
     raw.setdefault("chip", {})
     if isinstance(raw["chip"], dict):
         raw["chip"].setdefault("name", path.stem)
     return _resolve(raw, source, overrides)
+
+
+MAX_CHIP_BYTES = 4 << 20  # a chip description is a few kB; the largest shipped one is far below this
+MAX_NESTING = 32          # arrays and tables inside each other in a chip description
+
+
+def read_chip_text(path: Path, source: str) -> str:
+    """A chip file's text: a regular file (not a FIFO, a device such as
+    /dev/zero, a socket) of at most MAX_CHIP_BYTES, in UTF-8. The file is
+    checked before it is opened and read with a bound, so nothing blocks or
+    reads without limit."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ChipError(source, "", "no such file") from None
+    except OSError as exc:
+        raise ChipError(source, "", f"cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ChipError(source, "", "is a directory, not a chip description")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if
+                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" if
+                stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise ChipError(source, "", f"is {kind}; a chip description is a regular TOML file")
+    if st.st_size > MAX_CHIP_BYTES:
+        raise ChipError(source, "", f"is {st.st_size:,} bytes; a chip description may be at most "
+                                    f"{MAX_CHIP_BYTES:,} bytes")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fp:
+            if not stat.S_ISREG(os.fstat(fp.fileno()).st_mode):  # replaced since the check
+                raise ChipError(source, "", "is not a regular file; a chip description is a regular TOML file")
+            data = fp.read(MAX_CHIP_BYTES + 1)
+    except OSError as exc:
+        raise ChipError(source, "", f"cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_CHIP_BYTES:
+        raise ChipError(source, "", f"is larger than {MAX_CHIP_BYTES:,} bytes; a chip description may be at most that")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ChipError(source, "", f"cannot be read (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
+
+
+def _nesting(text: str) -> int:
+    """An upper bound of the nesting depth of TOML text's arrays and inline
+    tables: brackets and braces counted outside strings and comments."""
+    depth = deepest = 0
+    quote = None
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if quote:
+            if c == "\\" and quote[0] == '"':
+                i += 2
+                continue
+            if text.startswith(quote, i):
+                i += len(quote)
+                quote = None
+                continue
+        elif c in "\"'":
+            quote = c * 3 if text.startswith(c * 3, i) else c
+            i += len(quote)
+            continue
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return deepest
 
 
 def loads_chip(text: str, source: str = "<string>", overrides=None) -> Chip:
@@ -340,10 +410,17 @@ def loads_chip(text: str, source: str = "<string>", overrides=None) -> Chip:
 
 
 def parse_toml(text: str, source: str) -> dict:
+    if len(text) > MAX_CHIP_BYTES:
+        raise ChipError(source, "", f"is larger than {MAX_CHIP_BYTES:,} bytes; a chip description may be at most that")
+    if _nesting(text) > MAX_NESTING:
+        raise ChipError(source, "", f"nests arrays or tables more than {MAX_NESTING} deep; "
+                                    "a chip description is at most a few levels deep")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ChipError(source, "", f"TOML syntax error: {exc}") from None
+    except RecursionError:
+        raise ChipError(source, "", f"nests arrays or tables too deep (at most {MAX_NESTING})") from None
 
 
 def parse_override(item: str, source: str = "--set") -> tuple[str, Any]:
@@ -351,10 +428,14 @@ def parse_override(item: str, source: str = "--set") -> tuple[str, Any]:
     if "=" not in item:
         raise ChipError(source, item, "expected key=value, e.g. formats.weight.frac_bits=5")
     key, text = (s.strip() for s in item.split("=", 1))
+    if _nesting(text) > MAX_NESTING:
+        raise ChipError(source, item[:60], f"the value nests arrays or tables more than {MAX_NESTING} deep")
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text  # a bare word such as nearest-even
+    except RecursionError:
+        raise ChipError(source, item[:60], f"the value nests arrays or tables too deep (at most {MAX_NESTING})") from None
     return key, value
 
 
@@ -676,6 +757,10 @@ def _check_consistency(source: str, chip: Chip) -> None:
         parse_probes(chip.trace.probes, chip)
     except ProbeError as exc:
         raise ChipError(source, "trace.probes", str(exc)) from None
+    net = chip.network
+    if net.init == "uniform" and net.init_low > net.init_high:
+        raise ChipError(source, "network.init_low", f"must be at most network.init_high = {net.init_high!r}, "
+                                                    f"got {net.init_low!r} (uniform on [init_low, init_high])")
     if 0 < chip.trace.window_stop <= chip.trace.window_start:
         raise ChipError(source, "trace.window_stop", f"must be 0 (the end) or greater than trace.window_start = {chip.trace.window_start}")
     from .tasks import task_shape

@@ -10,20 +10,21 @@ integer codes with its cycle axis, and rebuilds the chip.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from . import __version__
+from .errors import critical, describe, disk_is_full, signal_name
 from .fixedpoint import Format
 from .probes import Probe
-from .spec import Chip, loads_chip
+from .spec import Chip
 
 FORMAT_NAME = "mgd-emu-trace"
 FORMAT_VERSION = 1
@@ -37,8 +38,14 @@ LIBVER = ("v110", "v110")
 END_RUNNING = "running"                     # the writer never closed: the process was killed
 END_COMPLETED = "completed"                 # every requested cycle ran
 END_STOPPED = "stopped early"               # the writer's context closed normally before that
-END_INTERRUPTED = "interrupted (Ctrl-C)"
+END_INTERRUPTED = "interrupted (SIGINT)"    # Ctrl-C; SIGTERM and SIGHUP say their own name
 END_FAILED = "failed: "                     # + "ExceptionType: message"
+END_DISK_FULL = "failed: disk full"         # + ": what the OS said"
+
+
+def interrupted(signame: str = "SIGINT") -> str:
+    """end_reason of a run stopped by a signal."""
+    return f"interrupted ({signame})"
 
 
 def target_reached(accuracy: float) -> str:
@@ -73,6 +80,14 @@ def _format_attrs(fmt: Format | None) -> dict:
                 overflow=fmt.overflow, conversion=fmt.lsb, resolution=fmt.lsb, storage="code")
 
 
+# True once a trace could not be written (disk full, I/O error): HDF5 cannot
+# close such a file cleanly, and its exit handlers would crash on it (SIGSEGV)
+# at interpreter exit; the command line then ends the process with os._exit
+# after its one line (cli.main). What the file holds is already on disk.
+UNCLOSED = False
+_KEEP: list = []
+
+
 class TraceWriter:
     """Streams an emulator's probes into an HDF5 trace.
 
@@ -81,18 +96,57 @@ class TraceWriter:
     (Ctrl-C included) leaves it marked incomplete, with what was flushed.
     """
 
-    def __init__(self, path, emu, cycles_requested: int, note: str = ""):
+    def __init__(self, path, emu, cycles_requested: int, note: str = "", inputs=(),
+                 option: str = "--trace"):
+        """Create the trace at `path` and lock it for this process.
+
+        The file is built under a temporary name beside `path` and renamed
+        to `path` once its every group and attribute exist and it is in SWMR
+        mode: the file at `path` is always a readable trace (or the previous
+        file). `inputs`: files of the same command the trace must not replace.
+        A second writer of the same path is refused (safe_io.TraceLock)."""
+        from .safe_io import OutputError, TraceLock, refuse_inputs, temp_name
+
         self.path = Path(path)
         self.emu = emu
         self.start_cycle = emu.cycle
         self.cycles_requested = int(cycles_requested)
         self.closed = False
+        self.failed = None
+        self.f = None
+        self._last = {}
+        self._size = 0
         try:
-            if self.path.parent and not self.path.parent.exists():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.f = h5py.File(self.path, "w", libver=LIBVER)
-        except (OSError, ValueError) as exc:
-            raise TraceError(f"{self.path}: cannot be written ({_one_line(exc)})") from None
+            refuse_inputs(self.path, inputs, option)
+            if self.path.is_dir():
+                raise OutputError(f"{option} {self.path}: is a directory; give a file name")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.lock = TraceLock(self.path, option)
+            self._reserve = _make_reserve(self.path)
+        except OutputError as exc:
+            raise TraceError(str(exc)) from None
+        except OSError as exc:
+            raise TraceError(f"{self.path}: cannot be written ({describe(exc)})") from None
+        tmp = temp_name(self.path)
+        try:
+            with critical():
+                self.f = h5py.File(tmp, "w", libver=LIBVER)
+                self._create(note)
+                os.replace(tmp, self.path)
+        except BaseException as exc:
+            if self.f is not None:
+                with _quiet():
+                    self.f.close()
+            with _quiet():
+                tmp.unlink()
+            self._free_reserve()
+            self.lock.release()
+            if isinstance(exc, (OSError, ValueError)) and not isinstance(exc, TraceError):
+                raise TraceError(f"{self.path}: cannot be written ({describe(exc)})") from None
+            raise
+
+    def _create(self, note):
+        emu = self.emu
         chip, task = emu.chip, emu.task
         a = self.f.attrs
         a["format"] = FORMAT_NAME
@@ -162,50 +216,125 @@ class TraceWriter:
     # ------------------------------------------------------------- sink API
     def append(self, probe: Probe, cycles: np.ndarray, values: np.ndarray) -> None:
         """Append samples (values as the register holds them) of one probe."""
+        with self._guard():
+            self._append(probe, cycles, values)
+
+    def _append(self, probe, cycles, values):
         data, cyc = self._data[probe.name], self._cycles[probe.name]
-        n0, n = data.shape[0], len(cycles)
+        # Samples already written are not written twice (a flush that a
+        # signal or an error cut short is repeated by close()).
+        last = self._last.get(probe.name, -1)
+        if len(cycles) and cycles[0] <= last:
+            keep = np.asarray(cycles) > last
+            cycles, values = np.asarray(cycles)[keep], np.asarray(values)[keep]
+        if not len(cycles):
+            return
         frac = self._frac[probe.name]
         if frac is not None:
             values = np.rint(np.ldexp(values, frac)).astype(data.dtype)
         else:
             values = values.astype(data.dtype)
-        data.resize(n0 + n, axis=0)
-        data[n0:] = values
-        cyc.resize(n0 + n, axis=0)
-        cyc[n0:] = cycles
+        _extend(data, values)
+        _extend(cyc, cycles)
+        self._last[probe.name] = int(cycles[-1])
 
     def commit(self, emu) -> None:
-        """After each chunk: event counters, cycles completed, then flush to disk."""
-        self._write_events()
-        self.f.attrs["cycles_completed"] = emu.cycle - self.start_cycle
-        self.f.flush()
+        """After each chunk: event counters, cycles completed, then flush to disk.
 
+        The events' `cycles` row is appended last: a reader takes the last
+        one as the end of the last complete flush (Trace, live reading)."""
+        with self._guard():
+            self.f.attrs["cycles_completed"] = emu.cycle - self.start_cycle
+            self._write_events()
+            self.f.flush()
+            self._check_space()
+
+    def _check_space(self):
+        """Stop before the disk is full, not when it is: after each flush, the
+        free space must hold twice what the last flush added (and 256 kB),
+        else the run stops here, with the file whole (end_reason "failed:
+        disk full: ..."). A disk that fills faster is caught by _guard."""
+        try:
+            size = os.fstat(self.f.id.get_vfd_handle()).st_size
+            st = os.statvfs(self.path.parent)
+        except (OSError, ValueError, RuntimeError):
+            return
+        grown, self._size = max(size - self._size, 0), size
+        free = st.f_bavail * st.f_frsize
+        if free < 2 * grown + (256 << 10):
+            raise OSError(28, "No space left on device (less than twice the last flush is free)")
     def evaluation(self, cycle: int, cost: float, accuracy: float) -> None:
-        for key, v in (("cycles", cycle), ("cost", cost), ("accuracy", accuracy)):
-            d = self._eval[key]
-            d.resize(d.shape[0] + 1, axis=0)
-            d[-1] = v
-        self.f.flush()
+        with self._guard():
+            for key, v in (("cycles", cycle), ("cost", cost), ("accuracy", accuracy)):
+                _extend(self._eval[key], np.array([v]))
+            self.f.flush()
+
+    @contextlib.contextmanager
+    def _guard(self):
+        """Signals wait until a write is whole; an OS or HDF5 error (disk full)
+        becomes a TraceError naming the file, and the writer stops writing."""
+        if self.failed is not None:
+            raise TraceError(self.failed)
+        with critical():
+            try:
+                yield
+            except (OSError, RuntimeError, ValueError) as exc:
+                why = describe(exc)
+                self.failed = (f"{self.path}: writing the trace failed ({why}); it holds every "
+                               "sample up to the last complete flush and is marked incomplete")
+                self._failure_reason = (f"{END_DISK_FULL}: {why}" if disk_is_full(exc)
+                                        else f"{END_FAILED}{type(exc).__name__}: {why}")
+                # The space reserved at the start lets HDF5 write out what it
+                # holds, so the file on disk is whole again (and closes).
+                self._free_reserve()
+                try:
+                    self.f.flush()
+                except Exception:  # noqa: BLE001 - it cannot: keep the objects, never free them
+                    global UNCLOSED
+                    UNCLOSED = True
+                    _KEEP.append(self.__dict__)  # see UNCLOSED
+                raise TraceError(self.failed) from None
+
+    def _free_reserve(self):
+        if getattr(self, "_reserve", None) is not None:
+            with _quiet():
+                self._reserve.unlink()
+            self._reserve = None
 
     def _write_events(self):
         counts = np.array([[s, w] for s, w in self.emu.events.values()], dtype=np.int64)
-        n = self._ev_cycles.shape[0]
-        self._ev_cycles.resize(n + 1, axis=0)
-        self._ev_cycles[n] = self.emu.cycle
-        self._ev_counts.resize(n + 1, axis=0)
-        self._ev_counts[n] = counts
+        _extend(self._ev_counts, counts[None])
+        _extend(self._ev_cycles, np.array([self.emu.cycle], dtype=np.int64))
 
     def close(self, complete: bool, reason: str) -> None:
-        """Mark the run complete (only after the last flush) or not, and close."""
+        """Mark the run complete (only after the last flush) or not, and close.
+
+        Never raises for a file that cannot be written any more (disk full):
+        it then keeps what the last successful flush left, marked incomplete
+        (`end_reason` says why when it can still be written, else it stays
+        "running"). Signals wait until the file is closed."""
         if self.closed:
             return
         self.closed = True
-        self.emu.flush(self)
-        self.commit(self.emu)
-        self.f.attrs["end_reason"] = reason
-        self.f.attrs["complete"] = bool(complete)
-        self.f.flush()
-        self.f.close()
+        with critical():
+            try:
+                if self.failed is None:
+                    try:
+                        self.emu.flush(self)
+                    except TraceError:
+                        pass
+                if self.failed is not None:
+                    complete, reason = False, self._failure_reason
+                with _quiet():
+                    self.f.attrs["end_reason"] = reason
+                    self.f.attrs["complete"] = bool(complete)
+                    self.f.flush()
+                if not UNCLOSED:
+                    with _quiet():
+                        self.f.close()
+            finally:
+                self._free_reserve()
+                self.lock.release()
 
     def __enter__(self):
         return self
@@ -216,28 +345,140 @@ class TraceWriter:
             self.close(done >= self.cycles_requested,
                        END_COMPLETED if done >= self.cycles_requested else END_STOPPED)
         else:
-            reason = (END_INTERRUPTED if exc_type is KeyboardInterrupt
-                      else f"{END_FAILED}{exc_type.__name__}: {_one_line(exc)}")
-            self.close(False, reason)
+            self.close(False, end_reason_of(exc))
         return False
+
+
+def _extend(ds, values) -> None:
+    """Append rows to a dataset; if writing them fails (disk full), shrink
+    it back, so no row of fill values is ever left in the file."""
+    n0 = ds.shape[0]
+    ds.resize(n0 + len(values), axis=0)
+    try:
+        ds[n0:] = values
+    except BaseException:
+        with _quiet():
+            ds.resize(n0, axis=0)
+        raise
+
+
+RESERVE_BYTES = 4 << 20
+
+
+def _make_reserve(path: Path):
+    """A file of min(4 MB, a quarter of the free space) beside the trace,
+    removed when the disk fills up, so that HDF5 can still write out what it
+    holds and close the trace whole. None when there is no room for it."""
+    reserve = path.parent / f".{path.name}.reserve"
+    try:
+        st = os.statvfs(path.parent)
+        size = int(max(64 << 10, min(RESERVE_BYTES, st.f_bavail * st.f_frsize // 4)))
+        fd = os.open(reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
+        return reserve
+    except (OSError, AttributeError):
+        with contextlib.suppress(OSError):
+            reserve.unlink()
+        return None
+
+
+def end_reason_of(exc: BaseException) -> str:
+    """The end_reason of a run that an exception stopped."""
+    if isinstance(exc, KeyboardInterrupt):
+        return interrupted(signal_name(exc))
+    return f"{END_FAILED}{type(exc).__name__}: {_one_line(exc)}"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Best effort: HDF5 errors on a file that cannot be written any more are ignored."""
+    try:
+        yield
+    except Exception:  # noqa: BLE001 - cleaning up after a failure already reported
+        pass
 
 
 # ---------------------------------------------------------------- reading
 
-@dataclass(frozen=True)
 class Signal:
     """One recorded signal: `cycles` [n], `data` [n, *shape] as stored
-    (integer codes for fixed-point, float64 values otherwise), and its format."""
+    (integer codes for fixed-point, float64 values otherwise), and its format.
 
-    name: str
-    cycles: np.ndarray
-    data: np.ndarray
-    format: Format | None
-    index: str
-    register_shape: tuple
-    elements: np.ndarray
-    description: str
-    attrs: dict
+    Nothing is read until asked for: `count`, `first_cycle`, `last_cycle`
+    read a few numbers; `cycles`, `data`, `values` read the whole signal (and
+    keep it); `read(start, stop, step)` and `decimated(max_samples)` read a
+    part, so a tool that uses them works in bounded memory. n is the
+    consistent prefix tracecheck found (equal lengths, whole flushes)."""
+
+    def __init__(self, trace: "Trace", info):
+        self._trace = trace
+        self.name = info.name
+        self.format = info.format if info.format is not None or info.attrs["format_kind"] != "float" \
+            else Format("float")
+        self.index = info.attrs["index"]
+        self.register_shape = info.register_shape
+        self.elements = info.elements
+        self.description = info.attrs["description"]
+        self.attrs = info.attrs
+        self.shape = info.shape
+        self.count = info.n
+        self._cycles = self._data = None
+
+    def read(self, start: int = 0, stop: int | None = None, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(cycles, data) of samples start:stop:step of the consistent prefix."""
+        start, stop, step = slice(start, stop, step).indices(self.count)
+        with self._trace._open() as f:
+            g = f["signals"][self.name]
+            return g["cycles"][start:stop:step], g["data"][start:stop:step]
+
+    def read_cycles(self, start: int = 0, stop: int | None = None, step: int = 1) -> np.ndarray:
+        """The cycle numbers of samples start:stop:step (8 bytes a sample)."""
+        start, stop, step = slice(start, stop, step).indices(self.count)
+        with self._trace._open() as f:
+            return f["signals"][self.name]["cycles"][start:stop:step]
+
+    def decimated(self, max_samples: int) -> "Signal":
+        """A view of every k-th sample, k the smallest that leaves at most
+        max_samples (the last sample always kept): memory bounded by max_samples."""
+        k = max(1, -(-self.count // max(int(max_samples), 1)))
+        view = Signal.__new__(Signal)
+        view.__dict__.update(self.__dict__)
+        if k == 1:
+            return self
+        c, d = self.read(0, None, k)
+        if self.count and (self.count - 1) % k:
+            c1, d1 = self.read(self.count - 1, self.count)
+            c, d = np.concatenate([c, c1]), np.concatenate([d, d1])
+        view._cycles, view._data, view.count = c, d, c.size
+        view.decimation = k
+        return view
+
+    decimation = 1
+
+    def _load(self):
+        if self._cycles is None:
+            self._cycles, self._data = self.read()
+
+    @property
+    def cycles(self) -> np.ndarray:
+        self._load()
+        return self._cycles
+
+    @property
+    def data(self) -> np.ndarray:
+        self._load()
+        return self._data
+
+    @property
+    def first_cycle(self) -> int | None:
+        return int(self.read_cycles(0, 1)[0]) if self.count else None
+
+    @property
+    def last_cycle(self) -> int | None:
+        return int(self.read_cycles(self.count - 1, self.count)[0]) if self.count else None
 
     @property
     def values(self) -> np.ndarray:
@@ -255,47 +496,69 @@ class Signal:
 
 
 class Trace:
-    """A trace file, read: attributes, signals, evaluation, events, the chip."""
+    """A trace file, read: attributes, signals, evaluation, events, the chip.
+
+    Opening checks the whole file (tracecheck.check) and reads only its
+    attributes; signals are read when asked for. A trace being written
+    (`live`: the process holding its lock) or left by a killed writer is read
+    as an SWMR reader, up to its last complete flush."""
 
     def __init__(self, path):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise TraceError(f"{self.path}: no such file")
-        if self.path.is_dir():
-            raise TraceError(f"{self.path}: is a directory, not a trace file (traces are .h5 files)")
-        try:
-            f = h5py.File(self.path, "r", locking=False)
-        except OSError as exc:
-            if "already open for write" not in str(exc):
-                raise TraceError(f"{self.path}: not an HDF5 file, so not an mgd-emu trace "
-                                 f"({_hdf5_cause(exc)})") from None
-            # still being written, or its writer was killed: read it as an SWMR reader
-            f = h5py.File(self.path, "r", locking=False, swmr=True)
-        with f:
-            attrs = {k: _plain(v) for k, v in f.attrs.items()}
-            if attrs.get("format") != FORMAT_NAME:
-                raise TraceError(f"{self.path}: not an mgd-emu trace (its format attribute is {attrs.get('format')!r})")
-            if attrs.get("format_version") != FORMAT_VERSION:
-                raise TraceError(f"{self.path}: trace format version {attrs.get('format_version')!r} is not supported "
-                                 f"(this mgd-emu {__version__} reads version {FORMAT_VERSION})")
-            self.attrs = attrs
-            self._signals = {name: self._read_signal(name, g) for name, g in f["signals"].items()}
-            ev = f["events"]
-            self._events = (json.loads(ev.attrs["registers"]), ev["cycles"][()], ev["counts"][()])
-            evl = f["evaluation"]
-            self.evaluation = tuple(evl[k][()] for k in ("cycles", "cost", "accuracy"))
+        from .safe_io import writer_alive
+        from .tracecheck import check
 
-    def _read_signal(self, name, g) -> Signal:
-        a = {k: _plain(v) for k, v in g.attrs.items()}
-        fmt = None
-        if a["format_kind"] == "fixed":
-            fmt = Format("fixed", bool(a["signed"]), int(a["int_bits"]), int(a["frac_bits"]),
-                         a["rounding"], a["overflow"])
-        elif a["format_kind"] == "float":
-            fmt = Format("float")
-        return Signal(name, g["cycles"][()], g["data"][()], fmt, a["index"],
-                      tuple(int(v) for v in np.atleast_1d(a["register_shape"])) if np.size(a["register_shape"]) else (),
-                      np.asarray(a["elements"]), a["description"], a)
+        self.path = Path(path)
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise TraceError(f"{self.path}: {describe(exc) if exc.errno != 2 else 'no such file'}") from None
+        import stat as stat_mod
+
+        if stat_mod.S_ISDIR(st.st_mode):
+            raise TraceError(f"{self.path}: is a directory, not a trace file (traces are .h5 files)")
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise TraceError(f"{self.path}: is not a regular file, so not an mgd-emu trace")
+        self.live = writer_alive(self.path)
+        self._swmr = False
+        try:
+            with self._open() as f:
+                c = check(f, self.path)
+        except TraceError:
+            raise
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise TraceError(f"{self.path}: cannot be read as an mgd-emu trace ({describe(exc)})") from None
+        self._checked = c
+        self.attrs = c.attrs
+        self.cut = c.cut
+        self._chip = c.chip
+        self._signals = {name: Signal(self, info) for name, info in c.signals.items()}
+        with self._open() as f:
+            ev, evl = f["events"], f["evaluation"]
+            n = c.n_events
+            self._events = (c.event_names, ev["cycles"][n - 1:n], ev["counts"][n - 1:n])
+            m = c.n_evaluations
+            self.evaluation = tuple(evl[k][:m] for k in ("cycles", "cost", "accuracy"))
+
+    @contextlib.contextmanager
+    def _open(self):
+        try:
+            if not self._swmr:
+                try:
+                    f = h5py.File(self.path, "r", locking=False)
+                except OSError as exc:
+                    if "already open for write" not in str(exc) and "swmr" not in str(exc).lower():
+                        raise TraceError(f"{self.path}: not an HDF5 file, so not an mgd-emu trace "
+                                         f"({_hdf5_cause(exc)})") from None
+                    # still being written, or its writer was killed: an SWMR reader
+                    self._swmr = True
+            if self._swmr:
+                f = h5py.File(self.path, "r", locking=False, swmr=True)
+        except TraceError:
+            raise
+        except OSError as exc:
+            raise TraceError(f"{self.path}: cannot be read ({describe(exc)})") from None
+        with f:
+            yield f
 
     # ------------------------------------------------------------ contents
     @property
@@ -308,7 +571,21 @@ class Trace:
 
     @property
     def cycles_completed(self) -> int:
-        return int(self.attrs["cycles_completed"])
+        """Cycles run up to the last complete flush."""
+        return min(int(self.attrs["cycles_completed"]), self.cut - int(self.attrs["start_cycle"])) \
+            if self.live else int(self.attrs["cycles_completed"])
+
+    @property
+    def status(self) -> str:
+        """complete / live (being written by ...) / INCOMPLETE (end_reason)."""
+        if self.live:
+            return f"LIVE (being written by {self.live}), read up to cycle {self.cut:,}"
+        if self.complete:
+            return "complete"
+        reason = self.attrs["end_reason"]
+        if reason == END_RUNNING:
+            reason += "; its writer is gone (killed), so it stops at its last flush"
+        return f"INCOMPLETE ({reason})"
 
     @property
     def signals(self) -> list[str]:
@@ -338,14 +615,21 @@ class Trace:
     @property
     def chip(self) -> Chip:
         """The fully resolved chip description the run used."""
-        return loads_chip(self.attrs["chip"], f"{self.path}:chip")
+        return self._chip
 
     def emulator(self):
-        """A fresh Emulator of the recorded chip and seed, at cycle 0, with the same probes."""
+        """A fresh Emulator of the recorded chip and seed, at cycle 0, with the same probes.
+        Refused (TraceError) when the chip would not fit in this machine's memory."""
         from .engine import Emulator
+        from .limits import ResourceError, check_chip_fits
 
         chip = self.chip.replace({"trace.probes": []})
-        return Emulator(chip, self.seed, probes=json.loads(self.attrs["probes"]))
+        probes = json.loads(self.attrs["probes"])
+        try:
+            check_chip_fits(chip, probes=probes)
+        except ResourceError as exc:
+            raise TraceError(f"{self.path}: its chip cannot be rebuilt here ({exc})") from None
+        return Emulator(chip, self.seed, probes=probes)
 
 
 def _hdf5_cause(exc) -> str:
@@ -372,6 +656,15 @@ def _plain(v):
     return v
 
 
+def safe_file_stem(name: str, default: str = "chip") -> str:
+    """A chip name made safe as part of a file name: letters, digits, '.',
+    '-' and '_' only (anything else, '/' and NUL included, becomes '_'), no
+    leading '.', at most 80 characters."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", str(name)).lstrip(".")[:80]
+    return stem if stem.strip("_") else default
+
+
 def default_trace_path(chip: Chip, seed: int, directory="traces") -> Path:
+    """traces/<chip name, sanitised>-s<seed>-<time>-<pid>.h5: always inside `directory`."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(directory) / f"{chip.name}-s{seed}-{stamp}-{os.getpid()}.h5"
+    return Path(directory) / f"{safe_file_stem(chip.name)}-s{seed}-{stamp}-{os.getpid()}.h5"

@@ -91,9 +91,9 @@ def drawn_figures(monkeypatch):
 
     figs, save = [], plot._save
 
-    def keep(fig, out):
+    def keep(fig, out, *inputs):
         figs.append(fig)
-        return save(fig, out)
+        return save(fig, out, *inputs)
     monkeypatch.setattr(plot, "_save", keep)
     return figs
 

@@ -177,7 +177,7 @@ def test_ctrl_c_leaves_an_incomplete_trace(tmp_path):
         with TraceWriter(tmp_path / "t.h5", emu, 10**9) as w:
             emu.run(10**9, sink=w, progress=interrupt)
     t = open_trace(tmp_path / "t.h5")
-    assert not t.complete and t.attrs["end_reason"] == "interrupted (Ctrl-C)"
+    assert not t.complete and t.attrs["end_reason"] == "interrupted (SIGINT)"
     assert t.cycles_completed == emu.cycle > 0
 
 
