@@ -268,11 +268,12 @@ class Emulator:
                 "state": state}
 
     @classmethod
-    def restore(cls, checkpoint: dict) -> "Emulator":
+    def restore(cls, checkpoint: dict, rules: SynapseRules | None = None) -> "Emulator":
         """The emulator a checkpoint() was taken of, with its probes. Refuses
         (ValueError) a checkpoint of another format or version, or whose
         arrays are missing, extra, or of another dtype or shape than the
-        chip's registers."""
+        chip's registers. rules: the user synapse rules the run used (a
+        checkpoint holds data only, never code)."""
         from . import spec as spec_mod
         from .checkpoint import validate_checkpoint
 
@@ -285,7 +286,7 @@ class Emulator:
                              f"this mgd-emu reads version {CHECKPOINT_VERSION}")
         chip = spec_mod.loads_chip(checkpoint["chip"], checkpoint.get("source", "<checkpoint>"))
         extra = [p for p in checkpoint.get("probes", []) if p not in chip.trace.probes]
-        emu = cls(chip, checkpoint["seed"], probes=extra)
+        emu = cls(chip, checkpoint["seed"], probes=extra, rules=rules)
         dims = dims_of(chip, emu.st.smp.X.shape[0])
         state = checkpoint["state"]
         want = {f"{b}.{r.name}": (r, b) for b, (_, regs) in BLOCKS.items() for r in regs
