@@ -10,8 +10,8 @@ sign-like update. How often G reaches a rail depends on the gradient's size:
 at the initial weights of seeds 0-3, 30-55 % of the integrators sit at a
 rail when the updater reads them, about a quarter later in training as the
 gradient shrinks, and under 10 % for some seeds whose held sample has a
-small gradient. The exact sign function would need a user-written update
-rule, which the emulator does not compile into its kernel yet.
+small gradient. The exact sign function is a user-written update rule:
+examples/test_sign_only_rule.py.
 
 Properties: every register stays in its format while the integrators are
 actually clipping; and, at frozen weights, the clipped integrators,

@@ -29,10 +29,10 @@ AssertionError with a message naming the register, cycle and values
 Stateful machine (`mgd_emu.testing.machine`): `EmulatorMachine`, to
 subclass with a chip and your own ``@invariant()`` methods.
 
-Not here yet: user-written correlator, integrator or updater functions
-compiled into the chip's cycle kernel. Today a rule is whatever the chip
-description can express (formats, rounding, overflow, periods, latencies,
-normalisation, optimiser).
+A rule is what the chip description can express (formats, rounding,
+overflow, periods, latencies, normalisation, optimiser), or the synapse's
+correlator, integrator and updater written as Numba functions
+(`mgd_emu.rules.SynapseRules`, `Emulator(chip, seed, rules=...)`).
 """
 try:
     import hypothesis  # noqa: F401
