@@ -404,3 +404,13 @@ def test_a_worker_killed_mid_study_costs_only_its_run_and_the_study_completes(cl
     assert out.ok and out.dataset.attrs["runs_ok"] == 12
     same_results(out.dataset, serial_long)
 
+
+
+def test_compare_sweeps_a_list_valued_key(tmp_path, capsys):
+    from mgd_emu.cli import main
+
+    rc = main(["compare", "xor_8bit", "--sweep", "network.layers=[2,2,1],[2,3,1]", "--seeds", "0",
+               "--cycles", "2000", "--eval-every", "1000", "-o", str(tmp_path / "c.png"), "--quiet", "--json"])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [p["label"] for p in data["design_points"]] == ["network.layers=[2, 2, 1]", "network.layers=[2, 3, 1]"]

@@ -138,6 +138,9 @@ def plot_results(ds, out, target: float | None = None) -> Path:
             _lines(ax, ds, dims, s["acc_median"], "median final test accuracy")
         elif kind == "loglog":
             _loglog(ax, params, s["median"], t)
+        if kind in ("line_cycles", "lines_cycles", "loglog") and not np.isfinite(s["median"]).any():
+            ax.text(0.5, 0.5, f"no grid point reached accuracy {t:g}\non more than half of its seeds",
+                    ha="center", va="center", transform=ax.transAxes, color="0.3")
     name = ds.attrs.get("study_name", "study")
     n_seeds = ds.sizes["seed"]
     fig.suptitle(f"{name}: {ds.attrs.get('runs_ok', '?')} of {ds.attrs.get('runs', '?')} runs ok, "
@@ -197,8 +200,11 @@ def _heat(ax, ds, dims, values, title, cycles=False, counts=None):
         norm = LogNorm(vmin=pos.min(), vmax=max(pos.max(), pos.min() * 1.01)) if pos.size else None
         im = ax.imshow(np.where(shown > 0, shown, np.nan), cmap="viridis_r", norm=norm, aspect="auto")
         cb = ax.figure.colorbar(im, ax=ax)
+        if norm is not None:
+            cb.set_ticks(np.unique(np.round(np.geomspace(norm.vmin, norm.vmax, 5), -3) + 0.0) if norm.vmin >= 1e3
+                         else np.geomspace(norm.vmin, norm.vmax, 5))
+            cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
         cb.ax.yaxis.set_major_formatter(FuncFormatter(_cycles))
-        cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
     else:
         im = ax.imshow(shown, cmap="magma", vmin=0, vmax=1, aspect="auto")
         ax.figure.colorbar(im, ax=ax)

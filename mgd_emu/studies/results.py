@@ -166,7 +166,7 @@ def write_results(ds, out) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     nc, table = out / RESULTS_NC, out / RESULTS_CSV
     tmp = nc.with_suffix(".nc.tmp")
-    ds.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=True)
+    ds.to_netcdf(tmp, engine="h5netcdf")
     tmp.replace(nc)
     tmp = table.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:

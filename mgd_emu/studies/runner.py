@@ -371,8 +371,12 @@ def _run_dask(tasks, record, bar, outcome, client, scheduler, scheduler_file, wo
             if fut.status == "finished":
                 rec = fut.result()
             else:  # the task itself never raises: its worker died too often (KilledWorker), or it was lost
+                try:
+                    exc = fut.exception()
+                except BaseException as lost:  # noqa: BLE001 - cancelled: exception() raises it
+                    exc = lost
                 rec = {k: task[k] for k in ("run_id", "index", "values", "seed")}
-                rec.update(kind="run", status="failed", error=error_line(fut.exception()), worker=None,
+                rec.update(kind="run", status="failed", error=error_line(exc), worker=None,
                            mgd_emu_version=__version__, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             record(rec)
             fut.release()

@@ -28,6 +28,7 @@ others go on.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import itertools
@@ -218,7 +219,7 @@ def parse_study_override(item: str) -> tuple[str, Any]:
 
 
 def _apply_overrides(raw: dict, items, source: str) -> dict:
-    raw = chip_spec._thaw(raw)
+    raw = copy.deepcopy(raw)
     for dotted, value in items:
         section, _, rest = dotted.partition(".")
         where = f"--set {dotted}={toml_literal(value)}"

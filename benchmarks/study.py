@@ -1,0 +1,92 @@
+"""Study throughput: 16 runs of about 1 s each, serially in one process and on
+a LocalCluster of 2 worker processes (`make bench-study`).
+
+Reports the cluster's start-up (processes up, kernels loaded from the
+on-disk cache by the warm-up task) apart from the runs, the speed-up with
+and without it, and checks that both give the same results bit for bit.
+
+    python benchmarks/study.py [--runs 16] [--seconds 1.0] [--workers 2] [--chip xor_8bit]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+from mgd_emu import __version__  # noqa: E402
+from mgd_emu.studies import loads_study, run_study  # noqa: E402
+
+SAME = ["accuracy", "cost", "cycles_to_target", "saturations", "wraps", "status", "final_accuracy", "cycles_run"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=1.0, help="wall time of one run, serially")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--chip", default="xor_8bit")
+    ap.add_argument("-o", "--output", default=str(Path(__file__).parent / "results" / "study.json"))
+    args = ap.parse_args()
+
+    from mgd_emu.engine import Emulator
+    from mgd_emu.studies.spec import _find_chip
+    from mgd_emu import load_chip
+
+    # calibrate: cycles that take `seconds` in this process
+    emu = Emulator(load_chip(_find_chip(args.chip, None)), 0)
+    emu.warm_up()
+    t = time.perf_counter()
+    emu.run(200_000)
+    rate = 200_000 / (time.perf_counter() - t)
+    cycles = int(rate * args.seconds) // 10 * 10
+    text = (f'[study]\nchip = "{args.chip}"\nseeds = {list(range(args.runs))}\ncycles = {cycles}\n'
+            f"eval_every = {cycles // 10}\ntargets = [1.0]\n")
+    study = loads_study(text, "benchmark")
+    print(f"{args.runs} runs of {cycles:,} cycles of {args.chip} (~{args.seconds:g} s each at {rate:,.0f} cycles/s)",
+          file=sys.stderr)
+
+    t = time.perf_counter()
+    serial = run_study(study, serial=True)
+    serial_s = time.perf_counter() - t
+    print(f"serial: {serial_s:.2f} s", file=sys.stderr)
+
+    from dask.distributed import Client
+
+    from mgd_emu.studies import local_cluster
+
+    t = time.perf_counter()
+    cluster = local_cluster(args.workers)
+    client = Client(cluster)
+    startup_s = time.perf_counter() - t
+    t = time.perf_counter()
+    dist = run_study(study, client=client)
+    dist_s = time.perf_counter() - t
+    client.close()
+    cluster.close()
+    identical = all(serial.dataset[v].equals(dist.dataset[v]) for v in SAME)
+    result = {
+        "mgd_emu_version": __version__, "machine": platform.machine(), "cpus": os.cpu_count(),
+        "chip": args.chip, "runs": args.runs, "cycles_per_run": cycles, "workers": args.workers,
+        "serial_s": serial_s, "cluster_startup_s": startup_s, "warm_up_s": dist.compile_s,
+        "distributed_s": dist_s, "speedup_runs": serial_s / dist_s,
+        "speedup_with_startup": serial_s / (startup_s + dist_s), "bit_identical": identical,
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    print(f"{args.workers} workers: cluster start {startup_s:.2f} s, then {dist_s:.2f} s "
+          f"(warm-up {dist.compile_s:.2f} s of it): speed-up {result['speedup_runs']:.2f}x "
+          f"({result['speedup_with_startup']:.2f}x counting the start); bit-identical: {identical}", file=sys.stderr)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
