@@ -641,7 +641,7 @@ def cmd_study(args) -> int:
     log = None if quiet else (lambda text: print(f"mgd-emu: {text}", file=sys.stderr))
     if log:
         where = ("this process" if args.workers == 0 else args.scheduler or args.scheduler_file
-                 or f"a local cluster of {args.workers or os.cpu_count()} worker processes")
+                 or f"a local cluster of {args.workers or studies.runner.cores()} worker processes")
         log(f"study {study.name}: {len(study.points())} point(s) x {len(study.seeds)} seed(s) = {study.n_runs} "
             f"runs of up to {study.cycles:,} cycles, on {where}; results in {out}")
     try:

@@ -269,6 +269,14 @@ def run_cli(*args, cwd=None, timeout=300):
     return subprocess.run([*MGD, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
+def test_study_help_documents_its_options():
+    out = run_cli("study", "--help").stdout
+    for option in ("--output", "--set", "--workers", "--scheduler", "--scheduler-file", "--resume", "--collect",
+                   "--quiet", "--json"):
+        assert option in out, option
+    assert "--target" in run_cli("plot", "--help").stdout
+
+
 def test_cli_mistakes_are_one_line_with_status_2(tmp_path):
     bad = write(tmp_path, study_text().replace("cycles = 4000", "cycles = -1"))
     r = run_cli("study", bad, "-o", tmp_path / "o")
@@ -330,6 +338,15 @@ def test_a_study_on_the_cluster_is_bit_identical_to_serial(client, tmp_path):
     assert (dist.dataset.status.values == "ok").sum() == 8
     workers = set(dist.dataset.worker.values.ravel()) - {""}
     assert len(workers) == 2 and str(os.getpid()) not in " ".join(workers)
+
+
+def test_local_cluster_workers_are_processes_with_one_thread_and_numba_on_one_thread(client):
+    import numba
+
+    assert sorted(client.nthreads().values()) == [1, 1]
+    assert set(client.run(lambda: os.environ.get("NUMBA_NUM_THREADS")).values()) == {"1"}
+    assert set(client.run(numba.get_num_threads).values()) == {1}
+    assert os.getpid() not in client.run(os.getpid).values()
 
 
 def test_a_failing_grid_point_is_reported_and_the_rest_complete_with_nonzero_status(client, tmp_path):
@@ -414,3 +431,22 @@ def test_compare_sweeps_a_list_valued_key(tmp_path, capsys):
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
     assert [p["label"] for p in data["design_points"]] == ["network.layers=[2, 2, 1]", "network.layers=[2, 3, 1]"]
+
+
+def test_ctrl_c_in_a_terminal_stops_a_local_cluster_study_cleanly(tmp_path):
+    # Ctrl-C reaches the whole foreground process group: client and workers
+    path = write(tmp_path, study_text(cycles=600_000, every=100_000, seeds=range(8)))
+    out = tmp_path / "o"
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    proc = subprocess.Popen([*MGD, "study", path, "-o", out, "--workers", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / JOURNAL).exists() and (out / JOURNAL).read_text().count('"kind": "run"') >= 1:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.rstrip().endswith("runs the rest")
+    assert 1 <= len(read_journal(out / JOURNAL)[1]) < 16

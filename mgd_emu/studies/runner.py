@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -298,7 +300,6 @@ def run_study(study: Study, out=None, *, client=None, scheduler: str | None = No
 
     # the points the chip refuses fail at once: counted in the bar's start, not its rate
     bar = _Bar(study.n_runs, len(skipped) + len(refused), progress, study.name, done=len(skipped))
-    interrupted = False
     try:
         for rec in refused:
             record(rec)
@@ -313,9 +314,6 @@ def run_study(study: Study, out=None, *, client=None, scheduler: str | None = No
                     bar.finished(rec)
             else:
                 _run_dask(tasks, record, bar, outcome, client, scheduler, scheduler_file, workers, log)
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
     finally:
         bar.close()
         if journal is not None:
@@ -325,8 +323,6 @@ def run_study(study: Study, out=None, *, client=None, scheduler: str | None = No
         outcome.dataset = to_dataset(study, {i: r for i, r in records.items() if i in mine})
         if out is not None:
             outcome.paths = write_results(outcome.dataset, out)
-        if interrupted and log:
-            log(f"interrupted: the journal {out / JOURNAL if out else '(none)'} holds every finished run")
     return outcome
 
 
@@ -389,7 +385,15 @@ def _run_dask(tasks, record, bar, outcome, client, scheduler, scheduler_file, wo
         if own_client:
             client.close()
         if cluster is not None:
-            cluster.close()
+            cluster.close()   # a worker busy with a run gets 4 s to finish it, then is killed
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def local_cluster(workers: int | None = None):
@@ -398,9 +402,18 @@ def local_cluster(workers: int | None = None):
 
     from dask.distributed import LocalCluster
 
-    n = workers or os.cpu_count() or 1
-    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                        silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"})
+    n = workers or cores()
+    # The worker processes inherit SIGINT ignored: Ctrl-C in a terminal reaches
+    # the whole process group, and it is the client's to handle (it closes
+    # the cluster); workers that died of it would print tracebacks.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                            silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"})
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _warm_up(client, tasks) -> None:
