@@ -209,6 +209,19 @@ def test_the_journal_has_one_fsynced_record_per_run_and_resume_runs_only_what_is
     assert run_study(study, out, serial=True, resume=True).ran == 0
 
 
+def test_two_studies_cannot_write_one_journal_at_once(tmp_path):
+    from mgd_emu.studies.runner import Journal
+
+    study = loads_study(study_text(seeds=(0,)), "s.toml")
+    run_study(study, tmp_path / "o", serial=True)
+    held = Journal(tmp_path / "o" / JOURNAL).open()   # as a study still running would
+    try:
+        with pytest.raises(StudyError, match="another mgd-emu study is writing this journal now"):
+            run_study(study, tmp_path / "o", serial=True, resume=True)
+    finally:
+        held.close()
+
+
 def test_results_are_netcdf_readable_with_h5py_and_xarray_and_a_csv_row_per_run(tmp_path):
     import csv
 

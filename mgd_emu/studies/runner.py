@@ -149,6 +149,17 @@ class Journal:
                 with open(self.path, "r+b") as f:
                     f.truncate(data.rfind(b"\n") + 1)
         self._f = open(self.path, "a", encoding="utf-8")
+        try:
+            import fcntl
+
+            fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # not POSIX: no lock
+            pass
+        except OSError:
+            self._f.close()
+            self._f = None
+            raise StudyError(str(self.path), "", "another mgd-emu study is writing this journal now; wait for it "
+                             "to end, or choose another output folder") from None
         return self
 
     def write(self, record: dict) -> None:
@@ -282,6 +293,11 @@ def run_study(study: Study, out=None, *, client=None, scheduler: str | None = No
         if resume and jpath.exists():
             _, records = read_journal(jpath)
             done = {i for i, r in records.items() if r.get("status") == "ok"}
+            mine = {run_id(study, p, s) for p in study.points() for s in study.seeds}
+            other = len(set(records) - mine)
+            if other and log:
+                log(f"{other} run(s) in {jpath} belong to another version of the study (base chip, cycles, "
+                    "eval_every, stop_at or grid changed) and are not part of these results")
         journal = Journal(jpath).open()
         journal.write({"kind": "study", "version": JOURNAL_VERSION, "study": study.to_dict(),
                        "study_hash": study.hash(), "mgd_emu_version": __version__,
