@@ -78,7 +78,7 @@ def execute(task: dict) -> dict:
 
         chip = loads_chip(task["chip"], task["source"])
         emu = Emulator(chip, task["seed"])
-        emu.warm_up()
+        _compile(emu)
         startup = time.perf_counter() - t0
         cycles, every, stop_at = task["cycles"], task["eval_every"], task["stop_at"]
         at, cost, acc = [], [], []
@@ -127,8 +127,19 @@ def warm(chip_toml: str, source: str) -> float:
     t0 = time.perf_counter()
     from ..engine import Emulator
 
-    Emulator(loads_chip(chip_toml, source), 0).warm_up()
+    _compile(Emulator(loads_chip(chip_toml, source), 0))
     return time.perf_counter() - t0
+
+
+def _compile(emu) -> None:
+    """Compile (or load) what `emu` runs on without moving it: its warm_up
+    where the engine has one, else one cycle and an evaluation of a copy."""
+    if hasattr(emu, "warm_up"):
+        emu.warm_up()
+    else:
+        probe = type(emu)(emu.chip, emu.seed)
+        probe.run(1)
+        probe.evaluate()
 
 
 # -------------------------------------------------------------------- journal
