@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 MAX_LINES = 12
 
@@ -184,7 +184,7 @@ def _line(ax, ds, dim, med, lo, hi, ylabel, log=False, fraction=None):
     ax.set_ylabel(ylabel)
     if log and np.isfinite(med).any() and np.nanmin(np.where(np.isfinite(med), med, np.nan)) > 0:
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(_cycles))
+        _log_labels(ax.yaxis, _cycles)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
@@ -247,9 +247,17 @@ def _lines(ax, ds, dims, values, ylabel, log=False):
     ax.set_ylabel(ylabel)
     if log and np.isfinite(values).any():
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(_cycles))
+        _log_labels(ax.yaxis, _cycles)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+
+
+def _log_labels(axis, fmt) -> None:
+    """Plain labels (20k, 1.5M) at 1, 1.5, 2, 3, 5 and 7 of each decade of a log axis
+    (matplotlib's own labels a short range with 2x10^5 or not at all)."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0), numticks=12))
+    axis.set_major_formatter(FuncFormatter(fmt))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def fit_slope(p, cycles) -> tuple[float, float] | None:
@@ -276,6 +284,8 @@ def _loglog(ax, params, med, target):
         ax.loglog(xs, gm_c * xs / gm_p, "--", color="0.5", label="linear in P (slope 1)")
     ax.set_xlabel("parameters P")
     ax.set_ylabel(f"cycles to accuracy {target:g}")
-    ax.yaxis.set_major_formatter(FuncFormatter(_cycles))
+    _log_labels(ax.yaxis, _cycles)
+    ax.set_xticks(np.unique(p[keep]), [f"{v:g}" for v in np.unique(p[keep])])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
