@@ -463,3 +463,21 @@ def test_ctrl_c_in_a_terminal_stops_a_local_cluster_study_cleanly(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert err.rstrip().endswith("runs the rest")
     assert 1 <= len(read_journal(out / JOURNAL)[1]) < 16
+
+
+def test_collect_writes_results_from_the_journal_of_a_study_in_progress(tmp_path, capsys):
+    from mgd_emu.cli import main
+
+    path = write(tmp_path, study_text())
+    study = load_study(path)
+    out = tmp_path / "o"
+    run_study(study, out, serial=True)
+    lines = (out / JOURNAL).read_text().splitlines(keepends=True)
+    (out / JOURNAL).write_text("".join(lines[:3]))          # header + 2 runs: a study still going
+    for name in ("results.nc", "results.csv"):
+        (out / name).unlink()
+    assert main(["study", str(path), "-o", str(out), "--collect"]) == 0
+    assert capsys.readouterr().out.split() == [str(out / "results.nc"), str(out / "results.csv")]
+    ds = open_results(out)
+    assert ds.attrs["runs_ok"] == 2 and ds.attrs["runs_missing"] == 2 and ds.attrs["complete"] == 0
+    assert main(["study", str(path), "-o", str(tmp_path / "none"), "--collect"]) == 2
