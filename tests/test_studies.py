@@ -134,6 +134,14 @@ def test_a_chip_path_resolves_beside_the_study_file_then_in_the_working_director
     assert load_study(write(tmp_path, study_text())).chip_path == ROOT / "hw_models/xor_8bit.toml"
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_study_loads_and_the_chip_accepts_every_point(path):
+    study = load_study(path)
+    assert study.description and study.n_runs >= 10
+    for point in study.points():
+        study.point_chip(point)
+
+
 def test_compare_sweep_values_split_at_top_level_commas_only():
     assert split_values("[49,4,4],[49,8,4]") == ["[49,4,4]", "[49,8,4]"]
     assert split_values('3, 4,"a,b",{ kind = "float", x = [1,2] }') == ["3", "4", '"a,b"', '{ kind = "float", x = [1,2] }']
