@@ -200,7 +200,9 @@ def _heat(ax, ds, dims, values, title, cycles=False, counts=None):
         norm = LogNorm(vmin=pos.min(), vmax=max(pos.max(), pos.min() * 1.01)) if pos.size else None
         im = ax.imshow(np.where(shown > 0, shown, np.nan), cmap="viridis_r", norm=norm, aspect="auto")
         cb = ax.figure.colorbar(im, ax=ax)
-        if norm is not None:
+        if norm is not None and pos.min() == pos.max():
+            cb.set_ticks([pos.min()])
+        elif norm is not None:
             cb.set_ticks(np.unique(np.round(np.geomspace(norm.vmin, norm.vmax, 5), -3) + 0.0) if norm.vmin >= 1e3
                          else np.geomspace(norm.vmin, norm.vmax, 5))
             cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
@@ -282,6 +284,9 @@ def _loglog(ax, params, med, target):
         ax.loglog(xs, 10 ** b * xs ** slope, "-", label=f"fit: slope {slope:.2f}")
         gm_p, gm_c = np.exp(np.mean(np.log(p[keep]))), np.exp(np.mean(np.log(c[keep])))
         ax.loglog(xs, gm_c * xs / gm_p, "--", color="0.5", label="linear in P (slope 1)")
+    elif keep.any():
+        ax.text(0.5, 0.1, "fewer than two parameter counts reached it: no fit", ha="center",
+                transform=ax.transAxes, color="0.3", fontsize=8)
     ax.set_xlabel("parameters P")
     ax.set_ylabel(f"cycles to accuracy {target:g}")
     _log_labels(ax.yaxis, _cycles)
