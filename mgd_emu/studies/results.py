@@ -185,22 +185,22 @@ def write_csv(ds, f) -> None:
                 "chip_time_s", *(f"cycles_to_{t:g}" for t in targets), "wall_s", "cycles_per_s",
                 "saturations", "wraps", "run_id", "error"])
     dims = [d["name"] for d in study["dimensions"]]
+    v = {name: ds[name].values for name in ("status", "error", "run_id", "final_accuracy", "final_cost",
+                                            "cycles_run", "chip_time_s", "wall_s", "cycles_per_s",
+                                            "cycles_to_target", "n_parameters")}
+    sat, wrap = ds["saturations"].values.sum(axis=-1), ds["wraps"].values.sum(axis=-1)
+    seeds = ds["seed"].values
     for idx in np.ndindex(*(ds.sizes[d] for d in dims), ds.sizes["seed"]):
-        sel = dict(zip([*dims, "seed"], idx))
-        run = ds.isel(sel)
         values = []
-        for d in study["dimensions"]:
-            i = sel[d["name"]]
-            values += [toml_literal(v) for v in d["values"][i]]
-        num = lambda name: _cell(run[name].item())
-        ok = run["status"].item() == "ok"
-        w.writerow([*values, int(run["seed"]), run["status"].item(),
-                    int(ds["n_parameters"].isel({d: sel[d] for d in dims}).item()) if ok else "",
+        for d, i in zip(study["dimensions"], idx):
+            values += [toml_literal(x) for x in d["values"][i]]
+        ok = v["status"][idx] == "ok"
+        num = lambda name: _cell(float(v[name][idx]))
+        w.writerow([*values, int(seeds[idx[-1]]), v["status"][idx], int(v["n_parameters"][idx[:-1]]) if ok else "",
                     num("final_accuracy"), num("final_cost"), num("cycles_run"), num("chip_time_s"),
-                    *(_cell(v) for v in run["cycles_to_target"].values), num("wall_s"), num("cycles_per_s"),
-                    _cell(float(run["saturations"].sum())) if ok else "",
-                    _cell(float(run["wraps"].sum())) if ok else "",
-                    run["run_id"].item(), run["error"].item()])
+                    *(_cell(float(c)) for c in v["cycles_to_target"][idx]), num("wall_s"), num("cycles_per_s"),
+                    _cell(float(sat[idx])) if ok else "", _cell(float(wrap[idx])) if ok else "",
+                    v["run_id"][idx], v["error"][idx]])
 
 
 def _cell(v):
