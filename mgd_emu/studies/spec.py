@@ -354,8 +354,8 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
         raise err("study.eval_every", f"gives {cycles // every:,} evaluations per run; at most 100,000 "
                   f"(raise eval_every to {math.ceil(cycles / 100_000):,} or more)")
     targets = st.get("targets", [1.0])
-    if not isinstance(targets, list) or not all(_number(t) and 0 <= t <= 1 for t in targets):
-        raise err("study.targets", f"must be a list of test accuracies in [0, 1], got {targets!r}")
+    if not isinstance(targets, list) or not targets or not all(_number(t) and 0 <= t <= 1 for t in targets):
+        raise err("study.targets", f"must be a non-empty list of test accuracies in [0, 1], got {targets!r}")
     if len(set(targets)) != len(targets):
         raise err("study.targets", f"has a target twice: {targets!r}")
     stop_at = st.get("stop_at")
