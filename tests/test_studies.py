@@ -316,6 +316,19 @@ def test_cli_mistakes_are_one_line_with_status_2(tmp_path):
     assert r.returncode != 0 and "Traceback" not in r.stderr
 
 
+def test_a_scheduler_that_cannot_be_reached_is_one_line_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    import dask
+
+    from mgd_emu.cli import main
+
+    path = write(tmp_path, study_text(grid='"formats.weight.frac_bits" = [5, 40]'))
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        monkeypatch.setattr("mgd_emu.studies.runner.CONNECT_TIMEOUT", "1s")
+        assert main(["study", str(path), "-o", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:1",
+                     "--quiet"]) == 2
+    assert not (tmp_path / "o" / JOURNAL).exists()
+
+
 def test_cli_serial_study_writes_results_and_plot_and_json(tmp_path):
     path = write(tmp_path, study_text())
     r = run_cli("study", path, "-o", tmp_path / "o", "--workers", "0", "--json")

@@ -31,6 +31,7 @@ JOURNAL = "journal.jsonl"
 RESULTS_NC = "results.nc"
 RESULTS_CSV = "results.csv"
 JOURNAL_VERSION = 1
+CONNECT_TIMEOUT = "30s"   # to reach a running scheduler
 
 
 def one_line(text) -> str:
@@ -291,10 +292,9 @@ def run_study(study: Study, out=None, *, client=None, scheduler: str | None = No
     resume: continue the journal in `out`, running only what it lacks.
     progress: a progress bar on stderr. log(text): one-line messages.
     """
-    from .results import to_dataset, write_results
-
     t_start = time.perf_counter()
     journal, done, records = None, set(), {}
+    jpath = None
     if out is not None:
         out = Path(out)
         jpath = out / JOURNAL
@@ -309,13 +309,34 @@ def run_study(study: Study, out=None, *, client=None, scheduler: str | None = No
             if other and log:
                 log(f"{other} run(s) in {jpath} belong to another version of the study (base chip, cycles, "
                     "eval_every, stop_at or grid changed) and are not part of these results")
-        journal = Journal(jpath).open()
-        journal.write({"kind": "study", "version": JOURNAL_VERSION, "study": study.to_dict(),
-                       "study_hash": study.hash(), "mgd_emu_version": __version__,
-                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
-                       "resume": bool(resume and done)})
     tasks, refused, skipped = plan(study, done)
     outcome = Outcome(study, out, None, skipped=len(skipped))
+    # the cluster first: a scheduler that cannot be reached leaves nothing behind
+    cluster, own_client = None, False
+    if tasks and not serial:
+        t0 = time.perf_counter()
+        client, cluster, own_client = _connect(client, scheduler, scheduler_file, workers)
+        outcome.startup_s = time.perf_counter() - t0
+    try:
+        if jpath is not None:
+            journal = Journal(jpath).open()
+            journal.write({"kind": "study", "version": JOURNAL_VERSION, "study": study.to_dict(),
+                           "study_hash": study.hash(), "mgd_emu_version": __version__,
+                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
+                           "resume": bool(resume and done)})
+        return _run(study, out, journal, records, tasks, refused, skipped, outcome, client, serial, progress,
+                    log, t_start)
+    finally:
+        if journal is not None:
+            journal.close()
+        if own_client:
+            client.close()
+        if cluster is not None:
+            cluster.close()   # a worker busy with a run gets 4 s to finish it, then is killed
+
+
+def _run(study, out, journal, records, tasks, refused, skipped, outcome, client, serial, progress, log, t_start):
+    from .results import to_dataset, write_results
 
     def record(rec):
         records[rec["run_id"]] = rec
@@ -340,7 +361,7 @@ def run_study(study: Study, out=None, *, client=None, scheduler: str | None = No
                     bar.running(int(n + 1 < len(tasks)))
                     bar.finished(rec)
             else:
-                _run_dask(tasks, record, bar, outcome, client, scheduler, scheduler_file, workers, log)
+                _run_dask(tasks, record, bar, outcome, client, log)
     finally:
         bar.close()
         if journal is not None:
@@ -353,29 +374,37 @@ def run_study(study: Study, out=None, *, client=None, scheduler: str | None = No
     return outcome
 
 
-def _run_dask(tasks, record, bar, outcome, client, scheduler, scheduler_file, workers, log):
-    from dask.distributed import Client, as_completed
+def _connect(client, scheduler, scheduler_file, workers):
+    """(client, the cluster this call started or None, whether the client is ours to close)."""
+    from dask.distributed import Client
+
+    if client is not None:
+        return client, None, False
+    if scheduler or scheduler_file:
+        try:
+            return Client(scheduler, scheduler_file=scheduler_file, timeout=CONNECT_TIMEOUT), None, True
+        except (OSError, TimeoutError, ValueError) as exc:
+            where = scheduler or scheduler_file
+            raise StudyError(str(where), "", f"cannot connect to the dask scheduler ({one_line(exc)})") from None
+    cluster = local_cluster(workers)
+    try:
+        return Client(cluster), cluster, True
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def _run_dask(tasks, record, bar, outcome, client, log):
+    from dask.distributed import as_completed
 
     t0 = time.perf_counter()
-    own_client = client is None
-    cluster = None
-    if own_client:
-        if scheduler or scheduler_file:
-            try:
-                client = Client(scheduler, scheduler_file=scheduler_file, timeout="30s")
-            except (OSError, TimeoutError, ValueError) as exc:
-                where = scheduler or scheduler_file
-                raise StudyError(str(where), "", f"cannot connect to the dask scheduler ({one_line(exc)})") from None
-        else:
-            cluster = local_cluster(workers)
-            client = Client(cluster)
     futures = []
     try:
         if not client.scheduler_info().get("workers"):
             if log:
                 log("waiting for a dask worker to connect to the scheduler")
             client.wait_for_workers(1)
-        outcome.startup_s = time.perf_counter() - t0
+        outcome.startup_s += time.perf_counter() - t0
         t1 = time.perf_counter()
         _warm_up(client, tasks)
         outcome.compile_s = time.perf_counter() - t1
@@ -409,10 +438,6 @@ def _run_dask(tasks, record, bar, outcome, client, scheduler, scheduler_file, wo
         for fut in futures:
             if not fut.done():
                 fut.cancel()
-        if own_client:
-            client.close()
-        if cluster is not None:
-            cluster.close()   # a worker busy with a run gets 4 s to finish it, then is killed
 
 
 def cores() -> int:
