@@ -48,7 +48,8 @@ def summarize(ds, target: float | None = None) -> dict:
     if target is None:
         target = max(targets)
     if target not in targets:
-        raise ValueError(f"target {target:g} is not one of the study's targets ({', '.join(f'{t:g}' for t in targets)})")
+        shown = ", ".join(f"{t:g}" for t in targets)
+        raise ValueError(f"target {target:g} is not one of the study's targets ({shown})")
     c = ds["cycles_to_target"].sel(target=target).values      # (*grid, seed)
     ok = ds["status"].values == "ok"
     with np.errstate(invalid="ignore"):

@@ -136,7 +136,8 @@ def to_dataset(study: Study, records: dict):
               "register": ("register", np.array(registers, dtype=object).astype(str))}
     for d in study.dimensions:
         if d.is_zip:
-            coords[d.name] = (d.name, np.arange(len(d), dtype=np.int64), {"long_name": f"zip group of {', '.join(d.keys)}"})
+            coords[d.name] = (d.name, np.arange(len(d), dtype=np.int64),
+                              {"long_name": f"zip group of {', '.join(d.keys)}"})
             for j, key in enumerate(d.keys):
                 coords[key] = (d.name, _coord([row[j] for row in d.values]), {"long_name": f"chip key {key}"})
         else:
