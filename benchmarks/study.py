@@ -3,7 +3,9 @@ a LocalCluster of 2 worker processes (`make bench-study`).
 
 Reports the cluster's start-up (processes up, kernels loaded from the
 on-disk cache by the warm-up task) apart from the runs, the speed-up with
-and without it, and checks that both give the same results bit for bit.
+and without it, and checks that both give the same results bit for bit. It
+also times the same run in plain processes, alone and `workers` at once:
+the speed-up the machine itself allows.
 
     python benchmarks/study.py [--runs 16] [--seconds 1.0] [--workers 2] [--chip xor_8bit]
 """
@@ -21,6 +23,29 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 from mgd_emu import __version__  # noqa: E402
 from mgd_emu.studies import loads_study, run_study  # noqa: E402
+
+# One run in a plain process of its own: what the machine gives a process.
+PLAIN = """
+import sys, time
+from mgd_emu import load_chip
+from mgd_emu.engine import Emulator
+from mgd_emu.studies.spec import _find_chip
+e = Emulator(load_chip(_find_chip(sys.argv[1], None)), 0)
+e.warm_up()
+t = time.perf_counter()
+e.run(int(sys.argv[2]))
+print(time.perf_counter() - t)
+"""
+
+
+def plain_processes(chip: str, cycles: int, n: int) -> list[float]:
+    """Seconds of one run in each of n plain processes started together."""
+    import subprocess
+
+    procs = [subprocess.Popen([sys.executable, "-c", PLAIN, chip, str(cycles)], stdout=subprocess.PIPE, text=True)
+             for _ in range(n)]
+    return [float(p.communicate()[0]) for p in procs]
+
 
 SAME = ["accuracy", "cost", "cycles_to_target", "saturations", "wraps", "status", "final_accuracy", "cycles_run"]
 
@@ -69,6 +94,10 @@ def main() -> int:
     dist_s = time.perf_counter() - t
     client.close()
     cluster.close()
+    # The machine without dask: the same run in 1, then in `workers` plain processes at once.
+    alone = plain_processes(args.chip, cycles, 1)[0]
+    together = plain_processes(args.chip, cycles, args.workers)
+    machine = args.workers * alone / max(together)
     identical = all(serial.dataset[v].equals(dist.dataset[v]) for v in SAME)
     # Where the distributed time went: each worker's busy time (its runs,
     # emulator build included) against the elapsed time. On a machine shared
@@ -87,6 +116,8 @@ def main() -> int:
         "serial_run_s": serial_runs_s, "worker_busy_s": busy,
         "slowdown_of_a_run_on_the_cluster": sum(busy.values()) / serial_runs_s,
         "overhead_s": dist_s - dist.compile_s - max(busy.values()),
+        "plain_process_alone_s": alone, "plain_processes_together_s": together,
+        "machine_parallel_speedup": machine,
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     print(f"{args.workers} workers: cluster start {startup_s:.2f} s, then {dist_s:.2f} s "
@@ -95,6 +126,9 @@ def main() -> int:
     print(f"workers busy {', '.join(f'{b:.2f} s' for b in busy.values())}; a run took "
           f"{result['slowdown_of_a_run_on_the_cluster']:.2f}x its serial time; scheduling overhead "
           f"{result['overhead_s']:.2f} s; load average {result['load_average']:.1f} on {os.cpu_count()} cpus",
+          file=sys.stderr)
+    print(f"the machine without dask: one run alone {alone:.2f} s, {args.workers} plain processes at once "
+          f"{', '.join(f'{t:.2f} s' for t in together)}: at most {machine:.2f}x from {args.workers} processes here",
           file=sys.stderr)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
