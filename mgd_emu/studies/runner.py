@@ -449,7 +449,7 @@ def cores() -> int:
 
 
 def local_cluster(workers: int | None = None):
-    """A LocalCluster of worker processes, one thread each, numba on one thread."""
+    """A LocalCluster of worker processes, one thread each, NUMBA_NUM_THREADS=1."""
     import logging
 
     from dask.distributed import LocalCluster
