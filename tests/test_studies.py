@@ -510,3 +510,42 @@ def test_collect_writes_results_from_the_journal_of_a_study_in_progress(tmp_path
     ds = open_results(out)
     assert ds.attrs["runs_ok"] == 2 and ds.attrs["runs_missing"] == 2 and ds.attrs["complete"] == 0
     assert main(["study", str(path), "-o", str(tmp_path / "none"), "--collect"]) == 2
+
+
+def test_a_retried_run_continues_from_its_checkpoint_bit_exactly(tmp_path):
+    from mgd_emu.studies.runner import _save_progress, execute, plan
+
+    text = study_text(cycles=8_000, every=1_000, seeds=(3,), grid='"timing.tau_theta" = [2]',
+                      extra="checkpoint_every = 2000")
+    study = loads_study(text, "s.toml")
+    (task,), _, _ = plan(study, set(), tmp_path / "checkpoints")
+    assert task["checkpoint"] == str(tmp_path / "checkpoints" / task["run_id"]) and task["checkpoint_every"] == 2000
+    whole = execute(dict(task, checkpoint=None))
+    assert whole["status"] == "ok" and whole["resumed_from_cycle"] is None
+    # what a worker that died after 4,000 cycles leaves behind
+    emu = Emulator(study.point_chip(study.points()[0]), 3)
+    at, cost, acc = [], [], []
+    for _ in range(4):
+        emu.run(1_000)
+        c, a = emu.evaluate()
+        at.append(emu.cycle), cost.append(c), acc.append(a)
+    _save_progress(task["checkpoint"], emu, at, cost, acc)
+    again = execute(task)
+    assert again["resumed_from_cycle"] == 4_000
+    for key in ("eval_cycles", "cost", "accuracy", "events", "final_accuracy", "cycles", "reached"):
+        assert again[key] == whole[key], key
+    assert not list((tmp_path / "checkpoints").iterdir())       # removed once the run is done
+    # a checkpoint of another seed is not used: the run starts over
+    _save_progress(task["checkpoint"], Emulator(study.point_chip(study.points()[0]), 4).run(2_000),
+                   [1_000, 2_000], [0.0, 0.0], [0.0, 0.0])
+    other = execute(task)
+    assert other["resumed_from_cycle"] is None and other["accuracy"] == whole["accuracy"]
+
+
+def test_a_study_with_checkpoints_gives_the_same_results(tmp_path):
+    text = study_text(extra="checkpoint_every = 2000")
+    with_ck = run_study(loads_study(text, "s.toml"), tmp_path / "o", serial=True)
+    same_results(with_ck.dataset, run_study(loads_study(study_text(), "s.toml"), serial=True).dataset)
+    assert not list((tmp_path / "o" / "checkpoints").glob("*.npz"))
+    with pytest.raises(StudyError, match="study.checkpoint_every: must be a positive multiple of study.eval_every"):
+        loads_study(study_text(extra="checkpoint_every = 1500"), "s.toml")

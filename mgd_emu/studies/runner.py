@@ -30,6 +30,7 @@ from .spec import Point, Study, StudyError
 JOURNAL = "journal.jsonl"
 RESULTS_NC = "results.nc"
 RESULTS_CSV = "results.csv"
+CHECKPOINTS = "checkpoints"   # DIR/checkpoints/<run id>.npz and .json while a run is under way
 JOURNAL_VERSION = 1
 CONNECT_TIMEOUT = "30s"   # to reach a running scheduler
 
@@ -78,20 +79,23 @@ def execute(task: dict) -> dict:
         from ..engine import Emulator
 
         chip = loads_chip(task["chip"], task["source"])
-        emu = Emulator(chip, task["seed"])
+        ck, ck_every = task.get("checkpoint"), task.get("checkpoint_every")
+        emu, at, cost, acc = _resume(ck, chip, task["seed"]) if ck else (None, [], [], [])
+        rec["resumed_from_cycle"] = emu.cycle if emu is not None else None
+        if emu is None:
+            emu = Emulator(chip, task["seed"])
         _compile(emu)
         startup = time.perf_counter() - t0
         cycles, every, stop_at = task["cycles"], task["eval_every"], task["stop_at"]
-        at, cost, acc = [], [], []
         t1 = time.perf_counter()
-        while emu.cycle < cycles:
+        while emu.cycle < cycles and not (stop_at is not None and acc and acc[-1] >= stop_at):
             emu.run(min(every, cycles - emu.cycle))
             c, a = emu.evaluate()
             at.append(emu.cycle)
             cost.append(c)
             acc.append(a)
-            if stop_at is not None and a >= stop_at:
-                break
+            if ck and emu.cycle % ck_every == 0 and emu.cycle < cycles:
+                _save_progress(ck, emu, at, cost, acc)
         wall = time.perf_counter() - t1
         hz = chip.timing.clock_hz
         reached = {str(t): reached_cycle(at, acc, t) for t in task["targets"]}
@@ -100,11 +104,42 @@ def execute(task: dict) -> dict:
             cycles=emu.cycle, chip_time_s=emu.chip_time, clock_hz=hz,
             eval_cycles=at, cost=cost, accuracy=acc, final_cost=cost[-1], final_accuracy=acc[-1],
             reached=reached, events={k: list(v) for k, v in emu.events.items()},
-            wall_s=wall, startup_s=startup, cycles_per_s=emu.cycle / wall if wall > 0 else None)
+            wall_s=wall, startup_s=startup,
+            cycles_per_s=(emu.cycle - (rec["resumed_from_cycle"] or 0)) / wall if wall > 0 else None)
+        if ck:
+            for suffix in (".npz", ".json"):
+                Path(ck + suffix).unlink(missing_ok=True)
     except Exception as exc:  # noqa: BLE001 - the run fails, the study goes on
         rec.update(status="failed", error=error_line(exc), wall_s=time.perf_counter() - t0)
     rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return rec
+
+
+def _save_progress(ck: str, emu, at, cost, acc) -> None:
+    """A run's checkpoint (CK.npz, mgd_emu.checkpoint: no pickle) and its
+    evaluations so far (CK.json), each written beside and renamed into place."""
+    from ..checkpoint import save_checkpoint
+
+    Path(ck).parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(emu, ck + ".npz")
+    tmp = Path(ck + ".json.tmp")
+    tmp.write_text(json.dumps({"cycle": emu.cycle, "eval_cycles": at, "cost": cost, "accuracy": acc}))
+    tmp.replace(ck + ".json")
+
+
+def _resume(ck: str, chip, seed: int):
+    """(emulator, evaluations) from a run's checkpoint when it has a usable one
+    of this chip and seed, else (None, [], [], []): the run starts over."""
+    from ..checkpoint import load_checkpoint
+
+    try:
+        progress = json.loads(Path(ck + ".json").read_text())
+        emu = load_checkpoint(ck + ".npz")
+    except (OSError, ValueError):   # none yet, or unusable (CheckpointError is a ValueError)
+        return None, [], [], []
+    if emu.cycle != progress["cycle"] or emu.seed != seed or emu.chip.to_toml() != chip.to_toml():
+        return None, [], [], []
+    return emu, list(progress["eval_cycles"]), list(progress["cost"]), list(progress["accuracy"])
 
 
 def error_line(exc: BaseException) -> str:
@@ -252,8 +287,9 @@ class Outcome:
         return not self.failures
 
 
-def plan(study: Study, done: set[str]):
-    """(tasks to run, failed records for points the chip refuses, ids skipped)."""
+def plan(study: Study, done: set[str], checkpoints: Path | None = None):
+    """(tasks to run, failed records for points the chip refuses, ids skipped).
+    checkpoints: the folder of per-run checkpoints (study.checkpoint_every)."""
     tasks, refused, skipped = [], [], []
     for point in study.points():
         ids = [(seed, run_id(study, point, seed)) for seed in study.seeds]
@@ -275,7 +311,9 @@ def plan(study: Study, done: set[str]):
             tasks.append({"run_id": rid, "index": list(point.index), "values": point.values, "seed": seed,
                           "chip": toml, "source": f"{study.chip_path} [{point.label}]",
                           "structure": structure_key(chip), "cycles": study.cycles,
-                          "eval_every": study.eval_every, "stop_at": study.stop_at, "targets": study.targets})
+                          "eval_every": study.eval_every, "stop_at": study.stop_at, "targets": study.targets,
+                          "checkpoint": str(checkpoints / rid) if checkpoints and study.checkpoint_every else None,
+                          "checkpoint_every": study.checkpoint_every})
     return tasks, refused, skipped
 
 
@@ -309,7 +347,7 @@ def run_study(study: Study, out=None, *, client=None, scheduler: str | None = No
             if other and log:
                 log(f"{other} run(s) in {jpath} belong to another version of the study (base chip, cycles, "
                     "eval_every, stop_at or grid changed) and are not part of these results")
-    tasks, refused, skipped = plan(study, done)
+    tasks, refused, skipped = plan(study, done, out.resolve() / CHECKPOINTS if out is not None else None)
     outcome = Outcome(study, out, None, skipped=len(skipped))
     # the cluster first: a scheduler that cannot be reached leaves nothing behind
     cluster, own_client = None, False

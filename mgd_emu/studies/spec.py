@@ -64,6 +64,8 @@ STUDY_KEYS = {k.name: k for k in (
     StudyKey("eval_every", "evaluate test accuracy and cost every N cycles: a positive integer"),
     StudyKey("targets", "test accuracies in [0, 1] whose first cycle is recorded"),
     StudyKey("stop_at", "end a run once its test accuracy reaches this, in [0, 1]"),
+    StudyKey("checkpoint_every", "checkpoint each run every N cycles (a multiple of eval_every), so a run "
+             "retried after its worker died, or resumed, continues instead of starting over"),
     StudyKey("name", "the study's name (default: the file name)"),
     StudyKey("description", "one line: what the study asks"),
 )}
@@ -115,6 +117,7 @@ class Study:
     dimensions: list[Dimension]
     description: str = ""
     raw: dict = field(default_factory=dict, repr=False)
+    checkpoint_every: int | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -150,7 +153,7 @@ class Study:
             "source": self.source, "name": self.name, "description": self.description,
             "chip": str(self.chip_path), "base_chip": self.chip.to_toml(), "seeds": self.seeds,
             "cycles": self.cycles, "eval_every": self.eval_every, "targets": self.targets,
-            "stop_at": self.stop_at, "set": self.set,
+            "stop_at": self.stop_at, "set": self.set, "checkpoint_every": self.checkpoint_every,
             "dimensions": [{"name": d.name, "keys": list(d.keys), "values": [list(v) for v in d.values]}
                            for d in self.dimensions],
         }
@@ -163,7 +166,8 @@ class Study:
         dims = [Dimension(x["name"], tuple(x["keys"]), tuple(tuple(v) for v in x["values"]))
                 for x in d["dimensions"]]
         return cls(d["source"], d["name"], Path(d["chip"]), chip, list(d["seeds"]), d["cycles"], d["eval_every"],
-                   list(d["targets"]), d["stop_at"], dict(d["set"]), dims, d.get("description", ""))
+                   list(d["targets"]), d["stop_at"], dict(d["set"]), dims, d.get("description", ""),
+                   checkpoint_every=d.get("checkpoint_every"))
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -358,6 +362,10 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
         raise err("study.targets", f"must be a non-empty list of test accuracies in [0, 1], got {targets!r}")
     if len(set(targets)) != len(targets):
         raise err("study.targets", f"has a target twice: {targets!r}")
+    ck_every = st.get("checkpoint_every")
+    if ck_every is not None and (not _int(ck_every) or ck_every <= 0 or ck_every % every):
+        raise err("study.checkpoint_every", f"must be a positive multiple of study.eval_every ({every:,}), "
+                  f"got {ck_every!r}")
     stop_at = st.get("stop_at")
     if stop_at is not None and not (_number(stop_at) and 0 <= stop_at <= 1):
         raise err("study.stop_at", f"must be a test accuracy in [0, 1], got {stop_at!r}")
@@ -420,7 +428,7 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
     except ChipError as exc:
         raise err("study.chip" if not fixed else "set", f"the base chip is refused: {exc}") from None
     return Study(source, name, chip_path, chip, list(seeds), cycles, every, [float(t) for t in targets],
-                 None if stop_at is None else float(stop_at), fixed, dims, description, raw)
+                 None if stop_at is None else float(stop_at), fixed, dims, description, raw, ck_every)
 
 
 def _canon(v) -> str:
