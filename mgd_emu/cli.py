@@ -215,7 +215,8 @@ def cmd_show(args) -> int:
 
 
 def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float | None,
-          quiet: bool, probes=(), trace_path=None, note="", inputs=()) -> dict:
+          quiet: bool, probes=(), trace_path=None, note="", inputs=(), emu=None,
+          checkpoint=None, checkpoint_every=None) -> dict:
     """Run a chip, evaluating every `eval_every` cycles, optionally writing a
     trace (never over one of `inputs`); returns a summary. The chip's memory
     is checked against the machine's before anything is built."""
@@ -233,8 +234,9 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
     from .engine import Emulator
 
     t0 = time.perf_counter()
+    resumed_from = emu.cycle if emu is not None else None   # --resume: the checkpoint's emulator
     try:
-        emu = Emulator(chip, seed, probes=list(probes))
+        emu = emu or Emulator(chip, seed, probes=list(probes))
     except ProbeError as exc:
         raise UserError(f"--probe: {exc}") from None
     emu.warm_up()
@@ -256,6 +258,10 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
             if writer:
                 writer.evaluation(emu.cycle, cost, acc)
             bar.set_postfix(cost=f"{cost:.4f}", accuracy=f"{acc:.3f}", refresh=False)
+            if checkpoint and emu.cycle % checkpoint_every == 0:
+                from .checkpoint import save_checkpoint
+
+                save_checkpoint(emu, checkpoint, inputs)
             if until_accuracy is not None and acc >= until_accuracy:
                 reached = emu.cycle
                 break
@@ -270,6 +276,10 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
         raise
     wall = time.perf_counter() - t_run
     bar.close()
+    if checkpoint:   # where the run ended, so that --resume can take it further
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(emu, checkpoint, inputs)
     if writer:
         writer.close(emu.cycle >= cycles or reached is not None,
                      END_COMPLETED if reached is None else target_reached(until_accuracy))
@@ -284,6 +294,7 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
         "cycles_per_s": emu.cycle / wall if wall > 0 else None,
         "overflow_events": {k: list(v) for k, v in emu.events.items() if v != (0, 0)},
         "trace": str(trace_path) if trace_path else None,
+        "checkpoint": str(checkpoint) if checkpoint else None, "resumed_from_cycle": resumed_from,
         "history": history,
     }
 
@@ -329,7 +340,8 @@ def _trace_target(args, chip):
 
 
 def cmd_run(args) -> int:
-    chip = _load(args)
+    resumed = _run_checkpoint_options(args)
+    chip = resumed.chip if resumed is not None else _load(args)
     probes = list(args.probe or [])
     if getattr(args, "always_trace", False) and not probes and not chip.trace.probes:
         probes = DEMO_PROBES
@@ -345,7 +357,9 @@ def cmd_run(args) -> int:
                   f"({len(chip.trace.probes)}) into {trace_path}", file=sys.stderr)
     note = "mgd-emu " + " ".join(sys.argv[1:])
     summary = train(chip, args.seed, args.cycles, args.eval_every, args.until_accuracy, args.quiet,
-                    probes, trace_path, note, inputs=inputs)
+                    probes, trace_path, note, inputs=inputs, emu=resumed,
+                    checkpoint=getattr(args, "checkpoint", None),
+                    checkpoint_every=getattr(args, "checkpoint_every", None) or args.eval_every)
     if png is not None:
         from .plot import plot_trace
         from .trace import open_trace
@@ -366,6 +380,39 @@ def cmd_run(args) -> int:
         print()
         print(report.table())
     return 0
+
+
+def _run_checkpoint_options(args):
+    """Check `run`'s --checkpoint/--checkpoint-every/--resume; the emulator
+    --resume FILE holds (its chip and seed become the run's), or None."""
+    if getattr(args, "checkpoint_every", None) and not args.checkpoint:
+        raise UserError("--checkpoint-every N needs --checkpoint FILE (where to save)")
+    if getattr(args, "checkpoint_every", None) and args.checkpoint_every % args.eval_every:
+        raise UserError(f"--checkpoint-every {args.checkpoint_every:,}: must be a multiple of --eval-every "
+                        f"({args.eval_every:,}); checkpoints are taken at evaluations")
+    if getattr(args, "checkpoint", None) is not None:
+        if not args.checkpoint.strip():
+            raise UserError("--checkpoint: the path is empty")
+        _check_output(Path(args.checkpoint), "--checkpoint",
+                      inputs=[find_chip(args.chip)] if getattr(args, "chip", None) else [])
+    if not getattr(args, "resume", None):
+        if not getattr(args, "chip", None):
+            raise UserError("run needs a CHIP, or --resume FILE to continue a checkpointed run")
+        return None
+    if args.chip or args.set or args.probe:
+        raise UserError("--resume FILE continues the chip, seed and probes saved in FILE: "
+                        "give no CHIP, --set or --probe with it")
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        emu = load_checkpoint(args.resume)
+    except CheckpointError as exc:
+        raise UserError(f"--resume {exc}") from None
+    if emu.cycle >= args.cycles:
+        raise UserError(f"--resume {args.resume}: the run is at cycle {emu.cycle:,} already; "
+                        f"give --cycles above it (--cycles is the total, not the cycles to add)")
+    args.seed = emu.seed
+    return emu
 
 
 def _json_default(v):
@@ -783,9 +830,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="train a chip and report accuracy, cycles and speed",
                        description="Train a chip on its task, evaluating as it goes.")
-    s.add_argument("chip", help=chip_help)
+    s.add_argument("chip", nargs="?", help=chip_help + " (none with --resume)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     run_options(s, 1_000_000, 10_000)
+    s.add_argument("--checkpoint", metavar="FILE", help="save the run's whole state to FILE (NPZ; loading it "
+                   "executes nothing) every --checkpoint-every cycles and where the run ends")
+    s.add_argument("--checkpoint-every", type=_positive, metavar="N", help="cycles between checkpoints, a "
+                   "multiple of --eval-every (default: every evaluation)")
+    s.add_argument("--resume", metavar="FILE", help="continue the run saved in FILE bit-exactly, to --cycles "
+                   "in total (its chip, seed and probes; --checkpoint FILE keeps saving it)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("demo", help="train the default chip, with a trace and a plot (what `make run` does)",

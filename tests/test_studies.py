@@ -549,3 +549,30 @@ def test_a_study_with_checkpoints_gives_the_same_results(tmp_path):
     assert not list((tmp_path / "o" / "checkpoints").glob("*.npz"))
     with pytest.raises(StudyError, match="study.checkpoint_every: must be a positive multiple of study.eval_every"):
         loads_study(study_text(extra="checkpoint_every = 1500"), "s.toml")
+
+
+def test_run_checkpoints_and_resume_continue_bit_exactly(tmp_path, capsys):
+    from mgd_emu.cli import main
+
+    ck = tmp_path / "run.npz"
+    common = ["--eval-every", "5000", "--quiet", "--json"]
+    assert main(["run", "xor_8bit", "--seed", "2", "--cycles", "20000", *common]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert main(["run", "xor_8bit", "--seed", "2", "--cycles", "10000", "--checkpoint", str(ck),
+                 "--checkpoint-every", "5000", *common]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["checkpoint"] == str(ck) and first["history"] == whole["history"][:2]
+    assert main(["run", "--resume", str(ck), "--cycles", "20000", "--checkpoint", str(ck), *common]) == 0
+    rest = json.loads(capsys.readouterr().out)
+    assert rest["resumed_from_cycle"] == 10_000 and rest["seed"] == 2
+    assert rest["history"] == whole["history"][2:]
+    for key in ("final_cost", "final_accuracy", "overflow_events", "cycles"):
+        assert rest[key] == whole[key], key
+    assert main(["run", "--resume", str(ck), "--cycles", "20000", *common]) == 2      # already there
+    assert "at cycle 20,000 already" in capsys.readouterr().err
+    assert main(["run", "xor_8bit", "--resume", str(ck), *common]) == 2
+    assert main(["run", "xor_8bit", "--checkpoint-every", "5000", *common]) == 2
+    ck.write_bytes(b"not a checkpoint")
+    assert main(["run", "--resume", str(ck), "--cycles", "30000", *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"mgd-emu: error: --resume {ck}") and "Traceback" not in "".join(err)
