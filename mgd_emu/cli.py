@@ -397,7 +397,8 @@ def _run_checkpoint_options(args):
                       inputs=[find_chip(args.chip)] if getattr(args, "chip", None) else [])
     if not getattr(args, "resume", None):
         if not getattr(args, "chip", None):
-            raise UserError("run needs a CHIP, or --resume FILE to continue a checkpointed run")
+            raise UserError("the following arguments are required: chip, unless --resume FILE continues a "
+                            "checkpointed run (see `mgd-emu run --help`)")
         return None
     if args.chip or args.set or args.probe:
         raise UserError("--resume FILE continues the chip, seed and probes saved in FILE: "
