@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench setup clean rtl-test
+.PHONY: run test bench bench-study setup clean rtl-test
 
 setup: $(STAMP)
 
@@ -29,6 +29,9 @@ rtl-test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+bench-study: $(STAMP)
+	$(PY) benchmarks/study.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

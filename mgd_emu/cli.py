@@ -215,7 +215,8 @@ def cmd_show(args) -> int:
 
 
 def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float | None,
-          quiet: bool, probes=(), trace_path=None, note="", inputs=()) -> dict:
+          quiet: bool, probes=(), trace_path=None, note="", inputs=(), emu=None,
+          checkpoint=None, checkpoint_every=None) -> dict:
     """Run a chip, evaluating every `eval_every` cycles, optionally writing a
     trace (never over one of `inputs`); returns a summary. The chip's memory
     is checked against the machine's before anything is built."""
@@ -233,8 +234,9 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
     from .engine import Emulator
 
     t0 = time.perf_counter()
+    resumed_from = emu.cycle if emu is not None else None   # --resume: the checkpoint's emulator
     try:
-        emu = Emulator(chip, seed, probes=list(probes))
+        emu = emu or Emulator(chip, seed, probes=list(probes))
     except ProbeError as exc:
         raise UserError(f"--probe: {exc}") from None
     emu.warm_up()
@@ -256,6 +258,10 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
             if writer:
                 writer.evaluation(emu.cycle, cost, acc)
             bar.set_postfix(cost=f"{cost:.4f}", accuracy=f"{acc:.3f}", refresh=False)
+            if checkpoint and emu.cycle % checkpoint_every == 0:
+                from .checkpoint import save_checkpoint
+
+                save_checkpoint(emu, checkpoint, inputs)
             if until_accuracy is not None and acc >= until_accuracy:
                 reached = emu.cycle
                 break
@@ -270,6 +276,10 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
         raise
     wall = time.perf_counter() - t_run
     bar.close()
+    if checkpoint:   # where the run ended, so that --resume can take it further
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(emu, checkpoint, inputs)
     if writer:
         writer.close(emu.cycle >= cycles or reached is not None,
                      END_COMPLETED if reached is None else target_reached(until_accuracy))
@@ -284,6 +294,7 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
         "cycles_per_s": emu.cycle / wall if wall > 0 else None,
         "overflow_events": {k: list(v) for k, v in emu.events.items() if v != (0, 0)},
         "trace": str(trace_path) if trace_path else None,
+        "checkpoint": str(checkpoint) if checkpoint else None, "resumed_from_cycle": resumed_from,
         "history": history,
     }
 
@@ -329,7 +340,8 @@ def _trace_target(args, chip):
 
 
 def cmd_run(args) -> int:
-    chip = _load(args)
+    resumed = _run_checkpoint_options(args)
+    chip = resumed.chip if resumed is not None else _load(args)
     probes = list(args.probe or [])
     if getattr(args, "always_trace", False) and not probes and not chip.trace.probes:
         probes = DEMO_PROBES
@@ -345,7 +357,9 @@ def cmd_run(args) -> int:
                   f"({len(chip.trace.probes)}) into {trace_path}", file=sys.stderr)
     note = "mgd-emu " + " ".join(sys.argv[1:])
     summary = train(chip, args.seed, args.cycles, args.eval_every, args.until_accuracy, args.quiet,
-                    probes, trace_path, note, inputs=inputs)
+                    probes, trace_path, note, inputs=inputs, emu=resumed,
+                    checkpoint=getattr(args, "checkpoint", None),
+                    checkpoint_every=getattr(args, "checkpoint_every", None) or args.eval_every)
     if png is not None:
         from .plot import plot_trace
         from .trace import open_trace
@@ -366,6 +380,40 @@ def cmd_run(args) -> int:
         print()
         print(report.table())
     return 0
+
+
+def _run_checkpoint_options(args):
+    """Check `run`'s --checkpoint/--checkpoint-every/--resume; the emulator
+    --resume FILE holds (its chip and seed become the run's), or None."""
+    if getattr(args, "checkpoint_every", None) and not args.checkpoint:
+        raise UserError("--checkpoint-every N needs --checkpoint FILE (where to save)")
+    if getattr(args, "checkpoint_every", None) and args.checkpoint_every % args.eval_every:
+        raise UserError(f"--checkpoint-every {args.checkpoint_every:,}: must be a multiple of --eval-every "
+                        f"({args.eval_every:,}); checkpoints are taken at evaluations")
+    if getattr(args, "checkpoint", None) is not None:
+        if not args.checkpoint.strip():
+            raise UserError("--checkpoint: the path is empty")
+        _check_output(Path(args.checkpoint), "--checkpoint",
+                      inputs=[find_chip(args.chip)] if getattr(args, "chip", None) else [])
+    if not getattr(args, "resume", None):
+        if not getattr(args, "chip", None):
+            raise UserError("the following arguments are required: chip, unless --resume FILE continues a "
+                            "checkpointed run (see `mgd-emu run --help`)")
+        return None
+    if args.chip or args.set or args.probe:
+        raise UserError("--resume FILE continues the chip, seed and probes saved in FILE: "
+                        "give no CHIP, --set or --probe with it")
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        emu = load_checkpoint(args.resume)
+    except CheckpointError as exc:
+        raise UserError(f"--resume {exc}") from None
+    if emu.cycle >= args.cycles:
+        raise UserError(f"--resume {args.resume}: the run is at cycle {emu.cycle:,} already; "
+                        f"give --cycles above it (--cycles is the total, not the cycles to add)")
+    args.seed = emu.seed
+    return emu
 
 
 def _json_default(v):
@@ -446,6 +494,10 @@ def _signal_info(s) -> dict:
 
 
 def cmd_plot(args) -> int:
+    from .studies.results import is_results
+
+    if is_results(args.trace):
+        return cmd_plot_study(args)
     from .plot import plot_trace
     from .trace import open_trace
 
@@ -539,7 +591,7 @@ def cmd_compare(args) -> int:
         key, sep, values = args.sweep.partition("=")
         if not sep or not values:
             raise UserError(f"--sweep must be KEY=V1,V2,..., got {args.sweep!r}")
-        parsed = [parse_override(f"{key}={v}")[1] for v in values.split(",")]
+        parsed = [parse_override(f"{key}={v}")[1] for v in split_values(values)]
         chips = sweep(chips[0][1], key.strip(), parsed)
     if len(chips) < 2:
         raise UserError("compare needs two chips, or one chip and --sweep KEY=V1,V2,...")
@@ -569,6 +621,168 @@ def cmd_compare(args) -> int:
     else:
         print(result.table())
         print(f"\nplot: {png}")
+    return 0
+
+
+# -------------------------------------------------------------------- studies
+
+def split_values(text: str) -> list[str]:
+    """V1,V2,... split at the commas outside brackets, braces and quotes, so
+    that list values stay whole: "[49,4,4],[49,8,4]" -> ["[49,4,4]", "[49,8,4]"]."""
+    parts, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    if depth != 0 or quote or any(not p.strip() for p in parts):
+        raise UserError(f"--sweep: cannot split {text!r} into values V1,V2,... (an empty value or an unclosed "
+                        "bracket or quote)")
+    return [p.strip() for p in parts]
+
+
+def _study_modules():
+    try:
+        from . import studies
+        from .studies import plot as study_plot
+    except ImportError as exc:
+        raise UserError(f"studies need dask[distributed], xarray and h5netcdf ({exc}); "
+                        "install them with: pip install 'mgd-emu[study]'") from None
+    return studies, study_plot
+
+
+def cmd_study(args) -> int:
+    studies, study_plot = _study_modules()
+    from .studies.runner import JOURNAL
+    from .studies.spec import parse_study_override
+
+    study = studies.load_study(args.file, dict(parse_study_override(i) for i in args.set or []))
+    out = Path(args.output) if args.output else Path("traces") / "studies" / study.name
+    if args.collect:
+        if not (out / JOURNAL).exists():
+            raise UserError(f"--collect: {out / JOURNAL} does not exist (give the study's folder with -o)")
+        with _writing(out, "-o"):
+            paths = studies.write_results(studies.collect(out), out)
+        for path in paths:
+            print(path)
+        return 0
+    if args.workers is not None and (args.scheduler or args.scheduler_file):
+        raise UserError("--workers starts a local cluster; --scheduler/--scheduler-file use an existing one: "
+                        "give one of them")
+    if args.scheduler_file and not Path(args.scheduler_file).is_file():
+        raise UserError(f"--scheduler-file {args.scheduler_file}: no such file")
+    if args.workers is not None and args.workers < 0:
+        raise UserError(f"--workers: must be 0 (run in this process) or more, got {args.workers}")
+    _check_output(out, "-o", folder=True)
+    if args.resume and not (out / JOURNAL).exists():
+        raise UserError(f"--resume: {out / JOURNAL} does not exist; nothing to resume (leave out --resume "
+                        "to start the study)")
+    quiet = args.quiet or args.json
+    log = None if quiet else (lambda text: print(f"mgd-emu: {text}", file=sys.stderr))
+    if log:
+        where = ("this process" if args.workers == 0 else args.scheduler or args.scheduler_file
+                 or f"a local cluster of {args.workers or studies.runner.cores()} worker processes")
+        log(f"study {study.name}: {len(study.points())} point(s) x {len(study.seeds)} seed(s) = {study.n_runs} "
+            f"runs of up to {study.cycles:,} cycles, on {where}; results in {out}")
+    try:
+        with _writing(out, "-o"):
+            outcome = studies.run_study(study, out, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+                                        workers=args.workers or None, serial=args.workers == 0,
+                                        resume=args.resume, progress=not quiet, log=log)
+    except KeyboardInterrupt:
+        print(f"\nmgd-emu: interrupted; every finished run is in {out / JOURNAL}: "
+              f"`mgd-emu study {args.file} -o {out} --resume` runs the rest", file=sys.stderr)
+        return 130
+    paths = list(outcome.paths)
+    if not args.no_plot and outcome.dataset.attrs["runs_ok"]:
+        png = out / "results.png"
+        with _writing(png, "-o"):
+            paths.append(study_plot.plot_results(outcome.dataset, png))
+    s = study_plot.summarize(outcome.dataset)
+    failures = [{"values": r["values"], "seed": r["seed"], "error": r["error"]} for r in outcome.failures]
+    if args.json:
+        json.dump({"study": study.name, "source": study.source, "output": str(out), "runs": study.n_runs,
+                   "ran": outcome.ran, "skipped": outcome.skipped, "failed": len(failures),
+                   "startup_s": outcome.startup_s, "compile_s": outcome.compile_s, "wall_s": outcome.wall_s,
+                   "results": [str(p) for p in paths], "failures": failures,
+                   "points": _study_points(study, s)}, sys.stdout, indent=2, default=_json_default)
+        print()
+    else:
+        _print_study(study, outcome, s, paths, failures)
+    return 1 if failures else 0
+
+
+def _study_points(study, s) -> list[dict]:
+    import numpy as np
+
+    fin = lambda v: float(v) if np.isfinite(v) else None
+    return [{"values": p.values, "runs_ok": int(s["n_ok"][p.index]), "reached": int(s["reached"][p.index]),
+             "median_cycles_to_target": fin(s["median"][p.index]),
+             "median_final_accuracy": fin(s["acc_median"][p.index])} for p in study.points()]
+
+
+def _print_study(study, outcome, s, paths, failures, max_rows=40) -> None:
+    import numpy as np
+
+    ds = outcome.dataset
+    a = ds.attrs
+    print(f"study           {study.name} ({study.source}): {a['runs']} runs, {a['runs_ok']} ok, "
+          f"{a['runs_failed']} failed" + (f", {a['runs_missing']} not run" if a["runs_missing"] else "")
+          + (f"; {outcome.skipped} were in the journal already" if outcome.skipped else ""))
+    print(f"wall time       {_eta(outcome.wall_s)} (cluster start {outcome.startup_s:.1f} s, "
+          f"compile {outcome.compile_s:.1f} s)")
+    t = s["target"]
+    points = study.points()
+    w = min(60, max(12, *(len(p.label) for p in points)))
+    print(f"\n{'grid point':<{w}}  {'runs ok':>7}  {'final accuracy (median, range)':>30}  "
+          f"{'cycles to ' + format(t, 'g') + ' (median, reached)':>32}")
+    for p in points[:max_rows]:
+        i = p.index
+        if s["n_ok"][i] == 0:
+            acc, reach = "-", "-"
+        else:
+            acc = f"{s['acc_median'][i]:.3f} ({s['acc_lo'][i]:.2f}-{s['acc_hi'][i]:.2f})"
+            m = s["median"][i]
+            reach = f"{(f'{m:,.0f}' if np.isfinite(m) else 'not reached')} ({s['reached'][i]}/{s['n_ok'][i]})"
+        print(f"{p.label:<{w}}  {int(s['n_ok'][i]):>3}/{len(study.seeds):<3}  {acc:>30}  {reach:>32}")
+    if len(points) > max_rows:
+        print(f"... {len(points) - max_rows} more points: see the CSV")
+    print()
+    for path in paths:
+        print(f"results         {path}")
+    if failures:
+        print(f"\n{len(failures)} run(s) failed:", file=sys.stderr)
+        for f in failures[:20]:
+            label = ", ".join(f"{k}={v}" for k, v in f["values"].items()) or "base chip"
+            print(f"  {label}, seed {f['seed']}: {f['error']}", file=sys.stderr)
+        if len(failures) > 20:
+            print(f"  ... {len(failures) - 20} more: see the status and error columns of the CSV", file=sys.stderr)
+
+
+def cmd_plot_study(args) -> int:
+    studies, study_plot = _study_modules()
+    src = Path(args.trace)
+    ds = studies.open_results(src)
+    stem = "results" if src.is_dir() or src.name == "journal.jsonl" else src.stem
+    default = (src if src.is_dir() else src.parent) / f"{stem}.png"
+    out = _image_target(args.output, default, stem, "-o")
+    target = args.target
+    targets = [float(x) for x in ds["target"].values]
+    if target is not None and target not in targets:
+        raise UserError(f"--target {target:g}: the study recorded targets {', '.join(f'{x:g}' for x in targets)}")
+    if not ds.attrs["runs_ok"]:
+        raise UserError(f"{src}: no run of the study has succeeded yet; nothing to plot")
+    with _writing(out, "-o"):
+        png = study_plot.plot_results(ds, out, target)
+    print(png)
     return 0
 
 
@@ -617,9 +831,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="train a chip and report accuracy, cycles and speed",
                        description="Train a chip on its task, evaluating as it goes.")
-    s.add_argument("chip", help=chip_help)
+    s.add_argument("chip", nargs="?", help=chip_help + " (none with --resume)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     run_options(s, 1_000_000, 10_000)
+    s.add_argument("--checkpoint", metavar="FILE", help="save the run's whole state to FILE (NPZ; loading it "
+                   "executes nothing) every --checkpoint-every cycles and where the run ends")
+    s.add_argument("--checkpoint-every", type=_positive, metavar="N", help="cycles between checkpoints, a "
+                   "multiple of --eval-every (default: every evaluation)")
+    s.add_argument("--resume", metavar="FILE", help="continue the run saved in FILE bit-exactly, to --cycles "
+                   "in total (its chip, seed and probes; --checkpoint FILE keeps saving it)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("demo", help="train the default chip, with a trace and a plot (what `make run` does)",
@@ -636,9 +856,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plot", help="plot cost, accuracy, weights and gradients from a trace",
                        description="Draw cost and accuracy over cycles, weight trajectories and (when the "
                        "integrators were probed) the gradient estimate against the exact gradient.")
-    s.add_argument("trace", help="an HDF5 trace written by mgd-emu")
+    s.add_argument("trace", help="an HDF5 trace written by mgd-emu, or study results "
+                   "(a results.nc, or a study folder: its results or its journal)")
     s.add_argument("-o", "--output", metavar="PNG", help="output image: a file name ending in .png, .pdf, .svg, "
                    "... or a folder (then FOLDER/<trace name>.png); default: the trace's name with .png")
+    s.add_argument("--target", type=_accuracy, default=None, metavar="A",
+                   help="study results only: the accuracy target to draw (default: the study's highest)")
     s.set_defaults(func=cmd_plot)
 
     s = sub.add_parser("export", help="export a trace as VCD waveforms or RTL golden vectors",
@@ -685,6 +908,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compile a known design error into the RTL, to see the vectors catch it")
     s.add_argument("--waves", metavar="FST", help="dump the synapse's signals into this FST file (GTKWave)")
     s.set_defaults(func=cmd_rtl_replay)
+
+    s = sub.add_parser("study", help="run a design-space study: a grid of chip keys x seeds, on dask",
+                       description="Run every (grid point, seed) of a study file (see studies/README.md) on a "
+                       "dask.distributed cluster, journalling each finished run, then write DIR/results.nc "
+                       "(xarray/netCDF), DIR/results.csv and DIR/results.png. Exit status 1 when a run failed.")
+    s.add_argument("file", help="a study description (TOML)")
+    s.add_argument("-o", "--output", metavar="DIR", help="folder for the journal and results "
+                   "(default traces/studies/<study name>)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a study key: study.cycles=50000, grid.timing.tau_theta=[1,4], "
+                   "zip.GROUP.KEY=[...], set.optimizer.learning_rate=0.1 (repeatable)")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes of the local cluster (default: one per core); 0 runs in this process")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="use a running dask scheduler, e.g. tcp://10.0.0.1:8786")
+    s.add_argument("--scheduler-file", metavar="FILE", help="use the dask scheduler described in FILE "
+                   "(dask scheduler --scheduler-file FILE)")
+    s.add_argument("--resume", action="store_true", help="continue the study in DIR: run only the runs its "
+                   "journal lacks (and those that failed)")
+    s.add_argument("--collect", action="store_true", help="only write DIR's results from its journal, as far as "
+                   "it goes (a study still running or interrupted)")
+    s.add_argument("--no-plot", action="store_true", help="do not draw DIR/results.png")
+    s.add_argument("--quiet", action="store_true", help="no progress bar or messages on stderr")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    s.set_defaults(func=cmd_study)
     return p
 
 

@@ -1,0 +1,561 @@
+"""Running a study: every (grid point, seed) as one task, serially in this
+process or on a dask.distributed cluster, with a journal that survives
+interruption.
+
+The journal (DIR/journal.jsonl) holds one JSON line per event: a "study"
+header each time the study is started or resumed, then one "run" record per
+finished run, appended and fsynced as it finishes. A run is known by its id,
+a hash of what decides its result (the base chip, the point's values, the
+seed, cycles, eval_every, stop_at), so `resume` skips every run the journal
+holds a success for and runs the rest; the last record of an id wins.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..spec import ChipError, loads_chip
+from .spec import Point, Study, StudyError
+
+JOURNAL = "journal.jsonl"
+RESULTS_NC = "results.nc"
+RESULTS_CSV = "results.csv"
+CHECKPOINTS = "checkpoints"   # DIR/checkpoints/<run id>.npz and .json while a run is under way
+JOURNAL_VERSION = 1
+CONNECT_TIMEOUT = "30s"   # to reach a running scheduler
+
+
+def one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def chip_hash(chip) -> str:
+    """The hash of a chip's resolved description."""
+    return hashlib.sha256(chip.to_toml().encode()).hexdigest()[:16]
+
+
+def run_id(study: Study, point: Point, seed: int) -> str:
+    """What decides a run's result, hashed: equal ids give equal records."""
+    key = {"base": chip_hash(study.chip), "values": point.values, "seed": seed, "cycles": study.cycles,
+           "eval_every": study.eval_every, "stop_at": study.stop_at}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def structure_key(chip) -> str:
+    """What selects compiled code rather than run-time data: the chip's
+    strings and booleans (modes, kinds, rounding, overflow), not its sizes,
+    widths, rates or seeds. Runs with equal keys share compiled kernels."""
+
+    def strip(v):
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k not in ("name", "description", "probes")}
+        if isinstance(v, (list, tuple)):
+            return [strip(x) for x in v if isinstance(x, (str, bool, dict, list, tuple))]
+        return v if isinstance(v, (str, bool)) else None
+
+    return hashlib.sha256(json.dumps(strip(chip.to_dict()), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------ one run (a task)
+
+def execute(task: dict) -> dict:
+    """Run one (chip, seed) to its cap or its stop accuracy, evaluating every
+    `eval_every` cycles; the record the journal keeps. Never raises: an error
+    is the record's one-line `error`."""
+    rec = {k: task[k] for k in ("run_id", "index", "values", "seed")}
+    rec.update(kind="run", worker=f"{socket.gethostname()}:{os.getpid()}", mgd_emu_version=__version__)
+    t0 = time.perf_counter()
+    try:
+        from ..engine import Emulator
+
+        chip = loads_chip(task["chip"], task["source"])
+        ck, ck_every = task.get("checkpoint"), task.get("checkpoint_every")
+        emu, at, cost, acc = _resume(ck, chip, task["seed"]) if ck else (None, [], [], [])
+        rec["resumed_from_cycle"] = emu.cycle if emu is not None else None
+        if emu is None:
+            emu = Emulator(chip, task["seed"])
+        _compile(emu)
+        startup = time.perf_counter() - t0
+        cycles, every, stop_at = task["cycles"], task["eval_every"], task["stop_at"]
+        t1 = time.perf_counter()
+        while emu.cycle < cycles and not (stop_at is not None and acc and acc[-1] >= stop_at):
+            emu.run(min(every, cycles - emu.cycle))
+            c, a = emu.evaluate()
+            at.append(emu.cycle)
+            cost.append(c)
+            acc.append(a)
+            if ck and emu.cycle % ck_every == 0 and emu.cycle < cycles:
+                _save_progress(ck, emu, at, cost, acc)
+        wall = time.perf_counter() - t1
+        hz = chip.timing.clock_hz
+        reached = {str(t): reached_cycle(at, acc, t) for t in task["targets"]}
+        rec.update(
+            status="ok", error=None, n_parameters=chip.n_parameters, chip_hash=chip_hash(chip),
+            cycles=emu.cycle, chip_time_s=emu.chip_time, clock_hz=hz,
+            eval_cycles=at, cost=cost, accuracy=acc, final_cost=cost[-1], final_accuracy=acc[-1],
+            reached=reached, events={k: list(v) for k, v in emu.events.items()},
+            wall_s=wall, startup_s=startup,
+            cycles_per_s=(emu.cycle - (rec["resumed_from_cycle"] or 0)) / wall if wall > 0 else None)
+        if ck:
+            for suffix in (".npz", ".json"):
+                Path(ck + suffix).unlink(missing_ok=True)
+    except Exception as exc:  # noqa: BLE001 - the run fails, the study goes on
+        rec.update(status="failed", error=error_line(exc), wall_s=time.perf_counter() - t0)
+    rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return rec
+
+
+def _save_progress(ck: str, emu, at, cost, acc) -> None:
+    """A run's checkpoint (CK.npz, mgd_emu.checkpoint: no pickle) and its
+    evaluations so far (CK.json), each written beside and renamed into place."""
+    from ..checkpoint import save_checkpoint
+
+    Path(ck).parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(emu, ck + ".npz")
+    tmp = Path(ck + ".json.tmp")
+    tmp.write_text(json.dumps({"cycle": emu.cycle, "eval_cycles": at, "cost": cost, "accuracy": acc}))
+    tmp.replace(ck + ".json")
+
+
+def _resume(ck: str, chip, seed: int):
+    """(emulator, evaluations) from a run's checkpoint when it has a usable one
+    of this chip and seed, else (None, [], [], []): the run starts over."""
+    from ..checkpoint import load_checkpoint
+
+    try:
+        progress = json.loads(Path(ck + ".json").read_text())
+        emu = load_checkpoint(ck + ".npz")
+    except (OSError, ValueError):   # none yet, or unusable (CheckpointError is a ValueError)
+        return None, [], [], []
+    if emu.cycle != progress["cycle"] or emu.seed != seed or emu.chip.to_toml() != chip.to_toml():
+        return None, [], [], []
+    return emu, list(progress["eval_cycles"]), list(progress["cost"]), list(progress["accuracy"])
+
+
+def error_line(exc: BaseException) -> str:
+    """A failure on one line: a chip refusal as its message, anything else
+    with its exception type."""
+    if isinstance(exc, ChipError):
+        return one_line(exc)
+    return one_line(f"{type(exc).__name__}: {exc}")
+
+
+def reached_cycle(at, acc, target: float) -> int | None:
+    """The first evaluated cycle with accuracy >= target (None: never)."""
+    for c, a in zip(at, acc):
+        if a >= target:
+            return int(c)
+    return None
+
+
+def warm(chip_toml: str, source: str) -> float:
+    """Compile (or load from the on-disk cache) the kernels a chip needs; seconds taken."""
+    t0 = time.perf_counter()
+    from ..engine import Emulator
+
+    _compile(Emulator(loads_chip(chip_toml, source), 0))
+    return time.perf_counter() - t0
+
+
+def _compile(emu) -> None:
+    """Compile (or load) what `emu` runs on without moving it: its warm_up
+    where the engine has one, else one cycle and an evaluation of a copy."""
+    if hasattr(emu, "warm_up"):
+        emu.warm_up()
+    else:
+        probe = type(emu)(emu.chip, emu.seed)
+        probe.run(1)
+        probe.evaluate()
+
+
+# -------------------------------------------------------------------- journal
+
+class Journal:
+    """Append-only JSON lines, each fsynced as written."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._f = None
+
+    def open(self) -> "Journal":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            # a line cut short by a crash is dropped before appending
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with open(self.path, "r+b") as f:
+                    f.truncate(data.rfind(b"\n") + 1)
+        self._f = open(self.path, "a", encoding="utf-8")
+        try:
+            import fcntl
+
+            fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # not POSIX: no lock
+            pass
+        except OSError:
+            self._f.close()
+            self._f = None
+            raise StudyError(str(self.path), "", "another mgd-emu study is writing this journal now; wait for it "
+                             "to end, or choose another output folder") from None
+        return self
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record, default=_json_value) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def _json_value(v):
+    import numpy as np
+
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(type(v))
+
+
+def read_journal(path) -> tuple[list[dict], dict[str, dict]]:
+    """(study headers in order, last record per run id). A last line cut
+    short by a crash is ignored; any other unreadable line is an error."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except FileNotFoundError:
+        raise StudyError(str(path), "", "no such journal") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudyError(str(path), "", f"cannot be read ({exc})") from None
+    headers, runs = [], {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):      # no newline after it: cut short
+                continue
+            raise StudyError(str(path), f"line {n}", "is not a journal record (not JSON)") from None
+        kind = rec.get("kind") if isinstance(rec, dict) else None
+        if kind == "study":
+            if rec.get("version") != JOURNAL_VERSION:
+                raise StudyError(str(path), f"line {n}", f"journal version {rec.get('version')!r}; "
+                                 f"this mgd-emu reads version {JOURNAL_VERSION}")
+            headers.append(rec)
+        elif kind == "run":
+            runs[rec["run_id"]] = rec
+        else:
+            raise StudyError(str(path), f"line {n}", "is not a journal record (no kind study/run)")
+    if not headers:
+        raise StudyError(str(path), "", "is not a study journal (no study header)")
+    return headers, runs
+
+
+# ---------------------------------------------------------------------- study
+
+@dataclass
+class Outcome:
+    """What `run_study` did."""
+
+    study: Study
+    out: Path | None
+    dataset: object                      # xarray.Dataset
+    ran: int = 0                         # runs executed now
+    skipped: int = 0                     # runs the journal already held
+    failures: list[dict] = field(default_factory=list)
+    startup_s: float = 0.0               # cluster start (or connection)
+    compile_s: float = 0.0               # warm-up before the runs fan out
+    wall_s: float = 0.0
+    paths: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def plan(study: Study, done: set[str], checkpoints: Path | None = None):
+    """(tasks to run, failed records for points the chip refuses, ids skipped).
+    checkpoints: the folder of per-run checkpoints (study.checkpoint_every)."""
+    tasks, refused, skipped = [], [], []
+    for point in study.points():
+        ids = [(seed, run_id(study, point, seed)) for seed in study.seeds]
+        todo = [(s, i) for s, i in ids if i not in done]
+        skipped += [i for s, i in ids if i in done]
+        if not todo:
+            continue
+        try:
+            chip = study.point_chip(point)
+        except ChipError as exc:
+            for seed, rid in todo:
+                refused.append({"kind": "run", "run_id": rid, "index": list(point.index), "values": point.values,
+                                "seed": seed, "status": "failed", "error": f"{study.source}: {error_line(exc)}",
+                                "worker": None, "mgd_emu_version": __version__,
+                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            continue
+        toml = chip.to_toml()
+        for seed, rid in todo:
+            tasks.append({"run_id": rid, "index": list(point.index), "values": point.values, "seed": seed,
+                          "chip": toml, "source": f"{study.chip_path} [{point.label}]",
+                          "structure": structure_key(chip), "cycles": study.cycles,
+                          "eval_every": study.eval_every, "stop_at": study.stop_at, "targets": study.targets,
+                          "checkpoint": str(checkpoints / rid) if checkpoints and study.checkpoint_every else None,
+                          "checkpoint_every": study.checkpoint_every})
+    return tasks, refused, skipped
+
+
+def run_study(study: Study, out=None, *, client=None, scheduler: str | None = None,
+              scheduler_file: str | None = None, workers: int | None = None, serial: bool = False,
+              resume: bool = False, progress: bool = False, log=None) -> Outcome:
+    """Run every (grid point, seed) of `study` and return the results.
+
+    out: folder for the journal and results (None: nothing is written, and
+    nothing can be resumed). client: a dask.distributed Client to use;
+    otherwise one connects to `scheduler` / `scheduler_file`, or starts a
+    LocalCluster of `workers` processes (default: one per core), one thread
+    each. serial: run in this process, one run after another, without dask.
+    resume: continue the journal in `out`, running only what it lacks.
+    progress: a progress bar on stderr. log(text): one-line messages.
+    """
+    t_start = time.perf_counter()
+    journal, done, records = None, set(), {}
+    jpath = None
+    if out is not None:
+        out = Path(out)
+        jpath = out / JOURNAL
+        if jpath.exists() and not resume:
+            raise StudyError(str(jpath), "", "this folder holds a study already: add --resume to continue it, "
+                             "or choose another output folder")
+        if resume and jpath.exists():
+            _, records = read_journal(jpath)
+            done = {i for i, r in records.items() if r.get("status") == "ok"}
+            mine = {run_id(study, p, s) for p in study.points() for s in study.seeds}
+            other = len(set(records) - mine)
+            if other and log:
+                log(f"{other} run(s) in {jpath} belong to another version of the study (base chip, cycles, "
+                    "eval_every, stop_at or grid changed) and are not part of these results")
+    tasks, refused, skipped = plan(study, done, out.resolve() / CHECKPOINTS if out is not None else None)
+    outcome = Outcome(study, out, None, skipped=len(skipped))
+    # the cluster first: a scheduler that cannot be reached leaves nothing behind
+    cluster, own_client = None, False
+    if tasks and not serial:
+        t0 = time.perf_counter()
+        client, cluster, own_client = _connect(client, scheduler, scheduler_file, workers)
+        outcome.startup_s = time.perf_counter() - t0
+    try:
+        if jpath is not None:
+            journal = Journal(jpath).open()
+            journal.write({"kind": "study", "version": JOURNAL_VERSION, "study": study.to_dict(),
+                           "study_hash": study.hash(), "mgd_emu_version": __version__,
+                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
+                           "resume": bool(resume and done)})
+        return _run(study, out, journal, records, tasks, refused, skipped, outcome, client, serial, progress,
+                    log, t_start)
+    finally:
+        if journal is not None:
+            journal.close()
+        if own_client:
+            client.close()
+        if cluster is not None:
+            cluster.close()   # a worker busy with a run gets 4 s to finish it, then is killed
+
+
+def _run(study, out, journal, records, tasks, refused, skipped, outcome, client, serial, progress, log, t_start):
+    from .results import to_dataset, write_results
+
+    def record(rec):
+        records[rec["run_id"]] = rec
+        if journal is not None:
+            journal.write(rec)
+        if rec["status"] != "ok":
+            outcome.failures.append(rec)
+        outcome.ran += 1
+
+    # the points the chip refuses fail at once: counted in the bar's start, not its rate
+    bar = _Bar(study.n_runs, len(skipped) + len(refused), progress, study.name, done=len(skipped))
+    try:
+        for rec in refused:
+            record(rec)
+            bar.finished(rec, advance=False)
+        if tasks:
+            if serial:
+                for n, task in enumerate(tasks):
+                    bar.running(1)
+                    rec = execute(task)
+                    record(rec)
+                    bar.running(int(n + 1 < len(tasks)))
+                    bar.finished(rec)
+            else:
+                _run_dask(tasks, record, bar, outcome, client, log)
+    finally:
+        bar.close()
+        if journal is not None:
+            journal.close()
+        outcome.wall_s = time.perf_counter() - t_start
+        mine = {run_id(study, p, s) for p in study.points() for s in study.seeds}
+        outcome.dataset = to_dataset(study, {i: r for i, r in records.items() if i in mine})
+        if out is not None:
+            outcome.paths = write_results(outcome.dataset, out)
+    return outcome
+
+
+def _connect(client, scheduler, scheduler_file, workers):
+    """(client, the cluster this call started or None, whether the client is ours to close)."""
+    from dask.distributed import Client
+
+    if client is not None:
+        return client, None, False
+    if scheduler or scheduler_file:
+        try:
+            return Client(scheduler, scheduler_file=scheduler_file, timeout=CONNECT_TIMEOUT), None, True
+        except (OSError, TimeoutError, ValueError) as exc:
+            where = scheduler or scheduler_file
+            raise StudyError(str(where), "", f"cannot connect to the dask scheduler ({one_line(exc)})") from None
+    cluster = local_cluster(workers)
+    try:
+        return Client(cluster), cluster, True
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def _run_dask(tasks, record, bar, outcome, client, log):
+    from dask.distributed import as_completed
+
+    t0 = time.perf_counter()
+    futures = []
+    try:
+        if not client.scheduler_info().get("workers"):
+            if log:
+                log("waiting for a dask worker to connect to the scheduler")
+            client.wait_for_workers(1)
+        outcome.startup_s += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        _warm_up(client, tasks)
+        outcome.compile_s = time.perf_counter() - t1
+        by_key = {}
+        for task in tasks:
+            fut = client.submit(execute, task, pure=False,
+                                key=f"mgd-run-{task['run_id']}-{uuid.uuid4().hex[:8]}")
+            by_key[fut.key] = task
+            futures.append(fut)
+        threads = sum(client.nthreads().values()) or 1
+        bar.running(min(threads, len(futures)))
+        pending = len(futures)
+        for fut in as_completed(futures):
+            pending -= 1
+            task = by_key[fut.key]
+            if fut.status == "finished":
+                rec = fut.result()
+            else:  # the task itself never raises: its worker died too often (KilledWorker), or it was lost
+                try:
+                    exc = fut.exception()
+                except BaseException as lost:  # noqa: BLE001 - cancelled: exception() raises it
+                    exc = lost
+                rec = {k: task[k] for k in ("run_id", "index", "values", "seed")}
+                rec.update(kind="run", status="failed", error=error_line(exc), worker=None,
+                           mgd_emu_version=__version__, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            record(rec)
+            fut.release()
+            bar.running(min(threads, pending))
+            bar.finished(rec)
+    finally:
+        for fut in futures:
+            if not fut.done():
+                fut.cancel()
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def local_cluster(workers: int | None = None):
+    """A LocalCluster of worker processes, one thread each, NUMBA_NUM_THREADS=1."""
+    import logging
+
+    from dask.distributed import LocalCluster
+
+    n = workers or cores()
+    # The worker processes inherit SIGINT ignored: Ctrl-C in a terminal reaches
+    # the whole process group, and it is the client's to handle (it closes
+    # the cluster); workers that died of it would print tracebacks.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                            silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"})
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _warm_up(client, tasks) -> None:
+    """Compile each chip structure once per host (workers on one host share
+    the on-disk kernel cache) before the runs fan out."""
+    first = {}
+    for task in tasks:
+        first.setdefault(task["structure"], task)
+    hosts = {}
+    for addr, info in client.scheduler_info()["workers"].items():
+        hosts.setdefault(info.get("host", addr), addr)
+    futs = [client.submit(warm, t["chip"], t["source"], workers=[addr], allow_other_workers=True, pure=False,
+                          key=f"mgd-warm-{s}-{uuid.uuid4().hex[:8]}")
+            for s, t in first.items() for addr in hosts.values()]
+    for f in futs:
+        try:
+            f.result()
+        except Exception:  # noqa: BLE001 - a failing chip fails its runs, with its message
+            pass
+
+
+class _Bar:
+    """Runs done / failed / running, elapsed and remaining (tqdm on stderr)."""
+
+    def __init__(self, total, initial, enabled, name, done=0):
+        self.done, self.failed, self.n_running = done, 0, 0
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="run", file=sys.stderr, dynamic_ncols=True,
+                            desc=name, leave=False)
+            self._post()
+
+    def _post(self):
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"done={self.done} failed={self.failed} running={self.n_running}",
+                                     refresh=True)
+
+    def running(self, n):
+        self.n_running = n
+        self._post()
+
+    def finished(self, rec, advance=True):
+        if rec["status"] == "ok":
+            self.done += 1
+        else:
+            self.failed += 1
+        if self.bar is not None and advance:
+            self.bar.update(1)
+        self._post()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
