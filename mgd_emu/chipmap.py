@@ -63,14 +63,16 @@ DUAL_NOISE_OFFSET = 1000
 
 @dataclass(frozen=True)
 class Variant:
-    """The structural choices a cycle kernel is compiled for."""
+    """The structural choices a cycle kernel is compiled for: those that
+    select different block kernels. Choices that only select a branch inside
+    one small block kernel (the multiplexing scheme, remeasure or high-pass,
+    the optimizer) are run-time data in Config: compiling them apart would
+    multiply the kernels without making any of them smaller."""
 
-    mode: int
-    mux: int
-    baseline: int
-    integrator: int
-    optimizer: int
-    pipelined: bool
+    mode: int        # weight or node perturbation: different synapse and neuron kernels
+    dual: bool       # a dual-path baseline: the neurons evaluate both paths in one pass
+    integrator: int  # digital or analog: the built-in integrator rule
+    pipelined: bool  # a register after every layer
     fast: bool       # the synapses take the branch-free rows (synapse.py)
     parallel: bool   # wide layers may share their neurons among threads
     rules: SynapseRules = SynapseRules()  # the synapse's rules (mgd_emu.rules); built-in by default
@@ -78,9 +80,8 @@ class Variant:
     @property
     def name(self) -> str:
         inv = lambda table, v: next(k for k, x in table.items() if x == v)
-        parts = [inv(MODES, self.mode), inv(MULTIPLEXING, self.mux), inv(BASELINES, self.baseline),
-                 inv(INTEGRATORS, self.integrator), inv(OPTIMIZERS, self.optimizer)]
-        parts += [p for p, on in (("pipelined", self.pipelined), ("fast", self.fast),
+        parts = [inv(MODES, self.mode), inv(INTEGRATORS, self.integrator)]
+        parts += [p for p, on in (("dual", self.dual), ("pipelined", self.pipelined), ("fast", self.fast),
                                   ("parallel", self.parallel), ("user-rules", self.rules.custom)) if on]
         return "-".join(parts)
 
@@ -89,7 +90,8 @@ Config = namedtuple("Config", [
     # timing and sizes
     "n_layers", "n_out", "tau_x", "tau_p", "tau_theta", "walsh_n", "ring", "bcast_delay",
     # run-time choices
-    "cost_fn", "presynaptic", "hidden_act", "output_act", "threads",
+    "mux", "baseline", "integrator", "optimizer", "cost_fn", "presynaptic", "hidden_act", "output_act",
+    "threads",
     # constants, as their registers hold them
     "amplitude", "kappa", "eta", "gamma", "beta", "lam", "highpass", "change_limit",
     # noise
@@ -158,9 +160,8 @@ def variant_of(chip: Chip, parallel: bool | None = None, rules: SynapseRules = S
     parallel path. rules: user synapse rules (they take the general path)."""
     capable = parallel_capable(chip) and not rules.custom
     threads = capable and (chip.n_parameters >= PARALLEL_MIN_PARAMS if parallel is None else bool(parallel))
-    return Variant(mode=MODES[chip.perturbation.mode], mux=MULTIPLEXING[chip.perturbation.multiplexing],
-                   baseline=BASELINES[chip.cost.baseline], integrator=INTEGRATORS[chip.integrator.kind],
-                   optimizer=OPTIMIZERS[chip.optimizer.kind], pipelined=bool(chip.timing.layer_pipelining),
+    return Variant(mode=MODES[chip.perturbation.mode], dual=chip.cost.baseline == "dual_path",
+                   integrator=INTEGRATORS[chip.integrator.kind], pipelined=bool(chip.timing.layer_pipelining),
                    fast=fast_synapses(chip) and not rules.custom, parallel=threads, rules=rules)
 
 
@@ -176,6 +177,8 @@ def config_of(chip: Chip, amplitude: float, walsh_n: int) -> Config:
         n_layers=len(chip.layer_sizes) - 1, n_out=chip.layer_sizes[-1],
         tau_x=timing.tau_x, tau_p=timing.tau_p, tau_theta=timing.tau_theta, walsh_n=walsh_n,
         ring=max(ring, 1), bcast_delay=timing.cost_latency + timing.broadcast_latency,
+        mux=MULTIPLEXING[chip.perturbation.multiplexing], baseline=BASELINES[cost.baseline],
+        integrator=INTEGRATORS[chip.integrator.kind], optimizer=OPTIMIZERS[opt.kind],
         cost_fn=COST_FUNCTIONS[cost.function], presynaptic=PRESYNAPTIC[chip.perturbation.presynaptic],
         hidden_act=ACTIVATIONS[chip.network.activation], output_act=ACTIVATIONS[chip.network.output_activation],
         threads=False,

@@ -79,12 +79,12 @@ def synapse_stage(v: Variant):
     presynaptic activity; w: synapse.Wires). Used by the cycle kernel and by
     the golden-vector replay (export.py)."""
     NODE, FAST, PARALLEL = v.mode == L.MODE_NODE, v.fast, v.parallel
-    KINDS = (v.integrator, v.optimizer)
     WEIGHT_GENERAL, NODE_GENERAL = general_synapses(*v.rules.resolved(analog=v.integrator == L.INTEG_ANALOG))
 
     @njit(_nrt=False)
     def synapses(st, layer, a_pre, w, cycle):
         syn, lay, cfg, fmts, events, pert = st.syn, st.lay, st.cfg, st.fmts, st.mon.events, st.gen.pert
+        kinds = (cfg.integrator, cfg.optimizer)
         slots = delay_slots(lay, layer, cycle, cfg.ring)
         if NODE:
             a_d = presynaptic_delayed(syn, layer, lay, slots, a_pre)
@@ -93,12 +93,12 @@ def synapse_stage(v: Variant):
             elif FAST:
                 node_synapses_serial(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, events)
             else:
-                NODE_GENERAL(syn, layer, lay, slots, pert, a_d, w, KINDS, cfg, fmts, events)
+                NODE_GENERAL(syn, layer, lay, slots, pert, a_d, w, kinds, cfg, fmts, events)
             presynaptic_shift(syn, layer, lay, slots, a_pre)
         elif FAST:
             weight_synapses_fast(syn, layer, lay, slots, pert, w, cfg, fmts, events)
         else:
-            WEIGHT_GENERAL(syn, layer, lay, slots, pert, w, KINDS, cfg, fmts, events)
+            WEIGHT_GENERAL(syn, layer, lay, slots, pert, w, kinds, cfg, fmts, events)
 
     return synapses if v.rules.custom else cached(synapses, v.name)
 
@@ -106,10 +106,9 @@ def synapse_stage(v: Variant):
 @functools.cache
 def cycle_kernel(v: Variant):
     """The cycle loop of chips of variant `v` (compiled on first call)."""
-    MODE, MUX, BASELINE, INTEGRATOR = v.mode, v.mux, v.baseline, v.integrator
-    KINDS = (v.integrator, v.optimizer)
+    MODE = v.mode
     PIPELINED, FAST, PARALLEL = v.pipelined, v.fast, v.parallel
-    DUAL = v.baseline == L.BASE_DUAL
+    DUAL = v.dual
     SYNAPSES = synapse_stage(v)
 
     @njit(_nrt=False)
@@ -127,7 +126,7 @@ def cycle_kernel(v: Variant):
 
             # ---- combinational phase: wires from the current registers -------
             tag, new_sample, x_edge, p_edge, update_edge = controller_wires(
-                ctl, cfg.tau_x, cfg.tau_p, cfg.tau_theta, INTEGRATOR)
+                ctl, cfg.tau_x, cfg.tau_p, cfg.tau_theta, cfg.integrator)
             for layer in range(cfg.n_layers):
                 a_in = layer_input(st, layer, PIPELINED, False)
                 act_kind = cfg.output_act if layer == last else cfg.hidden_act
@@ -157,20 +156,20 @@ def cycle_kernel(v: Variant):
                 if DUAL and tag_c == L.TAG_MEASURE:
                     c0 = measure_cost(cu, cfg.cost_fn, y0_out, target, cfg.cost_sigma, ROUND_COST0, fmts,
                                       events, g_row + L.E_GLOBAL_COST)
-            change, valid = cost_change(cu, BASELINE, tag_c, new_c, c, c0, cfg, fmts, events,
+            change, valid = cost_change(cu, cfg.baseline, tag_c, new_c, c, c0, cfg, fmts, events,
                                         g_row + L.E_GLOBAL_CHANGE)
             bcast, bvalid = broadcast_out(bc, cfg.bcast_delay, cycle, change, valid)
 
             # ---- sequential phase: each block writes only its own registers --
             for block in order:
                 if block == B_CONTROLLER:
-                    controller_step(ctl, tag, x_edge, update_edge, BASELINE)
+                    controller_step(ctl, tag, x_edge, update_edge, cfg.baseline)
                 elif block == B_SAMPLER:
                     sampler_step(smp, x_edge, fmts, events, g_row + L.E_GLOBAL_INPUT)
                 elif block == B_GENERATOR:
-                    generator_step(gen, MUX, p_edge, cfg, lay, fmts, events)
+                    generator_step(gen, cfg.mux, p_edge, cfg, lay, fmts, events)
                 elif block == B_COST:
-                    cost_unit_step(cu, BASELINE, tag_c, c, c0, change, valid)
+                    cost_unit_step(cu, cfg.baseline, tag_c, c, c0, change, valid)
                 elif block == B_BROADCAST:
                     broadcast_step(bc, cfg.bcast_delay, cycle, change, valid, bcast, bvalid)
                 else:

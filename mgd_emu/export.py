@@ -781,7 +781,8 @@ def _schedule(t, n_cycles):
     """control_schedule of the trace's chip for cycles 0..n_cycles-1."""
     chip = t.chip.replace({"trace.probes": []})
     v = variant_of(chip)
-    return control_schedule(n_cycles, chip_state(chip, t.seed), v.baseline, v.integrator, v.pipelined)
+    st = chip_state(chip, t.seed)
+    return control_schedule(n_cycles, st, st.cfg.baseline, st.cfg.integrator, v.pipelined)
 
 
 def _constants(t) -> dict:

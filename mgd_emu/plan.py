@@ -187,15 +187,21 @@ def build_plan(chip: Chip, seed: int) -> Plan:
         m = 0xFFFFFFFF
         lfsr = (np.uint64(seed % m) + np.arange(n_gen, dtype=np.uint64) % np.uint64(m)) % np.uint64(m) + np.uint64(1)
 
-    time_order = Stream(seed, STREAM_TIME_ORDER).shuffle(n_gen)
+    # Each scheme's table is drawn from its own stream, and only for the
+    # scheme the chip uses (the others stay zero): a seeded shuffle of P
+    # entries is most of the build time of a wide chip.
+    mux = pert.multiplexing
+    time_order = Stream(seed, STREAM_TIME_ORDER).shuffle(n_gen) if mux == "time" else np.zeros(n_gen, np.int64)
 
-    fstream = Stream(seed, STREAM_FREQUENCY)
-    freqs = np.linspace(pert.freq_min, pert.freq_max, n_gen) if n_gen > 1 else np.array([pert.freq_min])
-    freqs = freqs[fstream.shuffle(n_gen)]
-    phases = 2.0 * math.pi * fstream.uniforms(n_gen)
+    freqs, phases = np.zeros(n_gen), np.zeros(n_gen)
+    if mux == "frequency":
+        fstream = Stream(seed, STREAM_FREQUENCY)
+        freqs = np.linspace(pert.freq_min, pert.freq_max, n_gen) if n_gen > 1 else np.array([pert.freq_min])
+        freqs = freqs[fstream.shuffle(n_gen)]
+        phases = 2.0 * math.pi * fstream.uniforms(n_gen)
 
     order = 1 << max(1, math.ceil(math.log2(n_gen + 1)))
-    rows = Stream(seed, STREAM_WALSH).shuffle(order - 1)[:n_gen] + 1
+    rows = Stream(seed, STREAM_WALSH).shuffle(order - 1)[:n_gen] + 1 if mux == "walsh" else np.zeros(n_gen, np.int64)
 
     dev = Stream(seed, STREAM_DEVICE)
     gains, offsets = [], []
