@@ -25,9 +25,13 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 from .errors import describe, exit_status, report, signal_name  # noqa: E402
 from .safe_io import OutputError, check_writable  # noqa: E402
+
+if TYPE_CHECKING:  # spec is imported when a command needs it
+    from .spec import Chip
 
 HW_MODELS = Path(__file__).resolve().parent.parent / "hw_models"
 DEFAULT_CHIP = "xor_8bit.toml"

@@ -106,9 +106,7 @@ def synapse_stage(v: Variant):
 @functools.cache
 def cycle_kernel(v: Variant):
     """The cycle loop of chips of variant `v` (compiled on first call)."""
-    MODE = v.mode
-    PIPELINED, FAST, PARALLEL = v.pipelined, v.fast, v.parallel
-    DUAL = v.dual
+    MODE, DUAL, PIPELINED, PARALLEL = v.mode, v.dual, v.pipelined, v.parallel
     SYNAPSES = synapse_stage(v)
 
     @njit(_nrt=False)

@@ -116,39 +116,14 @@ def replay_lfsr(seed: int, amplitude: int, width: int, codes, build_dir=None) ->
     """Load rtl/mgd_lfsr32.v with LFSR state `seed`, step it once per cycle and
     compare its perturbation register with `codes` (signed codes of `width`
     bits, +-amplitude). Returns the report: steps, matched, mismatch."""
-    why = simulator_missing()
-    if why:
-        raise RtlError(why)
-    from cocotb_tools.runner import get_runner
-
-    with tempfile.TemporaryDirectory(prefix="mgd-lfsr-") as tmp:
-        build = Path(build_dir or tmp)
-        spec, report = build / "lfsr.json", build / "report.json"
-        spec.write_text(json.dumps(dict(seed=int(seed), codes=[int(c) for c in codes])))
-        runner = get_runner("icarus")
-        runner.build(sources=[RTL_DIR / "mgd_lfsr32.v"], hdl_toplevel="mgd_lfsr32", build_dir=build,
-                     parameters={"W_P": int(width), "AMPLITUDE": int(amplitude)}, always=True,
-                     timescale=("1ns", "1ps"), log_file=build / "build.log")
-        try:
-            runner.test(test_module="test_lfsr", hdl_toplevel="mgd_lfsr32", test_dir=RTL_DIR / "tb",
-                        build_dir=build, extra_env={"MGD_LFSR": str(spec), "MGD_REPORT": str(report)},
-                        results_xml=str(build / "results.xml"), log_file=build / "sim.log")
-        except SystemExit:
-            pass
-        if not report.exists():
-            raise RtlError("the LFSR testbench wrote no report; see " + str(build / "sim.log"))
-        return json.loads(report.read_text())
+    return _run_bench("mgd_lfsr32", "test_lfsr", "MGD_LFSR", {"W_P": int(width), "AMPLITUDE": int(amplitude)},
+                      dict(seed=int(seed), codes=[int(c) for c in codes]), "the LFSR", build_dir)
 
 
 def replay_activation(luts, layer: int, z, a, build_dir=None) -> dict:
     """Apply pre-activation codes `z` to rtl/mgd_act_lut.v loaded with layer
     `layer`'s table from folder `luts` (rtl.write_activation_luts) and compare
     its output with the activation codes `a`. Returns the report: checked, mismatch."""
-    why = simulator_missing()
-    if why:
-        raise RtlError(why)
-    from cocotb_tools.runner import get_runner
-
     luts = Path(luts).resolve()
     defs = {}
     for line in (luts / "act.vh").read_text().splitlines():
@@ -157,25 +132,39 @@ def replay_activation(luts, layer: int, z, a, build_dir=None) -> dict:
             defs[parts[1][len(f"MGD_L{layer}_"):]] = parts[2]
     if not defs:
         raise RtlError(f"{luts}/act.vh: no table of layer {layer}")
-    with tempfile.TemporaryDirectory(prefix="mgd-act-") as tmp:
+    entry = json.loads((luts / "activation.json").read_text())["layers"][layer]
+    params = {"W_Z": int(defs["W_Z"]), "W_A": int(defs["W_A"]), "DEPTH": int(defs["DEPTH"]),
+              "Z_LO": int(defs["Z_LO"]), "LUT_FILE": '"' + str(luts / defs["LUT"].strip('"')) + '"'}
+    return _run_bench("mgd_act_lut", "test_act_lut", "MGD_ACT", params,
+                      dict(z=[int(v) for v in z], a=[int(v) for v in a], signed=entry["signed"]),
+                      "the activation", build_dir)
+
+
+def _run_bench(toplevel: str, test_module: str, spec_env: str, parameters: dict, spec: dict, what: str,
+               build_dir=None) -> dict:
+    """Build rtl/<toplevel>.v under Icarus, run the cocotb bench rtl/tb/<test_module>.py
+    on the JSON `spec` (its path in $<spec_env>), and return the report it writes."""
+    why = simulator_missing()
+    if why:
+        raise RtlError(why)
+    from cocotb_tools.runner import get_runner
+
+    with tempfile.TemporaryDirectory(prefix=f"mgd-{toplevel}-") as tmp:
         build = Path(build_dir or tmp)
-        spec, report = build / "act.json", build / "report.json"
-        entry = json.loads((luts / "activation.json").read_text())["layers"][layer]
-        spec.write_text(json.dumps(dict(z=[int(v) for v in z], a=[int(v) for v in a], signed=entry["signed"])))
+        spec_file, report = build / "spec.json", build / "report.json"
+        spec_file.write_text(json.dumps(spec))
         runner = get_runner("icarus")
-        runner.build(sources=[RTL_DIR / "mgd_act_lut.v"], hdl_toplevel="mgd_act_lut", build_dir=build,
-                     parameters={"W_Z": int(defs["W_Z"]), "W_A": int(defs["W_A"]), "DEPTH": int(defs["DEPTH"]),
-                                 "Z_LO": int(defs["Z_LO"]),
-                                 "LUT_FILE": '"' + str(luts / defs["LUT"].strip('"')) + '"'},
-                     always=True, timescale=("1ns", "1ps"), log_file=build / "build.log")
+        runner.build(sources=[RTL_DIR / f"{toplevel}.v"], hdl_toplevel=toplevel, build_dir=build,
+                     parameters=parameters, always=True, timescale=("1ns", "1ps"),
+                     log_file=build / "build.log")
         try:
-            runner.test(test_module="test_act_lut", hdl_toplevel="mgd_act_lut", test_dir=RTL_DIR / "tb",
-                        build_dir=build, extra_env={"MGD_ACT": str(spec), "MGD_REPORT": str(report)},
+            runner.test(test_module=test_module, hdl_toplevel=toplevel, test_dir=RTL_DIR / "tb",
+                        build_dir=build, extra_env={spec_env: str(spec_file), "MGD_REPORT": str(report)},
                         results_xml=str(build / "results.xml"), log_file=build / "sim.log")
-        except SystemExit:
+        except SystemExit:  # cocotb's runner exits when a test fails; the report says which
             pass
         if not report.exists():
-            raise RtlError("the activation testbench wrote no report; see " + str(build / "sim.log"))
+            raise RtlError(f"{what} testbench wrote no report; see {build / 'sim.log'}")
         return json.loads(report.read_text())
 
 

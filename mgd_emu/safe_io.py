@@ -5,7 +5,7 @@ and the trace's creation) is written by `output()`:
 
 1. refused if it is (or would replace) any input of the same command
    (`refuse_inputs`: the same path or the same file through a link);
-2. written to a temporary name in the same folder (`.NAME.tmp-PID-XXXX`);
+2. written to a temporary name in the same folder (`.NAME.tmp-PID-` and a random suffix);
 3. renamed over NAME only when the writing succeeded (fsync'd first), so a
    reader sees the old file or the whole new one, never a part;
 4. removed when the writing failed for any reason (disk full, a signal, an

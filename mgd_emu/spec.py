@@ -751,7 +751,7 @@ def correlator_delays(chip: Chip) -> list[int]:
 
 
 def _check_consistency(source: str, chip: Chip) -> None:
-    t, p, f, opt = chip.timing, chip.perturbation, chip.formats, chip.optimizer
+    t, p, f = chip.timing, chip.perturbation, chip.formats
     from .probes import ProbeError, parse_probes
     try:
         parse_probes(chip.trace.probes, chip)

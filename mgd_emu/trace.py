@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .errors import critical, describe, disk_is_full, signal_name
+from .errors import critical, describe, disk_is_full, hdf5_cause, one_line, signal_name
 from .fixedpoint import Format
 from .probes import Probe
 from .spec import Chip
@@ -51,10 +51,6 @@ def interrupted(signame: str = "SIGINT") -> str:
 def target_reached(accuracy: float) -> str:
     """end_reason of a run stopped at a target test accuracy (complete = true)."""
     return f"target accuracy {float(accuracy)!r} reached"
-
-
-def _one_line(exc) -> str:
-    return " ".join(str(exc).split())
 
 
 class TraceError(ValueError):
@@ -389,7 +385,7 @@ def end_reason_of(exc: BaseException) -> str:
     """The end_reason of a run that an exception stopped."""
     if isinstance(exc, KeyboardInterrupt):
         return interrupted(signal_name(exc))
-    return f"{END_FAILED}{type(exc).__name__}: {_one_line(exc)}"
+    return f"{END_FAILED}{type(exc).__name__}: {one_line(exc)}"
 
 
 @contextlib.contextmanager
@@ -548,7 +544,7 @@ class Trace:
                 except OSError as exc:
                     if "already open for write" not in str(exc) and "swmr" not in str(exc).lower():
                         raise TraceError(f"{self.path}: not an HDF5 file, so not an mgd-emu trace "
-                                         f"({_hdf5_cause(exc)})") from None
+                                         f"({hdf5_cause(exc)})") from None
                     # still being written, or its writer was killed: an SWMR reader
                     self._swmr = True
             if self._swmr:
@@ -630,18 +626,6 @@ class Trace:
         except ResourceError as exc:
             raise TraceError(f"{self.path}: its chip cannot be rebuilt here ({exc})") from None
         return Emulator(chip, self.seed, probes=probes)
-
-
-def _hdf5_cause(exc) -> str:
-    """HDF5's reason for refusing a file, on one line: its `error message`
-    field when it has one (h5py's text also carries a time stamp and buffer
-    addresses), else the whole text."""
-    text = _one_line(exc)
-    m = re.search(r"error message = '([^']*)'", text)
-    if m:
-        return m.group(1)
-    m = re.search(r"\(([^()]*)\)\s*$", text)  # "Unable to ... (file signature not found)"
-    return m.group(1) if m else text
 
 
 def open_trace(path) -> Trace:

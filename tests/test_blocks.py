@@ -13,7 +13,7 @@ from mgd_emu import loads_chip
 from mgd_emu.blocks import layout as L
 from mgd_emu.blocks.broadcast import Broadcast, broadcast_out, broadcast_step
 from mgd_emu.blocks.controller import Controller, controller_step, controller_wires
-from mgd_emu.blocks.cost import CostUnit, cost_change, cost_function, cost_unit_step
+from mgd_emu.blocks.cost import cost_change, cost_function, cost_unit_step
 from mgd_emu.blocks.neuron import neuron_layer
 from mgd_emu.blocks.perturbation import generate_codes
 from mgd_emu.blocks.pipeline import Pipeline, layer_gate, pipeline_step

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 
 from mgd_emu import loads_chip
-from mgd_emu.blocks import layout as L
 from mgd_emu.engine import DEFAULT_ORDER, Emulator
 from mgd_emu.testing import (assert_registers_in_range, assert_restore_bit_exact, assert_same_state,
                              assert_split_runs_bit_exact, chips, fixed_formats, seeds)

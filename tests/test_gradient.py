@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from mgd_emu import loads_chip
-from mgd_emu.blocks import layout as L
 from mgd_emu.engine import Emulator
 from mgd_emu.reference import cost, exact_gradient, forward
 from mgd_emu.testing import (assert_correlator_unbiased, assert_gradient_aligned, cosine, gradient_vector,

@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mgd_emu import ChipError, loads_chip
-from mgd_emu.blocks import layout as L
 from mgd_emu.engine import Emulator
 
 

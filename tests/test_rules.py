@@ -4,7 +4,7 @@ import numba
 import numpy as np
 import pytest
 
-from mgd_emu import Emulator, load_chip, loads_chip
+from mgd_emu import Emulator, load_chip
 from mgd_emu.rules import RuleError, SynapseRules
 
 XOR8 = load_chip("hw_models/xor_8bit.toml")
