@@ -26,9 +26,9 @@ from numba import njit
 from .blocks import layout as L
 from .blocks.broadcast import broadcast_out, broadcast_step
 from .blocks.controller import controller_step, controller_wires
-from .blocks.cost import cost_change, cost_unit_step, measure_cost, ROUND_COST, ROUND_COST0
+from .blocks.cost import cost_change, cost_function, cost_unit_step, measure_cost, ROUND_COST, ROUND_COST0
 from .blocks.neuron import neuron_layer, neuron_layer_dual, neuron_layer_dual_parallel
-from .blocks.perturbation import generator_step
+from .blocks.perturbation import generate_codes, generator_step
 from .blocks.pipeline import layer_gate, pipeline_step
 from .blocks.probe import sample_probes
 from .blocks.sampler import load_sample, sampler_step
@@ -36,12 +36,18 @@ from .blocks.synapse import (Wires, delay_slots, general_synapses, node_synapses
                              node_synapses_serial, presynaptic_delayed, presynaptic_shift,
                              weight_synapses_fast)
 from .chipmap import PARALLEL_MIN_LAYER, Variant
-from .kernel_cache import cached
+from .kernel_cache import cached, inline_into_callers
 
 # Blocks of the sequential phase, in their default order.
 B_CONTROLLER, B_SAMPLER, B_GENERATOR, B_COST, B_BROADCAST, B_SYNAPSE = range(6)
 DEFAULT_ORDER = np.arange(6, dtype=np.int64)
 NO_STEP_LIMIT = np.iinfo(np.int64).max
+
+# The block kernels the cycle kernel runs every cycle are compiled into it
+# rather than called (a call passes every array of their records).
+inline_into_callers(neuron_layer, neuron_layer_dual, measure_cost, cost_function, cost_change,
+                    cost_unit_step, generator_step, generate_codes, sampler_step, load_sample,
+                    weight_synapses_fast, node_synapses_serial)
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -81,7 +87,7 @@ def synapse_stage(v: Variant):
     NODE, FAST, PARALLEL = v.mode == L.MODE_NODE, v.fast, v.parallel
     WEIGHT_GENERAL, NODE_GENERAL = general_synapses(*v.rules.resolved(analog=v.integrator == L.INTEG_ANALOG))
 
-    @njit(_nrt=False)
+    @njit(_nrt=False, inline="always")
     def synapses(st, layer, a_pre, w, cycle):
         syn, lay, cfg, fmts, events, pert = st.syn, st.lay, st.cfg, st.fmts, st.mon.events, st.gen.pert
         kinds = (cfg.integrator, cfg.optimizer)

@@ -18,7 +18,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from numba.core import caching
+from llvmlite import binding as llvm
+from numba.core import caching, codegen
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -73,10 +74,46 @@ class KernelCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLo
         return self
 
 
+# Symbol-name fragments of the kernels compiled in place into their callers.
+_INLINED: set[str] = set()
+
+
+def inline_into_callers(*kernels) -> None:
+    """Have LLVM compile these kernels into every kernel that calls them.
+
+    A call to a compiled kernel passes each array of its records as seven
+    machine words, on the stack past the sixth: a block kernel called once
+    a cycle on a small chip spends more time receiving its arguments than
+    working. Numba's own `inline="always"` inlines at the level of its IR
+    and retypes the caller, which doubled compile times; marking the callee
+    `alwaysinline` when it is linked into a caller costs LLVM little.
+    """
+    for k in kernels:
+        parts = k.py_func.__module__.split(".") + [k.py_func.__qualname__]
+        _INLINED.add("_ZN" + "".join(f"{len(p)}{p}" for p in parts) + "B")
+
+
+_optimize_final_module = codegen.CPUCodeLibrary._optimize_final_module
+
+
+def _optimize_inlining_marked(library) -> None:
+    """CPUCodeLibrary._optimize_final_module, after marking every kernel of
+    inline_into_callers that was linked into this library (a linked copy
+    is linkonce_odr; the kernel's own library keeps it as a function)."""
+    if _INLINED:
+        for fn in library._final_module.functions:
+            if (not fn.is_declaration and fn.linkage == llvm.Linkage.linkonce_odr
+                    and fn.name.startswith(tuple(_INLINED))):
+                fn.add_function_attribute("alwaysinline")
+    _optimize_final_module(library)
+
+
 def install() -> None:
-    """Put the locator first for every kernel decorated from now on."""
+    """Put the locator first for every kernel decorated from now on, and
+    let inline_into_callers take effect."""
     if KernelCacheLocator not in caching.CacheImpl._locator_classes:
         caching.CacheImpl._locator_classes.insert(0, KernelCacheLocator)
+    codegen.CPUCodeLibrary._optimize_final_module = _optimize_inlining_marked
 
 
 class KeyedFunctionCache(caching.FunctionCache):
