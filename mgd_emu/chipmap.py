@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import namedtuple
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -156,10 +157,14 @@ def parallel_capable(chip: Chip) -> bool:
 
 def variant_of(chip: Chip, parallel: bool | None = None, rules: SynapseRules = SynapseRules()) -> Variant:
     """The chip's structural variant. parallel: None decides by size
-    (PARALLEL_MIN_PARAMS); True asks for threads where the chip has a
-    parallel path. rules: user synapse rules (they take the general path)."""
+    (PARALLEL_MIN_PARAMS) where numba has more than one thread; True asks
+    for threads where the chip has a parallel path. rules: user synapse
+    rules (they take the general path)."""
     capable = parallel_capable(chip) and not rules.custom
-    threads = capable and (chip.n_parameters >= PARALLEL_MIN_PARAMS if parallel is None else bool(parallel))
+    if parallel is None:
+        threads = capable and chip.n_parameters >= PARALLEL_MIN_PARAMS and numba.get_num_threads() > 1
+    else:
+        threads = capable and bool(parallel)
     return Variant(mode=MODES[chip.perturbation.mode], dual=chip.cost.baseline == "dual_path",
                    integrator=INTEGRATORS[chip.integrator.kind], pipelined=bool(chip.timing.layer_pipelining),
                    fast=fast_synapses(chip) and not rules.custom, parallel=threads, rules=rules)

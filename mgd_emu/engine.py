@@ -48,7 +48,8 @@ class Emulator:
         """probes: probe texts (see `mgd_emu.probes`) added to those of the
         chip description's [trace] section. parallel: share each wide layer's
         neurons among numba's threads (numba.set_num_threads) when more than
-        one is set; None decides by size (chipmap.PARALLEL_MIN_PARAMS). Only
+        one is set; None decides by size (chipmap.PARALLEL_MIN_PARAMS) where
+        numba has more than one thread. Only
         the common node-perturbation chip has a parallel path; the bits are
         the same either way. rules: the synapse's correlator, integrator and
         updater as user functions (mgd_emu.rules.SynapseRules), compiled into

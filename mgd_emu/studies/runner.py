@@ -52,18 +52,11 @@ def run_id(study: Study, point: Point, seed: int) -> str:
 
 
 def structure_key(chip) -> str:
-    """What selects compiled code rather than run-time data: the chip's
-    strings and booleans (modes, kinds, rounding, overflow), not its sizes,
-    widths, rates or seeds. Runs with equal keys share compiled kernels."""
+    """The compiled kernels a chip's runs need (chipmap.variant_of, one
+    thread as on a study's workers): runs with equal keys share them."""
+    from ..chipmap import variant_of
 
-    def strip(v):
-        if isinstance(v, dict):
-            return {k: strip(x) for k, x in v.items() if k not in ("name", "description", "probes")}
-        if isinstance(v, (list, tuple)):
-            return [strip(x) for x in v if isinstance(x, (str, bool, dict, list, tuple))]
-        return v if isinstance(v, (str, bool)) else None
-
-    return hashlib.sha256(json.dumps(strip(chip.to_dict()), sort_keys=True).encode()).hexdigest()[:16]
+    return variant_of(chip, parallel=False).name
 
 
 # ------------------------------------------------------------ one run (a task)
