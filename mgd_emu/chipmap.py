@@ -99,7 +99,7 @@ Config = namedtuple("Config", [
     "cost_sigma", "weight_sigma", "act_sigma",
 ])
 Layers = namedtuple("Layers", ["fan_in", "fan_out", "w_off", "b_off", "n_off", "in_off", "delay",
-                               "gen_off", "gen_count"])
+                               "gen_off", "gen_count", "exact_mac"])
 ChipState = namedtuple("ChipState", ["cfg", "lay", "fmts", "ctl", "smp", "gen", "neu", "pipe",
                                      "cu", "bc", "syn", "mon"])
 # Each block's record type and declarations, by its field in ChipState.
@@ -113,7 +113,8 @@ BLOCK_NAMES = {"ctl": "controller", "smp": "sampler", "gen": "generator", "neu":
 
 def layers_of(chip: Chip) -> Layers:
     """Each layer's geometry: fan-in and -out, offsets of its weights, biases
-    (-1: none), neurons, presynaptic inputs and generators, correlator delay."""
+    (-1: none), neurons, presynaptic inputs and generators, correlator delay,
+    and whether its multiply-accumulate is exact (exact_mac)."""
     sizes, bias, node = chip.layer_sizes, chip.network.bias, chip.perturbation.mode == "node"
     delays = spec_mod.correlator_delays(chip)
     rows = []
@@ -122,12 +123,37 @@ def layers_of(chip: Chip) -> Layers:
         b_off = w_off + fan_in * fan_out if bias else -1
         n_par = fan_in * fan_out + (fan_out if bias else 0)
         rows.append((fan_in, fan_out, w_off, b_off, n_off, in_off, delays[layer],
-                     n_off if node else w_off, fan_out if node else n_par))
+                     n_off if node else w_off, fan_out if node else n_par, int(exact_mac(chip, layer))))
         w_off += n_par
         n_off += fan_out
         in_off += fan_in
     cols = np.array(rows, dtype=np.int64).T
     return Layers(*(np.ascontiguousarray(c) for c in cols))
+
+
+def exact_mac(chip: Chip, layer: int) -> bool:
+    """Whether every product and partial sum of the layer's multiply-
+    accumulate sum_k (W_jk [+ p_jk]) a_k is exact in float64, so that any
+    summation order gives the same bits (neuron.py then sums in an order the
+    vector units like). True when weights, inputs (the input or activation
+    format) and, in weight mode, perturbations are fixed-point and the
+    largest sum, in units of its LSB, stays below 2**53. Registers hold
+    values on their format's grid (every write quantises), which this relies on."""
+    f = chip.formats
+    a_fmt = f.input if layer == 0 else f.activation
+    fmts = [f.weight, a_fmt] + ([f.perturbation] if chip.perturbation.mode == "weight" else [])
+    if not all(x.is_fixed for x in fmts):
+        return False
+    magnitude_bits = lambda x: x.int_bits + x.frac_bits  # |code| <= 2**this
+    if chip.perturbation.mode == "weight":   # W + p on the finer grid of the two
+        frac = max(f.weight.frac_bits, f.perturbation.frac_bits)
+        w_bits = max(f.weight.int_bits, f.perturbation.int_bits) + frac + 1
+    else:
+        frac, w_bits = f.weight.frac_bits, magnitude_bits(f.weight)
+    fan_in = chip.layer_sizes[layer]
+    lsb_exponent = frac + a_fmt.frac_bits   # the sum's LSB is 2**-lsb_exponent
+    return (fan_in.bit_length() + w_bits + magnitude_bits(a_fmt) <= 53
+            and -960 <= lsb_exponent <= 960)
 
 
 def dims_of(chip: Chip, n_samples: int) -> Dims:

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from mgd_emu import loads_chip
 from mgd_emu.blocks import layout as L
@@ -212,3 +213,77 @@ def test_weight_synapses_integrate_the_correlation_and_update_at_the_edge():
                             st.mon.events)
     np.testing.assert_allclose(syn.theta[layer0], theta0[layer0] - cfg.eta * (2 * e))
     assert not syn.G[layer0].any()
+
+
+# ------------------------------------------------ exact multiply-accumulate
+
+def _fixed(int_bits, frac_bits, signed=True):
+    return f'{{ kind = "fixed", signed = {str(signed).lower()}, int_bits = {int_bits}, frac_bits = {frac_bits} }}'
+
+
+def _mac_chip(fan_in, w, a, p, mode="weight"):
+    """A chip whose first layer has `fan_in` inputs and the given (int_bits,
+    frac_bits) weight, input and perturbation formats."""
+    return loads_chip(f"""
+[network]
+layers = [{fan_in}, 2, 1]
+[perturbation]
+mode = "{mode}"
+amplitude = {2.0 ** -p[1]}
+amplitude_is = "element"
+[task]
+name = "random"
+inputs = {fan_in}
+outputs = 1
+[formats]
+weight = {_fixed(*w)}
+input = {_fixed(*a, signed=False)}
+activation = {_fixed(*a, signed=False)}
+perturbation = {_fixed(*p)}
+""")
+
+
+def test_a_layer_sums_exactly_only_with_fixed_formats_and_room_below_2_to_the_53():
+    from mgd_emu.chipmap import exact_mac
+
+    assert exact_mac(_mac_chip(64, (2, 5), (1, 7), (0, 7)), 0)
+    assert not exact_mac(loads_chip(FLOAT_CHIP), 0)
+    # |W + p| < 2**(2 + 7 + 1) LSBs, |a| <= 2**(1 + 29), 4096 inputs < 2**13: 10 + 30 + 13 = 53
+    assert exact_mac(_mac_chip(4096, (2, 5), (1, 29), (0, 7)), 0)
+    # ... one more input bit: 54 > 53
+    assert not exact_mac(_mac_chip(4096, (2, 5), (1, 30), (0, 7)), 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_an_exact_multiply_accumulate_equals_integer_arithmetic_in_any_order(data):
+    """Where chipmap.exact_mac holds, mac_exact (eight accumulators) gives the
+    exact sum of the integer codes, so the sequential float sum, which it
+    replaces, gives the same bits."""
+    from mgd_emu.blocks.neuron import mac_exact
+    from mgd_emu.chipmap import exact_mac
+
+    fan_in = data.draw(st.integers(1, 40))
+    wf, af, pf = (data.draw(st.integers(0, 12)) for _ in range(3))
+    wi = data.draw(st.integers(0, 6))
+    ai, pi = (data.draw(st.integers(1, 6)) for _ in range(2))   # room for a code of 1
+    perturbed = data.draw(st.booleans())
+    chip = _mac_chip(fan_in, (wi, wf), (ai, af), (pi, pf), "weight" if perturbed else "node")
+    if not exact_mac(chip, 0):
+        return
+    codes = lambda lo, hi: np.array(data.draw(st.lists(st.integers(lo, hi), min_size=fan_in, max_size=fan_in)))
+    extreme = data.draw(st.booleans())   # every code at the end of its range: the largest sums
+    w_c = np.full(fan_in, -2 ** (wi + wf)) if extreme else codes(-2 ** (wi + wf), 2 ** (wi + wf) - 1)
+    p_c = np.full(fan_in, -2 ** (pi + pf)) if extreme else codes(-2 ** (pi + pf), 2 ** (pi + pf) - 1)
+    a_c = np.full(fan_in, 2 ** (ai + af) - 1) if extreme else codes(0, 2 ** (ai + af) - 1)
+    theta, pert = w_c * 2.0 ** -wf, p_c * 2.0 ** -pf
+    a = a_c * 2.0 ** -af
+    frac = max(wf, pf) if perturbed else wf
+    exact = sum(int(w * 2 ** (frac - wf) + (p * 2 ** (frac - pf) if perturbed else 0)) * int(x)
+                for w, p, x in zip(w_c, p_c, a_c))           # in units of 2**-(frac + af)
+    got = mac_exact(theta, pert, 0, a, fan_in, perturbed)
+    assert got == exact * 2.0 ** -(frac + af)
+    sequential = 0.0
+    for k in range(fan_in):
+        sequential += ((theta[k] + pert[k]) if perturbed else theta[k]) * a[k]
+    assert np.float64(got).tobytes() == np.float64(sequential).tobytes()

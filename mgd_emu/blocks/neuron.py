@@ -53,6 +53,41 @@ def activation_function(kind, z):
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def mac_exact(theta, pert, base, a, n, perturbed):
+    """sum_k (theta[base+k] (+ pert[base+k] when perturbed)) * a[k] for a
+    layer whose sums are exact (chipmap.exact_mac): the order is then free,
+    and eight accumulators keep the adds independent (a single running sum
+    waits on each add before the next)."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    k = 0
+    while k + 8 <= n:
+        b = base + k
+        if perturbed:
+            s0 += (theta[b] + pert[b]) * a[k]
+            s1 += (theta[b + 1] + pert[b + 1]) * a[k + 1]
+            s2 += (theta[b + 2] + pert[b + 2]) * a[k + 2]
+            s3 += (theta[b + 3] + pert[b + 3]) * a[k + 3]
+            s4 += (theta[b + 4] + pert[b + 4]) * a[k + 4]
+            s5 += (theta[b + 5] + pert[b + 5]) * a[k + 5]
+            s6 += (theta[b + 6] + pert[b + 6]) * a[k + 6]
+            s7 += (theta[b + 7] + pert[b + 7]) * a[k + 7]
+        else:
+            s0 += theta[b] * a[k]
+            s1 += theta[b + 1] * a[k + 1]
+            s2 += theta[b + 2] * a[k + 2]
+            s3 += theta[b + 3] * a[k + 3]
+            s4 += theta[b + 4] * a[k + 4]
+            s5 += theta[b + 5] * a[k + 5]
+            s6 += theta[b + 6] * a[k + 6]
+            s7 += theta[b + 7] * a[k + 7]
+        k += 8
+    while k < n:
+        s0 += ((theta[base + k] + pert[base + k]) if perturbed else theta[base + k]) * a[k]
+        k += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def geometry(lay, layer):
     """(fan_in, w_off, b_off, n_off, gen_off) of a layer, as values."""
     return lay.fan_in[layer], lay.w_off[layer], lay.b_off[layer], lay.n_off[layer], lay.gen_off[layer]
@@ -107,10 +142,13 @@ def neuron_layer(layer, lay, act_kind, mode, a_in, theta, pert, gate, neu, sigma
     weight_pert = mode != MODE_NODE and gate != 0.0
     n_sat = 0
     n_wrap = 0
+    exact = lay.exact_mac[layer] != 0
     for j in range(fan_out):
         z = 0.0
         base = w_off + j * fan_in
-        if weight_pert:
+        if exact:
+            z = mac_exact(theta, pert, base, a_in, fan_in, weight_pert)
+        elif weight_pert:
             for k in range(fan_in):
                 z += (theta[base + k] + pert[base + k]) * a_in[k]
         else:
@@ -125,18 +163,22 @@ def neuron_layer(layer, lay, act_kind, mode, a_in, theta, pert, gate, neu, sigma
 
 @njit(cache=True, _nrt=False, inline="always")
 def dual_neuron(j, geo, act_kind, mode, a_in, a0_in, same_input, theta, pert, gate, sigma, fc_act,
-                gains, offsets, paths):
+                gains, offsets, paths, exact):
     """Neuron j of both paths (see neuron_layer_dual); returns the number of
     (saturations, wraps) of its two activation writes. paths: the (noise,
     rounding generators, output) arrays of the perturbed path, then of the
-    unperturbed one (arrays: see fire)."""
+    unperturbed one (arrays: see fire). exact: the layer's sums are exact
+    (chipmap.exact_mac)."""
     noise, sr, a_out, noise0, sr0, a0_out = paths
     fan_in, w_off, _, _, _ = geo
     weight_pert = mode != MODE_NODE and gate != 0.0
     z = 0.0
     z0 = 0.0
     base = w_off + j * fan_in
-    if weight_pert:
+    if exact:
+        z = mac_exact(theta, pert, base, a_in, fan_in, weight_pert)
+        z0 = z if same_input and not weight_pert else mac_exact(theta, pert, base, a0_in, fan_in, False)
+    elif weight_pert:
         for k in range(fan_in):
             w = theta[base + k]
             z += (w + pert[base + k]) * a_in[k]
@@ -171,11 +213,12 @@ def neuron_layer_dual(layer, lay, act_kind, mode, a_in, a0_in, same_input, theta
     geo = geometry(lay, layer)
     gains, offsets = neu.gains, neu.offsets
     paths = (neu.noise, neu.sr, neu.act_w, neu.noise0, neu.sr0, neu.act0_w)
+    exact = lay.exact_mac[layer] != 0
     n_sat = 0
     n_wrap = 0
     for j in range(lay.fan_out[layer]):
         s, w = dual_neuron(j, geo, act_kind, mode, a_in, a0_in, same_input, theta, pert, gate, sigma,
-                           fc_act, gains, offsets, paths)
+                           fc_act, gains, offsets, paths, exact)
         n_sat += s
         n_wrap += w
     count_events(events, E_PER_LAYER * layer + E_ACT, n_sat, n_wrap)
@@ -198,11 +241,12 @@ def neuron_layer_dual_parallel(layer, lay, act_kind, mode, a_in, a0_in, same_inp
     geo = geometry(lay, layer)
     gains, offsets = neu.gains, neu.offsets
     paths = (neu.noise, neu.sr, neu.act_w, neu.noise0, neu.sr0, neu.act0_w)
+    exact = lay.exact_mac[layer] != 0
     n_sat = 0
     n_wrap = 0
     for j in prange(lay.fan_out[layer]):
         s, w = dual_neuron_call(j, geo, act_kind, mode, a_in, a0_in, same_input, theta, pert, gate,
-                                sigma, fc_act, gains, offsets, paths)
+                                sigma, fc_act, gains, offsets, paths, exact)
         n_sat += s
         n_wrap += w
     count_events(events, E_PER_LAYER * layer + E_ACT, n_sat, n_wrap)
