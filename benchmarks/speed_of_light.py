@@ -52,8 +52,10 @@ same layer sizes (``benchmarks/run.py``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -378,13 +380,38 @@ def _sol_float(n_cycles, sizes, theta, G, gen, X, Y, node, tau_theta, eta, ampli
     return cost
 
 
-# Serial and parallel (prange over a layer's neurons) compilations; a copy
-# of each built with LLVM's vectorisers off lives in a subprocess only
-# (`vectorisation_check`).
+# Serial and parallel (prange over a layer's neurons) compilations, and
+# serial copies that are compiled with LLVM's loop and SLP vectorisers off
+# (`SpeedOfLight(..., vectorize=False)`): the evidence that the rows vectorise.
 sol_int_serial = njit(nogil=True)(_sol_int)
 sol_int_parallel = njit(nogil=True, parallel=True)(_sol_int)
 sol_float_serial = njit(nogil=True, fastmath=True)(_sol_float)
 sol_float_parallel = njit(nogil=True, fastmath=True, parallel=True)(_sol_float)
+sol_int_novec = njit(nogil=True)(_sol_int)
+sol_float_novec = njit(nogil=True, fastmath=True)(_sol_float)
+
+
+@contextlib.contextmanager
+def vectorisers_off():
+    """Compile with LLVM's loop and SLP vectorisers off (numba reads
+    config.LOOP_VECTORIZE / SLP_VECTORIZE when it builds a module's passes,
+    as NUMBA_LOOP_VECTORIZE=0 NUMBA_SLP_VECTORIZE=0 would for a process)."""
+    saved = numba.config.LOOP_VECTORIZE, numba.config.SLP_VECTORIZE
+    numba.config.LOOP_VECTORIZE = numba.config.SLP_VECTORIZE = 0
+    try:
+        yield
+    finally:
+        numba.config.LOOP_VECTORIZE, numba.config.SLP_VECTORIZE = saved
+
+
+def vector_instructions(dispatcher) -> int:
+    """Instructions on 256- or 512-bit vector registers (ymm, zmm) in the
+    assembly of every compiled signature of `dispatcher`."""
+    n = 0
+    for sig in dispatcher.signatures:
+        n += sum(1 for line in dispatcher.inspect_asm(sig).splitlines()
+                 if ("%ymm" in line or "%zmm" in line) and not line.lstrip().startswith((".", "#")))
+    return n
 
 
 def sigmoid_table() -> np.ndarray:
@@ -402,7 +429,7 @@ class SpeedOfLight:
     """
 
     def __init__(self, sizes, mode="weight", fixed=True, seed=0, parallel=False, tau_theta=1,
-                 amplitude=2.0 ** -7, eta=0.1):
+                 amplitude=2.0 ** -7, eta=0.1, vectorize=True):
         sizes = np.asarray(sizes, dtype=np.int64)
         rng = np.random.default_rng(seed)
         n_params = int(sum(o * i + o for i, o in zip(sizes[:-1], sizes[1:])))
@@ -425,7 +452,7 @@ class SpeedOfLight:
             self.e = np.zeros(n_neurons, dtype=np.int32)
             self.eta = np.int32(round(eta * 2 ** 12))
             self.lut = sigmoid_table()
-            self.kernel = sol_int_parallel if parallel else sol_int_serial
+            self.kernel = sol_int_parallel if parallel else sol_int_serial if vectorize else sol_int_novec
         else:
             self.X = np.ascontiguousarray(X, dtype=np.float64)
             self.Y = np.ascontiguousarray(Y, dtype=np.float64)
@@ -436,7 +463,11 @@ class SpeedOfLight:
             self.e = np.zeros(n_neurons)
             self.last = np.zeros(2)
             self.eta, self.amplitude = float(eta), float(amplitude)
-            self.kernel = sol_float_parallel if parallel else sol_float_serial
+            self.kernel = (sol_float_parallel if parallel else sol_float_serial if vectorize
+                           else sol_float_novec)
+        if not vectorize:   # compile (or find) the copy without vectorisers now
+            with vectorisers_off():
+                self.kernel.compile(tuple(numba.typeof(a) for a in self.args(1)))
 
     def args(self, n_cycles: int) -> tuple:
         if self.fixed:
