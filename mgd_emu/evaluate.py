@@ -41,7 +41,8 @@ from numba import njit
 from .blocks import layout as L
 from .blocks.neuron import activation_function
 from .blocks.register import write_fc
-from .fixedpoint import EVENT_SATURATE, EVENT_WRAP, format_constants
+from .fixedpoint import (EVENT_SATURATE, EVENT_WRAP, FC_FIXED, FC_HI, FC_LO, FC_LSB, FC_SCALE,
+                         format_constants)
 
 # Samples evaluated side by side: the width of the multiply-accumulate's
 # vectorised inner loop (8 float64 vector lanes times 8 registers' worth).
@@ -142,6 +143,66 @@ def _mac1(r0, a_in, z, j, s0, k4, fan_in):
 
 
 @njit(cache=True, boundscheck=False)
+def _mac_codes(Wc, ac, zc, nc):
+    """zc[s, j] = sum_k Wc[j, k] * ac[s, k] for s < nc: exact (the caller
+    ensures |sum| < 2^31), so in any order: the compiler vectorises the sum
+    over k, on 32-bit lanes since only an int32 is stored.
+
+    Wc: [fan_out, fan_in] int16 weight codes; ac: [samples, fan_in] int16
+    input codes; zc: [samples, fan_out] int32."""
+    fan_out, fan_in = Wc.shape
+    for j in range(fan_out):
+        w = Wc[j]
+        for s in range(nc):
+            a = ac[s]
+            acc = 0
+            for k in range(fan_in):
+                acc += np.int32(w[k]) * np.int32(a[k])
+            zc[s, j] = acc
+
+
+@njit(cache=True)
+def _integer_layers(theta, lay, fmts, Wc):
+    """Which layers may sum integer codes: (ok[layer], lsb[layer]), with Wc
+    (int16, the weights' layout) holding the weight codes of those layers.
+
+    A layer may when its weights and its input are fixed point, every weight
+    is a multiple of the weight LSB whose code fits int16, the input codes
+    fit int16, and fan_in * max|weight code| * max|input code| < 2^31. Then
+    every product w_k a_k = c_k d_k * lsb (lsb = weight LSB * input LSB) and
+    every partial sum of neuron_layer's float64 sum is an integer times lsb
+    below 2^31 * lsb: exact in float64 whatever the order, so the oracle's z
+    is exactly (sum of c_k d_k) * lsb, which the integer sum gives."""
+    n_layers = lay.fan_in.shape[0]
+    ok = np.zeros(n_layers, dtype=np.bool_)
+    lsb = np.zeros(n_layers)
+    fc_w = format_constants(fmts[L.F_WEIGHT])
+    if not fc_w[FC_FIXED]:
+        return ok, lsb
+    for layer in range(n_layers):
+        fc_in = format_constants(fmts[L.F_INPUT if layer == 0 else L.F_ACTIVATION])
+        if not fc_in[FC_FIXED]:
+            continue
+        a_max = max(-fc_in[FC_LO], fc_in[FC_HI])
+        if a_max > 32767:
+            continue
+        fan_in, fan_out, w_off = lay.fan_in[layer], lay.fan_out[layer], lay.w_off[layer]
+        w_max = 0.0
+        good = True
+        for i in range(w_off, w_off + fan_in * fan_out):
+            c = theta[i] * fc_w[FC_SCALE]   # exact: a power-of-two scaling
+            if not (c == np.floor(c) and abs(c) <= 32767.0):   # also false for NaN, inf
+                good = False
+                break
+            Wc[i] = np.int16(c)
+            w_max = max(w_max, abs(c))
+        if good and fan_in * w_max * a_max < 2147483648.0:
+            ok[layer] = True
+            lsb[layer] = fc_w[FC_LSB] * fc_in[FC_LSB]   # 2^-(fw + fa), exact
+    return ok, lsb
+
+
+@njit(cache=True, boundscheck=False)
 def _fire_block(z, n_valid, j_off, b_off, kind, theta, gains, offsets, fc_act, sr, a_out):
     """a_out[j, b] = the activation register neuron j writes for sample b of
     the block from its weighted sum z[j, b], as `neuron.fire` writes it on
@@ -185,6 +246,14 @@ def forward_blocked(X, st, outputs):
     in_row = L.E_PER_LAYER * n_layers + L.E_GLOBAL_INPUT
     n_neurons = neu.act_w.shape[0]
     chunk = BLOCKS * LANES
+    # fixed-point layers sum integer codes (exact: see _integer_layers)
+    Wc = np.zeros(theta.shape[0], dtype=np.int16)
+    int_ok, int_lsb = _integer_layers(theta, lay, st.fmts, Wc)
+    max_in = 0
+    for layer in range(n_layers):
+        max_in = max(max_in, lay.fan_in[layer])
+    ac = np.zeros(chunk * max_in, dtype=np.int16)
+    zc = np.zeros(chunk * n_neurons, dtype=np.int32)
     a_x = np.zeros((BLOCKS, n_in, LANES))
     # every layer's [BLOCKS, fan_out, LANES], back to back: a layer at n_off * chunk
     acts = np.zeros(n_neurons * chunk)
@@ -214,7 +283,24 @@ def forward_blocked(X, st, outputs):
             W = theta[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
             zl = z[n_off * chunk:(n_off + fan_out) * chunk].reshape((BLOCKS, fan_out, LANES))
             a_out = acts[n_off * chunk:(n_off + fan_out) * chunk].reshape((BLOCKS, fan_out, LANES))
-            _mac_chunk(W, a_in, zl, nb)
+            if int_ok[layer]:
+                # input codes, [sample, k]; the sums of code products; z = sum * lsb, exact
+                fc_l = fc_in if layer == 0 else fc_act
+                a_codes = ac[:nc * fan_in].reshape((nc, fan_in))
+                for s in range(nc):
+                    i, b = s // LANES, s % LANES
+                    for k in range(fan_in):
+                        a_codes[s, k] = np.int16(a_in[i, k, b] * fc_l[FC_SCALE])
+                z_codes = zc[:nc * fan_out].reshape((nc, fan_out))
+                _mac_codes(Wc[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in)), a_codes,
+                           z_codes, nc)
+                lsb = int_lsb[layer]
+                for s in range(nc):
+                    i, b = s // LANES, s % LANES
+                    for j in range(fan_out):
+                        zl[i, j, b] = float(z_codes[s, j]) * lsb
+            else:
+                _mac_chunk(W, a_in, zl, nb)
             kind = cfg.output_act if layer == last else cfg.hidden_act
             n_sat = 0
             n_wrap = 0

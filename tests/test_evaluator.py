@@ -14,7 +14,7 @@ import mgd_emu
 from mgd_emu.blocks.register import Monitor
 from mgd_emu.cycle import forward_dataset
 from mgd_emu.engine import Emulator
-from mgd_emu.evaluate import BLOCKS, LANES, forward_blocked
+from mgd_emu.evaluate import BLOCKS, LANES, _integer_layers, forward_blocked
 
 HW = Path(__file__).resolve().parent.parent / "hw_models"
 FORMAT_CLASSES = ("input", "weight", "bias", "perturbation", "activation", "cost", "cost_change",
@@ -31,6 +31,11 @@ WRAPPING = {"network.activation": "tanh", "network.output_activation": "hard_sig
                                    "overflow": "wrap"}}
 NOISY = {"noise.gain_sigma": 0.2, "noise.offset_sigma": 0.2, "noise.activation_sigma": 0.05}
 WIDER = {"network.layers": [64, 37, 10]}   # fan-in and fan-out not multiples of 4
+# float inputs into fixed weights: the first layer sums floats, the second integer codes
+FLOAT_INPUT = {"formats.input": {"kind": "float"}}
+# 16-bit codes whose sums could pass 2^31: the evaluator must sum floats (in the oracle's order)
+WIDE_CODES = {f"formats.{c}": {"kind": "fixed", "signed": True, "int_bits": 0, "frac_bits": 15}
+              for c in ("input", "weight", "bias")}
 
 CHIPS = {
     "xor_8bit": ("xor_8bit", {}),                               # weight mode, fixed
@@ -41,6 +46,8 @@ CHIPS = {
     "digits_8bit": ("digits_8bit", {}),                         # node mode, fixed
     "digits_wider_float": ("digits_8bit", {**WIDER, **FLOAT}),  # node mode, float
     "digits_stochastic": ("digits_8bit", {**WIDER, **STOCHASTIC}),
+    "digits_float_input": ("digits_8bit", {**WIDER, **FLOAT_INPUT}),
+    "digits_16bit_codes": ("digits_8bit", WIDE_CODES),
     "nist7x7_wrapping": ("nist7x7_8bit", WRAPPING),
     "nist7x7_relu_linear_float": ("nist7x7_8bit", {**FLOAT, "network.activation": "relu",
                                                    "network.output_activation": "linear"}),
@@ -90,6 +97,25 @@ def test_outputs_and_state_effects_equal_the_per_sample_oracle(name):
             assert (old.neu.sr != emu.st.neu.sr).all() and (old.smp.sr != emu.st.smp.sr).all()
     if name == "nist7x7_wrapping":
         assert old.mon.events[:, 2].sum() > 0, "the wrapping chip should wrap"
+
+
+@pytest.mark.parametrize("name, want", [("digits_8bit", [True, True]), ("digits_wider_float", [False, False]),
+                                        ("digits_float_input", [False, True]),
+                                        ("digits_16bit_codes", [False, True])])
+def test_which_layers_sum_integer_codes(name, want):
+    emu = Emulator(load(name), seed=0)
+    ok, _ = _integer_layers(emu.st.syn.theta, emu.st.lay, emu.st.fmts, np.zeros_like(emu.st.syn.theta, np.int16))
+    assert list(ok) == want
+
+
+def test_a_weight_off_its_grid_takes_the_float_sum():
+    emu = Emulator(load("digits_8bit"), seed=0)
+    st = emu.st._replace(syn=emu.st.syn._replace(theta=emu.st.syn.theta.copy()))
+    st.syn.theta[5] += 2.0 ** -20       # not a weight code: layer 0 must sum floats
+    ok, _ = _integer_layers(st.syn.theta, st.lay, st.fmts, np.zeros_like(st.syn.theta, np.int16))
+    assert list(ok) == [False, True]
+    emu.st = st
+    assert_same_as_oracle(emu, emu.task.test.inputs)
 
 
 def test_inputs_that_saturate_and_are_not_finite():
