@@ -136,6 +136,21 @@ def rate(fn, n0=1, **kw):
     return n / dt
 
 
+def rates(fns, n0=1, repeats=None):
+    """{name: cycles/s} of several fn(n), each calibrated as `timed` does
+    (one call ~TARGET_S), then timed in alternation, median of the rounds:
+    load from elsewhere hits all alike, so their ratios hold."""
+    repeats = REPEATS if repeats is None else repeats
+    ns = {k: timed(fn, n0, repeats=1)[0] for k, fn in fns.items()}
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn(ns[k])
+            times[k].append(time.perf_counter() - t)
+    return {k: ns[k] / statistics.median(times[k]) for k in fns}
+
+
 # ---------------------------------------------------------------- baselines
 
 class NumpyLoop:
@@ -262,13 +277,12 @@ def bench_small(rep: Report):
     rows = []
     for label, c, kind in chips:
         emu = build(c)
-        r_emu = rate(emu.run, 1000)
+        sol, sol1 = sol_of(c)
+        r = rates({"emu": emu.run, "sol": sol.run, "sol1": sol1.run}, 1000)
+        r_emu, r_sol, r_sol1 = r["emu"], r["sol"], r["sol1"]
         tr = build(c, probes=weight_probes(c))
         with tempfile.TemporaryDirectory() as d, TraceWriter(Path(d) / "t.h5", tr, 1 << 40) as w:
             r_tr = rate(lambda n: tr.run(n, sink=w), 1000)
-        sol, sol1 = sol_of(c)
-        r_sol = rate(sol.run, 1000)
-        r_sol1 = rate(sol1.run, 1000)
         ref = Reference(c, 0)
         r_ref = rate(ref.step, 10, target=TARGET_S / 2, repeats=1)
         npl = NumpyLoop(c)
@@ -302,16 +316,15 @@ def bench_large(rep: Report):
     rows = []
     for label, c, kind, synth in _large_chips():
         emu = build(c)
-        r = rate(emu.run, 10)
+        sol, sol1 = sol_of(c)
+        rr = rates({"emu": emu.run, "sol": sol.run, "sol1": sol1.run}, 10)
+        r, r_sol, r_sol1 = rr["emu"], rr["sol"], rr["sol1"]
         if QUICK:
             r_tr = NAN
         else:
             tr = build(c, probes=weight_probes(c))
             with tempfile.TemporaryDirectory() as d, TraceWriter(Path(d) / "t.h5", tr, 1 << 40) as w:
                 r_tr = rate(lambda n: tr.run(n, sink=w), 10)
-        sol, sol1 = sol_of(c)
-        r_sol = rate(sol.run, 10)
-        r_sol1 = rate(sol1.run, 10)
         P = c.n_parameters
         rows.append((label, P, kind, c.perturbation.mode, r, r * P, r_tr * P, r_sol * P, r / r_sol,
                      r_sol1 * P, r / r_sol1))
@@ -381,10 +394,9 @@ def bench_scaling(rep: Report):
         c = wide("digits_8bit", layers, WIDE)
         emu = build(c)
         P = c.n_parameters
-        r = rate(emu.run, 10, repeats=1 if P > 1e5 else REPEATS)
         sol, sol1 = sol_of(c)
-        r_sol = rate(sol.run, 10, repeats=1 if P > 1e5 else REPEATS)
-        r_sol1 = rate(sol1.run, 10, repeats=1 if P > 1e5 else REPEATS)
+        rr = rates({"emu": emu.run, "sol": sol.run, "sol1": sol1.run}, 10, repeats=1 if P > 1e5 else REPEATS)
+        r, r_sol, r_sol1 = rr["emu"], rr["sol"], rr["sol1"]
         rows.append(("-".join(map(str, layers)), P, r, r * P, r_sol * P, r / r_sol, r_sol1 * P, r / r_sol1))
         del emu
     rep.table("scaling", "Scaling: synapse-cycles/s against synapse count (fixed point, node perturbation, 1 thread)",
