@@ -15,8 +15,14 @@ with the samples batched:
   fused multiply-add, so the float64 results are the oracle's bits for float
   and fixed-point chips alike. Four neurons share each load of the inputs
   and four inputs are added per pass over a neuron's partial sums, which
-  keeps those sums out of the load-store chain that bounds a naive
-  loop (see `_mac_block`).
+  keeps those sums out of the load-store chain that bounds a naive loop;
+  the weights are read once per chunk of `BLOCKS` blocks (`_mac_chunk`).
+* A fixed-point layer sums integer codes instead when that is provably the
+  same (`_integer_layers`: weights on their grid, a fixed-point input, and
+  fan_in * max|weight code| * max|input code| < 2^31, so every partial sum
+  of the oracle's float64 sum is exact and its order does not matter):
+  int16 codes, int32 sums vectorised over the inputs (`_mac_codes`), then
+  z = sum * (weight LSB * input LSB), exactly the oracle's float64 z.
 * Each neuron then fires for the block's samples in sample order, through
   the same `activation_function` and `write_fc` as the cycle kernel:
   a neuron's stochastic-rounding generator is stepped once per sample in the
