@@ -363,7 +363,7 @@ def bench_threads(rep: Report):
             r["sol2"].append(rate(sol.run, 10))
             r["v1_2"].append(rate(sol_v1.run, 10))
         m = {k: statistics.median(v) for k, v in r.items()}
-        rows.append(("-".join(map(str, layers)), P, "parallel" if auto._parallel else "serial",
+        rows.append(("-".join(map(str, layers)), P, "parallel" if auto.variant.parallel else "serial",
                      m["serial"] * P, m["auto"] * P, m["auto"] / m["serial"],
                      m["forced"] / m["serial"], m["sol2"] / m["sol1"], m["v1_2"] / m["v1_1"]))
         del serial, auto, forced
