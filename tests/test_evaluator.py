@@ -52,6 +52,7 @@ CHIPS = {
     "nist7x7_relu_linear_float": ("nist7x7_8bit", {**FLOAT, "network.activation": "relu",
                                                    "network.output_activation": "linear"}),
     "nist7x7_noisy_xent": ("nist7x7_8bit", {**NOISY, "cost.function": "cross_entropy"}),
+    "nist7x7_no_bias": ("nist7x7_8bit", {"network.bias": False}),
 }
 
 
