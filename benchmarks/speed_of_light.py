@@ -1,35 +1,487 @@
 """The "speed of light": the least compiled work one MGD cycle can cost.
 
-One compiled kernel, `sol_run`, runs n cycles of multiplexed gradient descent
-on a multilayer perceptron of the same shape as a chip, doing only the work
-every emulator of that chip must do per synapse and per cycle, in float64,
-with no quantisation, no registers, no latencies, no event counting, no
-probes and no block structure:
+`SpeedOfLight(sizes, mode, fixed=True)` runs n cycles of multiplexed
+gradient descent on a multilayer perceptron of a chip's layer sizes, doing
+only the work every emulator of that chip must do per synapse and per
+cycle, in the fastest number representation, with no quantisation, no
+saturation, no registers, no latencies, no event counting, no probes and no
+block structure:
 
-* weight perturbation (``mode = 0``): per synapse, one 32-bit Galois LFSR
-  step for its +-A code; the perturbed and the unperturbed (dual-path)
-  multiply-accumulate; then the correlation C~ * p * kappa, the integration
-  G += e and, every tau_theta cycles, the update theta -= eta * G, G = 0.
-* node perturbation (``mode = 1``): per neuron one LFSR step; per synapse the
-  perturbed and the unperturbed multiply-accumulate, the correlation
-  e_j * a_k, the integration and the amortised update.
+* weight perturbation (``mode="weight"``): per synapse, one xorshift32 step
+  for its +-A code; the perturbed ((w + p) a) and the unperturbed (w a0)
+  multiply-accumulate; the correlation C~ p, the integration G += C~ p and,
+  every tau_theta cycles, the update w -= eta G, G = 0.
+* node perturbation (``mode="node"``): per neuron one xorshift32 step; per
+  synapse both paths' multiply-accumulate (one where both paths read the
+  same input, the first layer), the correlation e_j a_k, the integration
+  and the amortised update.
 
-Per neuron: the sigmoid (both paths); per cycle: the sample fetch, the MSE
-cost of both paths. Nothing is shared between layers other than the
-activations. The kernel is the same Python function compiled twice: serial
-(`sol_serial`) and with `prange` over the neurons of a layer
-(`sol_parallel`, numba's threading layer), to show what a second thread can
-give on arrays of this size.
+Per neuron: the nonlinearity (both paths); per cycle: the sample fetch and
+the cost of both paths.
+
+Fixed-point chips (``fixed=True``, kernel `sol_int`): every register is the
+integer code in the narrowest type that holds it: int8 weights (s2.5), int16
+integrators (s4.11), uint8 activations and inputs (u0.8, u1.7), one uint32
+xorshift32 state per generator; the multiply-accumulates sum into int32, the
+nonlinearity is a 4096-entry table of activation codes (a lookup per neuron
+and path), the cost is an integer sum of squares. Float chips
+(``fixed=False``, kernel `sol_float`): float64 registers, the sigmoid by
+`exp`, compiled with fastmath so that the sums may be reassociated (the
+emulator may not: a limit, not a model).
+
+The work of a cycle is fused into one pass over each layer's synapses: at
+synapse (j, k) the previous cycle's correlation is integrated (and, on an
+update cycle, applied to the weight), then the generator steps and the new
+weight enters both multiply-accumulates. The results are those of doing the
+phases one after another (the update of cycle t lands before cycle t+1
+reads the weight); one pass reads and writes each synapse's registers once
+per cycle, which is the least memory traffic the work allows. Every inner
+loop is branch-free (an update cycle picks a second copy of the loop), and
+the per-synapse generators are an array of uint32 lanes stepped inside the
+row loop, so the row loops vectorise (benchmarks/README.md shows it: the
+same kernels compiled with LLVM's vectorisers off, and the vector
+instructions in their assembly).
+
+The previous, float64 kernel with branches in its inner loops is kept as
+`SpeedOfLightV1` (`sol_v1_serial`, `sol_v1_parallel`), for the old column of
+the benchmarks. Each kernel is compiled serial and with `prange` over a
+layer's neurons (`parallel=True`), to show what a second thread can give.
 
 The emulator's throughput is reported as a fraction of this kernel's on the
 same layer sizes (``benchmarks/run.py``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
+
+# ---------------------------------------------------------------- v2: integer and float kernels
+
+LUT_BITS = 12            # the activation table: 4096 entries over z in [-8, 8)
+LUT_SIZE = 1 << LUT_BITS
+Z_SHIFT = 7              # z (units 2^-15) >> 7: units 2^-8, the table's step
+ETA_SHIFT = 16           # w -= (eta * G) >> 16
+CORR_SHIFT = 8           # G += (e_j * a_k) >> 8
+
+
+@njit(inline="always")
+def xorshift32(s):
+    """One xorshift32 step (13, 17, 5) of a uint32 state."""
+    s = np.uint32(s ^ np.uint32(s << np.uint32(13)))
+    s = np.uint32(s ^ np.uint32(s >> np.uint32(17)))
+    return np.uint32(s ^ np.uint32(s << np.uint32(5)))
+
+
+@njit(inline="always")
+def sign_code(s):
+    """+1 or -1 (int32) from a generator state's top bit, without a branch."""
+    return np.int32(np.int32(s >> np.uint32(31)) * np.int32(2) - np.int32(1))
+
+
+def _sol_int(n_cycles, sizes, theta, G, gen, X, Y, node, tau_theta, eta, lut, acts, act0, e, carry):
+    """n_cycles of MGD on integer codes; returns the last cost code.
+
+    theta int8 [n_params], G int16 [n_params] (per layer the weights
+    row-major [fan_out, fan_in], then the biases); gen uint32 [n_generators]
+    (n_params in weight mode, n_neurons in node mode); X uint8 [samples,
+    n_in], Y uint8 [samples, n_out]; lut uint8 [LUT_SIZE]; acts uint8
+    [2, n_neurons] (this cycle's and the last cycle's perturbed path,
+    alternating), act0 uint8 [n_neurons]; e int32 [n_neurons] (node mode:
+    the last cycle's e_j); carry int64 [3]: cycle, last change, last cost.
+    """
+    n_layers = sizes.shape[0] - 1
+    n_samples = X.shape[0]
+    n_out = sizes[n_layers]
+    cost = np.int32(0)
+    for _ in range(n_cycles):
+        cycle = carry[0]
+        s = cycle % n_samples
+        s_prev = (cycle - 1) % n_samples
+        cur = cycle & 1
+        a_cur = acts[cur]
+        a_prev = acts[1 - cur]
+        chg = np.int32(carry[1])          # the last cycle's C~ (0 before the first)
+        update = (cycle % tau_theta) == 0
+        w_off = 0
+        n_off = 0
+        in_off = 0
+        for layer in range(n_layers):
+            fan_in, fan_out = sizes[layer], sizes[layer + 1]
+            b_off = w_off + fan_in * fan_out
+            if layer == 0:
+                a_in = X[s]
+                a0_in = X[s]
+                ap_in = X[s_prev]
+            else:
+                a_in = a_cur[in_off:in_off + fan_in]
+                a0_in = act0[in_off:in_off + fan_in]
+                ap_in = a_prev[in_off:in_off + fan_in]
+            if node:   # one generator step per neuron (a vector loop over the layer)
+                for j in range(fan_out):
+                    gen[n_off + j] = xorshift32(gen[n_off + j])
+            for j in prange(fan_out):
+                base = w_off + j * fan_in
+                # row views indexed by k >= 0: no negative-index select, the loops vectorise
+                th_r = theta[base:base + fan_in]
+                g_r = G[base:base + fan_in]
+                gen_r = gen[base:base + fan_in] if not node else gen[:0]
+                z = np.int32(0)
+                z0 = np.int32(0)
+                if not node:
+                    if update:
+                        for k in range(fan_in):
+                            st = gen_r[k]
+                            g = np.int32(g_r[k]) + chg * sign_code(st)
+                            th = np.int32(th_r[k]) - ((g * eta) >> ETA_SHIFT)
+                            th_r[k] = np.int8(th)
+                            g_r[k] = np.int16(0)
+                            st = xorshift32(st)
+                            gen_r[k] = st
+                            th = np.int32(np.int8(th)) << 2
+                            z = np.int32(z + (th + sign_code(st)) * np.int32(a_in[k]))
+                            z0 = np.int32(z0 + th * np.int32(a0_in[k]))
+                    else:
+                        for k in range(fan_in):
+                            st = gen_r[k]
+                            g_r[k] = np.int16(np.int32(g_r[k]) + chg * sign_code(st))
+                            st = xorshift32(st)
+                            gen_r[k] = st
+                            th = np.int32(th_r[k]) << 2
+                            z = np.int32(z + (th + sign_code(st)) * np.int32(a_in[k]))
+                            z0 = np.int32(z0 + th * np.int32(a0_in[k]))
+                    # bias: a synapse whose input is 1
+                    st = gen[b_off + j]
+                    g = np.int32(G[b_off + j]) + chg * sign_code(st)
+                    th = np.int32(theta[b_off + j])
+                    if update:
+                        th = th - ((g * eta) >> ETA_SHIFT)
+                        g = np.int32(0)
+                    theta[b_off + j] = np.int8(th)
+                    G[b_off + j] = np.int16(g)
+                    st = xorshift32(st)
+                    gen[b_off + j] = st
+                    th = np.int32(np.int8(th)) << 10          # units 2^-15
+                    z = z + th + (sign_code(st) << 8)
+                    z0 = z0 + th
+                else:
+                    ej = e[n_off + j]
+                    if layer == 0 and update:
+                        for k in range(fan_in):
+                            g = np.int32(g_r[k]) + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT)
+                            th = np.int32(th_r[k]) - ((g * eta) >> ETA_SHIFT)
+                            th_r[k] = np.int8(th)
+                            g_r[k] = np.int16(0)
+                            z = np.int32(z + (np.int32(np.int8(th)) << 2) * np.int32(a_in[k]))
+                        z0 = z
+                    elif layer == 0:
+                        for k in range(fan_in):
+                            g_r[k] = np.int16(np.int32(g_r[k])
+                                                   + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT))
+                            z = np.int32(z + (np.int32(th_r[k]) << 2) * np.int32(a_in[k]))
+                        z0 = z
+                    elif update:
+                        for k in range(fan_in):
+                            g = np.int32(g_r[k]) + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT)
+                            th = np.int32(th_r[k]) - ((g * eta) >> ETA_SHIFT)
+                            th_r[k] = np.int8(th)
+                            g_r[k] = np.int16(0)
+                            th = np.int32(np.int8(th)) << 2
+                            z = np.int32(z + th * np.int32(a_in[k]))
+                            z0 = np.int32(z0 + th * np.int32(a0_in[k]))
+                    else:
+                        for k in range(fan_in):
+                            g_r[k] = np.int16(np.int32(g_r[k])
+                                                   + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT))
+                            th = np.int32(th_r[k]) << 2
+                            z = np.int32(z + th * np.int32(a_in[k]))
+                            z0 = np.int32(z0 + th * np.int32(a0_in[k]))
+                    g = np.int32(G[b_off + j]) + (ej >> CORR_SHIFT)
+                    th = np.int32(theta[b_off + j])
+                    if update:
+                        th = th - ((g * eta) >> ETA_SHIFT)
+                        g = np.int32(0)
+                    theta[b_off + j] = np.int8(th)
+                    G[b_off + j] = np.int16(g)
+                    th = np.int32(np.int8(th)) << 10
+                    z = z + th + (sign_code(gen[n_off + j]) << 8)
+                    z0 = z0 + th
+                # the nonlinearity: a table lookup per path
+                i = min(max((z >> Z_SHIFT) + LUT_SIZE // 2, 0), LUT_SIZE - 1)
+                i0 = min(max((z0 >> Z_SHIFT) + LUT_SIZE // 2, 0), LUT_SIZE - 1)
+                a_cur[n_off + j] = lut[i]
+                act0[n_off + j] = lut[i0]
+            if layer > 0:
+                in_off += fan_in
+            w_off = b_off + fan_out
+            n_off += fan_out
+        # ---- cost unit, both paths
+        out = n_off - n_out
+        c = np.int32(0)
+        c0 = np.int32(0)
+        for j in range(n_out):
+            d = np.int32(a_cur[out + j]) - np.int32(Y[s, j])
+            d0 = np.int32(act0[out + j]) - np.int32(Y[s, j])
+            c += d * d
+            c0 += d0 * d0
+        change = (c - c0) >> 4
+        cost = c
+        if node:   # each neuron's e_j = C~ p_j, for next cycle's correlation
+            for n in range(e.shape[0]):
+                e[n] = change * sign_code(gen[n])
+        carry[0] = cycle + 1
+        carry[1] = change
+    carry[2] = cost
+    return cost
+
+
+@njit(inline="always")
+def sign_float(s):
+    """+1.0 or -1.0 from a generator state's top bit, without a branch."""
+    return float(np.int32(s >> np.uint32(31)) * np.int32(2) - np.int32(1))
+
+
+def _sol_float(n_cycles, sizes, theta, G, gen, X, Y, node, tau_theta, eta, amplitude, acts, act0, e,
+               carry, last):
+    """n_cycles of MGD in float64 (the layout of _sol_int; acts, act0, e
+    float64, carry[0] the cycle, last[0] the last change, last[1] the last
+    cost); returns the last cost."""
+    n_layers = sizes.shape[0] - 1
+    n_samples = X.shape[0]
+    n_out = sizes[n_layers]
+    cost = 0.0
+    for _ in range(n_cycles):
+        cycle = carry[0]
+        s = cycle % n_samples
+        s_prev = (cycle - 1) % n_samples
+        cur = cycle & 1
+        a_cur = acts[cur]
+        a_prev = acts[1 - cur]
+        chg = last[0] * amplitude
+        update = (cycle % tau_theta) == 0
+        w_off = 0
+        n_off = 0
+        in_off = 0
+        for layer in range(n_layers):
+            fan_in, fan_out = sizes[layer], sizes[layer + 1]
+            b_off = w_off + fan_in * fan_out
+            if layer == 0:
+                a_in = X[s]
+                a0_in = X[s]
+                ap_in = X[s_prev]
+            else:
+                a_in = a_cur[in_off:in_off + fan_in]
+                a0_in = act0[in_off:in_off + fan_in]
+                ap_in = a_prev[in_off:in_off + fan_in]
+            if node:
+                for j in range(fan_out):
+                    gen[n_off + j] = xorshift32(gen[n_off + j])
+            for j in prange(fan_out):
+                base = w_off + j * fan_in
+                # row views indexed by k >= 0: no negative-index select, the loops vectorise
+                th_r = theta[base:base + fan_in]
+                g_r = G[base:base + fan_in]
+                gen_r = gen[base:base + fan_in] if not node else gen[:0]
+                z = 0.0
+                z0 = 0.0
+                if not node:
+                    if update:
+                        for k in range(fan_in):
+                            st = gen_r[k]
+                            th = th_r[k] - eta * (g_r[k] + chg * sign_float(st))
+                            th_r[k] = th
+                            g_r[k] = 0.0
+                            st = xorshift32(st)
+                            gen_r[k] = st
+                            z += (th + amplitude * sign_float(st)) * a_in[k]
+                            z0 += th * a0_in[k]
+                    else:
+                        for k in range(fan_in):
+                            st = gen_r[k]
+                            g_r[k] += chg * sign_float(st)
+                            st = xorshift32(st)
+                            gen_r[k] = st
+                            th = th_r[k]
+                            z += (th + amplitude * sign_float(st)) * a_in[k]
+                            z0 += th * a0_in[k]
+                    st = gen[b_off + j]
+                    g = G[b_off + j] + chg * sign_float(st)
+                    th = theta[b_off + j]
+                    if update:
+                        th -= eta * g
+                        g = 0.0
+                    theta[b_off + j] = th
+                    G[b_off + j] = g
+                    st = xorshift32(st)
+                    gen[b_off + j] = st
+                    z += th + amplitude * sign_float(st)
+                    z0 += th
+                else:
+                    ej = e[n_off + j]
+                    if layer == 0 and update:
+                        for k in range(fan_in):
+                            th = th_r[k] - eta * (g_r[k] + ej * ap_in[k])
+                            th_r[k] = th
+                            g_r[k] = 0.0
+                            z += th * a_in[k]
+                        z0 = z
+                    elif layer == 0:
+                        for k in range(fan_in):
+                            g_r[k] += ej * ap_in[k]
+                            z += th_r[k] * a_in[k]
+                        z0 = z
+                    elif update:
+                        for k in range(fan_in):
+                            th = th_r[k] - eta * (g_r[k] + ej * ap_in[k])
+                            th_r[k] = th
+                            g_r[k] = 0.0
+                            z += th * a_in[k]
+                            z0 += th * a0_in[k]
+                    else:
+                        for k in range(fan_in):
+                            g_r[k] += ej * ap_in[k]
+                            th = th_r[k]
+                            z += th * a_in[k]
+                            z0 += th * a0_in[k]
+                    g = G[b_off + j] + ej
+                    th = theta[b_off + j]
+                    if update:
+                        th -= eta * g
+                        g = 0.0
+                    theta[b_off + j] = th
+                    G[b_off + j] = g
+                    z += th + amplitude * sign_float(gen[n_off + j])
+                    z0 += th
+                a_cur[n_off + j] = 1.0 / (1.0 + math.exp(-z))
+                act0[n_off + j] = 1.0 / (1.0 + math.exp(-z0))
+            if layer > 0:
+                in_off += fan_in
+            w_off = b_off + fan_out
+            n_off += fan_out
+        out = n_off - n_out
+        c = 0.0
+        c0 = 0.0
+        for j in range(n_out):
+            d = a_cur[out + j] - Y[s, j]
+            d0 = act0[out + j] - Y[s, j]
+            c += d * d
+            c0 += d0 * d0
+        change = (c - c0) / n_out
+        cost = c / n_out
+        if node:
+            for n in range(e.shape[0]):
+                e[n] = change * amplitude * sign_float(gen[n])
+        carry[0] = cycle + 1
+        last[0] = change
+    last[1] = cost
+    return cost
+
+
+# Serial and parallel (prange over a layer's neurons) compilations, and
+# serial copies that are compiled with LLVM's loop and SLP vectorisers off
+# (`SpeedOfLight(..., vectorize=False)`): the evidence that the rows vectorise.
+sol_int_serial = njit(nogil=True)(_sol_int)
+sol_int_parallel = njit(nogil=True, parallel=True)(_sol_int)
+sol_float_serial = njit(nogil=True, fastmath=True)(_sol_float)
+sol_float_parallel = njit(nogil=True, fastmath=True, parallel=True)(_sol_float)
+sol_int_novec = njit(nogil=True)(_sol_int)
+sol_float_novec = njit(nogil=True, fastmath=True)(_sol_float)
+
+
+@contextlib.contextmanager
+def vectorisers_off():
+    """Compile with LLVM's loop and SLP vectorisers off (numba reads
+    config.LOOP_VECTORIZE / SLP_VECTORIZE when it builds a module's passes,
+    as NUMBA_LOOP_VECTORIZE=0 NUMBA_SLP_VECTORIZE=0 would for a process)."""
+    saved = numba.config.LOOP_VECTORIZE, numba.config.SLP_VECTORIZE
+    numba.config.LOOP_VECTORIZE = numba.config.SLP_VECTORIZE = 0
+    try:
+        yield
+    finally:
+        numba.config.LOOP_VECTORIZE, numba.config.SLP_VECTORIZE = saved
+
+
+def vector_instructions(dispatcher) -> int:
+    """Instructions on 256- or 512-bit vector registers (ymm, zmm) in the
+    assembly of every compiled signature of `dispatcher`."""
+    n = 0
+    for sig in dispatcher.signatures:
+        n += sum(1 for line in dispatcher.inspect_asm(sig).splitlines()
+                 if ("%ymm" in line or "%zmm" in line) and not line.lstrip().startswith((".", "#")))
+    return n
+
+
+def sigmoid_table() -> np.ndarray:
+    """u0.8 codes of the sigmoid at z = (i - LUT_SIZE / 2) * 2^-8."""
+    z = (np.arange(LUT_SIZE) - LUT_SIZE // 2) / 256.0
+    return np.clip(np.rint(255.0 / (1.0 + np.exp(-z))), 0, 255).astype(np.uint8)
+
+
+class SpeedOfLight:
+    """Arrays of one network shape, ready for `run(n)` (module docstring).
+
+    sizes: layer sizes (input first); mode: "weight" or "node"; fixed: the
+    integer kernel (fixed-point chips) or the float64 one; 64 random
+    samples with one-hot targets; tau_theta: cycles per update.
+    """
+
+    def __init__(self, sizes, mode="weight", fixed=True, seed=0, parallel=False, tau_theta=1,
+                 amplitude=2.0 ** -7, eta=0.1, vectorize=True):
+        sizes = np.asarray(sizes, dtype=np.int64)
+        rng = np.random.default_rng(seed)
+        n_params = int(sum(o * i + o for i, o in zip(sizes[:-1], sizes[1:])))
+        n_neurons = int(sizes[1:].sum())
+        n_gen = n_params if mode == "weight" else n_neurons
+        self.sizes, self.n_params, self.fixed = sizes, n_params, bool(fixed)
+        self.node = mode == "node"
+        self.tau_theta = int(tau_theta)
+        X = rng.random((64, int(sizes[0]))) < 0.5
+        Y = np.eye(int(sizes[-1]))[rng.integers(0, int(sizes[-1]), 64)]
+        self.gen = rng.integers(1, 2 ** 32, n_gen, dtype=np.uint64).astype(np.uint32)
+        self.carry = np.zeros(3, dtype=np.int64)
+        if self.fixed:
+            self.X = np.ascontiguousarray(X * 128, dtype=np.uint8)          # u1.7 codes of 0/1
+            self.Y = np.ascontiguousarray(Y * 255, dtype=np.uint8)          # u0.8 codes
+            self.theta = rng.integers(-64, 64, n_params).astype(np.int8)    # s2.5 codes
+            self.G = np.zeros(n_params, dtype=np.int16)                     # s4.11 codes
+            self.acts = np.zeros((2, n_neurons), dtype=np.uint8)
+            self.act0 = np.zeros(n_neurons, dtype=np.uint8)
+            self.e = np.zeros(n_neurons, dtype=np.int32)
+            self.eta = np.int32(round(eta * 2 ** 12))
+            self.lut = sigmoid_table()
+            self.kernel = sol_int_parallel if parallel else sol_int_serial if vectorize else sol_int_novec
+        else:
+            self.X = np.ascontiguousarray(X, dtype=np.float64)
+            self.Y = np.ascontiguousarray(Y, dtype=np.float64)
+            self.theta = rng.uniform(-0.5, 0.5, n_params)
+            self.G = np.zeros(n_params)
+            self.acts = np.zeros((2, n_neurons))
+            self.act0 = np.zeros(n_neurons)
+            self.e = np.zeros(n_neurons)
+            self.last = np.zeros(2)
+            self.eta, self.amplitude = float(eta), float(amplitude)
+            self.kernel = (sol_float_parallel if parallel else sol_float_serial if vectorize
+                           else sol_float_novec)
+        if not vectorize:   # compile (or find) the copy without vectorisers now
+            with vectorisers_off():
+                self.kernel.compile(tuple(numba.typeof(a) for a in self.args(1)))
+
+    def args(self, n_cycles: int) -> tuple:
+        if self.fixed:
+            return (int(n_cycles), self.sizes, self.theta, self.G, self.gen, self.X, self.Y, self.node,
+                    self.tau_theta, self.eta, self.lut, self.acts, self.act0, self.e, self.carry)
+        return (int(n_cycles), self.sizes, self.theta, self.G, self.gen, self.X, self.Y, self.node,
+                self.tau_theta, self.eta, self.amplitude, self.acts, self.act0, self.e, self.carry,
+                self.last)
+
+    def run(self, n_cycles: int):
+        return self.kernel(*self.args(n_cycles))
+
+
+# ---------------------------------------------------------------- v1: float64, branches inside
 
 LFSR32_TAPS = np.uint64(0x80200003)
 
@@ -153,11 +605,11 @@ def _sol(n_cycles, sizes, theta, G, lfsr, X, Y, mode, amplitude, kappa, eta, tau
     return last_cost
 
 
-sol_serial = njit(cache=False, nogil=True)(_sol)
-sol_parallel = njit(cache=False, nogil=True, parallel=True)(_sol)
+sol_v1_serial = njit(cache=False, nogil=True)(_sol)
+sol_v1_parallel = njit(cache=False, nogil=True, parallel=True)(_sol)
 
 
-class SpeedOfLight:
+class SpeedOfLightV1:
     """Arrays of one network shape, ready for `run(n)`.
 
     sizes: layer sizes (input first); mode: "weight" or "node"; X, Y: the
@@ -187,7 +639,7 @@ class SpeedOfLight:
         self.pert = np.zeros(n_gen)
         self.amplitude, self.eta, self.tau_theta = float(amplitude), float(eta), int(tau_theta)
         self.kappa = 1.0 / (amplitude * amplitude)
-        self.kernel = sol_parallel if parallel else sol_serial
+        self.kernel = sol_v1_parallel if parallel else sol_v1_serial
 
     def run(self, n_cycles: int) -> float:
         return self.kernel(int(n_cycles), self.sizes, self.theta, self.G, self.lfsr, self.X,
@@ -200,11 +652,13 @@ if __name__ == "__main__":  # a quick look: python benchmarks/speed_of_light.py
 
     for sizes in ([2, 2, 1], [49, 8, 4], [64, 64, 10], [784, 256, 10]):
         for mode in ("weight", "node"):
-            sol = SpeedOfLight(sizes, mode)
-            sol.run(10)
-            n = max(10, int(2e7 // sol.n_params))
-            t = time.perf_counter()
-            sol.run(n)
-            dt = time.perf_counter() - t
-            print(f"{str(sizes):>16} {mode:>6}: {n / dt:12.4g} cycles/s "
-                  f"{n * sol.n_params / dt:12.4g} synapse-cycles/s")
+            for label, sol in (("v2 int", SpeedOfLight(sizes, mode, fixed=True)),
+                               ("v2 float", SpeedOfLight(sizes, mode, fixed=False)),
+                               ("v1 float", SpeedOfLightV1(sizes, mode))):
+                sol.run(10)
+                n = max(10, int(2e7 // sol.n_params))
+                t = time.perf_counter()
+                sol.run(n)
+                dt = time.perf_counter() - t
+                print(f"{str(sizes):>16} {mode:>6} {label:>8}: {n / dt:12.4g} cycles/s "
+                      f"{n * sol.n_params / dt:12.4g} synapse-cycles/s")

@@ -20,7 +20,8 @@ from .blocks.declare import GENERATOR, NEXT, REGISTER
 from .blocks.register import Monitor
 from .chipmap import PARALLEL_MIN_LAYER, PARALLEL_MIN_PARAMS  # noqa: F401 (benchmarks read them here)
 from .chipmap import BLOCKS, ChipState, Variant, build_state, variant_of
-from .cycle import DEFAULT_ORDER, NO_STEP_LIMIT, cycle_kernel, forward_dataset, prepare
+from .cycle import DEFAULT_ORDER, NO_STEP_LIMIT, cycle_kernel, prepare
+from .evaluate import forward_blocked
 from .fixedpoint import Format
 from .rules import SynapseRules
 from .probes import compile_probes, parse_probes, registers_by_name
@@ -242,11 +243,13 @@ class Emulator:
         X = np.ascontiguousarray(data.inputs, dtype=np.float64)
         out = np.zeros((X.shape[0], st.cfg.n_out))
         # Rounding generators, event counters and activations are copies:
-        # evaluating leaves the chip's state untouched.
+        # evaluating leaves the chip's state untouched. forward_blocked is
+        # cycle.forward_dataset (the chip's neuron kernels, sample by sample)
+        # with the samples batched: the same bits, the same effect on `scratch`.
         scratch = st._replace(smp=st.smp._replace(x=np.zeros_like(st.smp.x), sr=st.smp.sr.copy()),
                               neu=st.neu._replace(act_w=np.zeros_like(st.neu.act_w), sr=st.neu.sr.copy()),
                               mon=Monitor(st.mon.events.copy()))
-        forward_dataset(X, scratch, out)
+        forward_blocked(X, scratch, out)
         return out
 
     def evaluate(self, dataset=None) -> tuple[float, float]:
