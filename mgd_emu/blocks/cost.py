@@ -12,8 +12,9 @@ from .layout import (BASE_DUAL, BASE_HIGHPASS, BASE_REMEASURE, COST_MSE, F_COST,
 from .prng import gaussian
 from .register import store
 
-# The cost unit's rounding generators, one per quantiser.
-ROUND_COST, ROUND_COST0, ROUND_CHANGE = 0, 1, 2
+# The cost unit's rounding generators, one per quantiser. (int64 values, not
+# Python ints: a kernel given a Python int constant is compiled once per value.)
+ROUND_COST, ROUND_COST0, ROUND_CHANGE = np.int64(0), np.int64(1), np.int64(2)
 
 REGISTERS = (
     Reg("cost", np.float64, (), "cost C of the last measurement", fmt="cost", public="cost"),

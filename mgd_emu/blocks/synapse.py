@@ -262,13 +262,20 @@ def weight_synapses_fast(syn, layer, lay, slots, pert, w, cfg, fmts, events):
     fan_in, fan_out = lay.fan_in[layer], lay.fan_out[layer]
     w_off, b_off = lay.w_off[layer], lay.b_off[layer]
     fc_w, fc_b, fc_g, _ = synapse_formats(fmts)
-    sto_w, sto_b, sto_g = stochastic(fc_w), stochastic(fc_b), stochastic(fc_g)
     n_weights = fan_out * fan_in
     n_par = n_weights + (fan_out if b_off >= 0 else 0)
-    wg, wp = weight_synapse_row(syn, w_off, w_off + n_weights, slots, pert, w, cfg, fc_w, fc_g,
-                                sto_w, sto_g)
-    bg, bp = weight_synapse_row(syn, w_off + n_weights, w_off + n_par, slots, pert, w, cfg,
-                                fc_b, fc_g, sto_b, sto_g)
+    wg = wp = bg = bp = 0
+    # One row loop for the weights, then the biases (one copy of the row to
+    # compile rather than two).
+    for biases in (False, True):
+        lo, hi = (w_off + n_weights, w_off + n_par) if biases else (w_off, w_off + n_weights)
+        fc_p = fc_b if biases else fc_w
+        n_g, n_p = weight_synapse_row(syn, lo, hi, slots, pert, w, cfg, fc_p, fc_g, stochastic(fc_p),
+                                      stochastic(fc_g))
+        if biases:
+            bg, bp = n_g, n_p
+        else:
+            wg, wp = n_g, n_p
     count_saturations(events, layer, wg, wp, bg, bp)
 
 
