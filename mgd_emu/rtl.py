@@ -401,7 +401,7 @@ def _closest(low, want, size):
 
 def corner_cases(st: Stream, samples: int = 24):
     """Append the directed corner cases of the synapse to stream `st`."""
-    P, m = st.P, st.model
+    P = st.P
     a_full = P.a.hi if P.node else 1
     C, Pp, E = _e_candidates(P, a_full)
     _, fx = P.g_sum
