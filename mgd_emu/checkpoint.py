@@ -162,21 +162,24 @@ def _check_registers(where, chip, state) -> None:
     """Every fixed-point register holds codes of its format (in range, on the grid)."""
     from .probes import register_table
 
-    for reg in register_table(chip):
-        if not reg.format_class or reg.source not in state:
+    # The probe table's registers, and the dual path's activations, which
+    # the next layer reads but no probe shows.
+    checks = [(reg.name, reg.format_class, reg.source, reg.start, int(np.prod(reg.shape)) if reg.shape else 1)
+              for reg in register_table(chip) if reg.format_class]
+    if "neu.act0" in state:
+        checks.append(("neu.act0", "activation", "neu.act0", 0, state["neu.act0"].size))
+    for name, format_class, source, start, size in checks:
+        fmt = getattr(chip.formats, format_class)
+        if source not in state or not fmt.is_fixed:
             continue
-        fmt = getattr(chip.formats, reg.format_class)
-        size = int(np.prod(reg.shape)) if reg.shape else 1
-        v = state[reg.source][reg.start:reg.start + size]
+        v = state[source][start:start + size]
         if v.dtype.kind != "f":
-            continue
-        if not fmt.is_fixed:
             continue
         codes = np.ldexp(v, fmt.frac_bits)
         ok = np.isfinite(codes) & (codes == np.rint(codes)) & (codes >= fmt.min_code) & (codes <= fmt.max_code)
         if not np.all(ok):
             i = int(np.flatnonzero(~ok)[0])
-            raise _fail(where, f"register {reg.name} element {i} holds {float(v[i])!r}, not a value of its format "
+            raise _fail(where, f"register {name} element {i} holds {float(v[i])!r}, not a value of its format "
                                f"{fmt.describe()}")
 
 

@@ -192,7 +192,10 @@ class Emulator:
         return getattr(self.chip.formats, reg.format_class) if reg.format_class else None
 
     def state_array(self, source: str) -> np.ndarray:
-        """The engine's array `source` ("block.field" of chipmap.ChipState), not a copy."""
+        """The engine's array `source` ("block.field" of chipmap.ChipState), not a
+        copy. A fixed-point register must only ever hold values of its format
+        (as every write of the chip quantises them): the kernels rely on it,
+        e.g. to sum an exact layer in any order (chipmap.exact_mac)."""
         block, field = source.split(".")
         return getattr(getattr(self.st, block), field)
 

@@ -11,7 +11,9 @@ with the samples batched:
   runs across the block's samples: it vectorises (one 8-double vector
   register holds 8 samples) while each sample's weighted sum is still formed
   in the oracle's order, k = 0, 1, ..., fan_in - 1, each product rounded and
-  added in turn. No sum is reassociated and nothing is contracted into a
+  added in turn. (For a layer whose sums are exact, chipmap.exact_mac, the
+  oracle sums in another order; with registers on their grid every order
+  gives the same bits.) No sum is reassociated and nothing is contracted into a
   fused multiply-add, so the float64 results are the oracle's bits for float
   and fixed-point chips alike. Four neurons share each load of the inputs
   and four inputs are added per pass over a neuron's partial sums, which

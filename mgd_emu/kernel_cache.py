@@ -14,9 +14,16 @@ them; remove the parent folder to reclaim the space).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import os
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no cross-process lock
+    fcntl = None
 
 from llvmlite import binding as llvm
 from numba.core import caching, codegen
@@ -93,27 +100,87 @@ def inline_into_callers(*kernels) -> None:
         _INLINED.add("_ZN" + "".join(f"{len(p)}{p}" for p in parts) + "B")
 
 
-_optimize_final_module = codegen.CPUCodeLibrary._optimize_final_module
+_optimize_final_module = getattr(codegen.CPUCodeLibrary, "_optimize_final_module", None)
 
 
-def _optimize_inlining_marked(library) -> None:
+def _optimize_inlining_marked(library, *args, **kwargs):
     """CPUCodeLibrary._optimize_final_module, after marking every kernel of
     inline_into_callers that was linked into this library (a linked copy
     is linkonce_odr; the kernel's own library keeps it as a function)."""
     if _INLINED:
+        marked = tuple(_INLINED)
         for fn in library._final_module.functions:
             if (not fn.is_declaration and fn.linkage == llvm.Linkage.linkonce_odr
-                    and fn.name.startswith(tuple(_INLINED))):
+                    and fn.name.startswith(marked) and "noinline" not in str(fn.attributes)):
                 fn.add_function_attribute("alwaysinline")
-    _optimize_final_module(library)
+    return _optimize_final_module(library, *args, **kwargs)
+
+
+class SafeIndexDataCacheFile(caching.IndexDataCacheFile):
+    """Numba's index + data cache files, safe for processes that compile at
+    once (a study's workers, two runs started together) in our cache folder.
+
+    Numba's own `save` reads the index, picks the first free data-file name
+    and writes both without a lock: two processes saving different kernels
+    of one function (two variants' cycle loops) can pick the same name, and
+    the index can then send one variant to the other's machine code. Here a
+    save holds an exclusive lock on the index while it picks the name and
+    writes the data, then the index; each data file also carries its key,
+    and a load whose file holds another key compiles afresh. Caches outside
+    the package's folder behave as Numba's.
+    """
+
+    def _ours(self) -> bool:
+        return Path(self._cache_path).is_relative_to(CACHE_DIR)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        if fcntl is None:
+            yield
+            return
+        with open(self._index_path + ".lock", "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def save(self, key, data):
+        if not self._ours():
+            return super().save(key, data)
+        with self._locked():
+            overloads = self._load_index()
+            name = overloads.get(key)
+            if name is None:
+                taken = set(overloads.values())
+                name = next(n for n in map(self._data_name, itertools.count(1)) if n not in taken)
+            self._save_data(name, (key, data))
+            overloads[key] = name
+            self._save_index(overloads)
+
+    def load(self, key):
+        if not self._ours():
+            return super().load(key)
+        name = self._load_index().get(key)
+        if name is None:
+            return None
+        try:
+            stored_key, data = self._load_data(name)
+        except Exception:  # noqa: BLE001 - missing, partial or foreign: compile afresh
+            return None
+        return data if stored_key == key else None
 
 
 def install() -> None:
-    """Put the locator first for every kernel decorated from now on, and
-    let inline_into_callers take effect."""
+    """Put the locator first for every kernel decorated from now on, make
+    cache saves safe across processes, and let inline_into_callers take
+    effect (where this Numba has the hook it needs: else kernels are
+    called, slower, and nothing else changes)."""
     if KernelCacheLocator not in caching.CacheImpl._locator_classes:
         caching.CacheImpl._locator_classes.insert(0, KernelCacheLocator)
-    codegen.CPUCodeLibrary._optimize_final_module = _optimize_inlining_marked
+    caching.IndexDataCacheFile = SafeIndexDataCacheFile
+    if _optimize_final_module is not None:
+        codegen.CPUCodeLibrary._optimize_final_module = _optimize_inlining_marked
 
 
 class KeyedFunctionCache(caching.FunctionCache):

@@ -112,7 +112,10 @@ def test_which_layers_sum_integer_codes(name, want):
 def test_a_weight_off_its_grid_takes_the_float_sum():
     emu = Emulator(load("digits_8bit"), seed=0)
     st = emu.st._replace(syn=emu.st.syn._replace(theta=emu.st.syn.theta.copy()))
-    st.syn.theta[5] += 2.0 ** -20       # not a weight code: layer 0 must sum floats
+    # Not a weight code: layer 0 must sum floats. (2**-20 keeps every sum exact, so the cycle
+    # kernel's order for an exact layer and the evaluator's float order agree; a register off its
+    # grid is outside the model, see Emulator.state_array.)
+    st.syn.theta[5] += 2.0 ** -20
     ok, _ = _integer_layers(st.syn.theta, st.lay, st.fmts, np.zeros_like(st.syn.theta, np.int16))
     assert list(ok) == [False, True]
     emu.st = st

@@ -629,6 +629,8 @@ def _tamper(ckpt, how):
         s["syn.theta"][0] = 1e-9
     elif how == "nan weight":
         s["syn.theta"][1] = np.nan
+    elif how == "off-grid dual-path activation":
+        s["neu.act0"][0] = 0.1234567
     elif how == "seed":
         ckpt["seed"] = -6
     elif how == "version":
@@ -645,7 +647,7 @@ def _tamper(ckpt, how):
 
 
 TAMPER = ["missing", "extra", "dtype", "shape", "order", "sample index", "negative counter", "tag", "lfsr",
-          "generator", "off-grid weight", "nan weight", "seed", "version", "chip", "probes", "not an array",
+          "generator", "off-grid weight", "nan weight", "off-grid dual-path activation", "seed", "version", "chip", "probes", "not an array",
           "object array"]
 
 

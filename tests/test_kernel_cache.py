@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 from numba import njit
@@ -33,14 +34,17 @@ def _calls_both(a, b, c, d):
 def test_a_marked_kernel_is_compiled_into_its_caller_and_an_unmarked_one_is_called():
     x = np.arange(4.0)
     assert np.isfinite(_calls_both(x, x, x.copy(), x + 1.0))
-    asm = next(iter(_calls_both.inspect_asm().values()))
-    targets = re.findall(r"movabsq\s+\$(\w+),", asm)   # numba calls through a register
-    assert any("7_called" in t for t in targets), "the unmarked kernel is called"
-    assert not any("7_marked" in t for t in targets), "the marked kernel is compiled in"
+    ir = next(iter(_calls_both.inspect_llvm().values()))
+    callees = re.findall(r"call [^@\n]*@(\w+)\(", ir)
+    assert any("7_called" in c for c in callees), "the unmarked kernel is called"
+    assert not any("7_marked" in c for c in callees), "the marked kernel is compiled in"
 
 
-def test_the_cache_folder_is_named_after_the_package_kernel_sources():
+def test_the_package_kernels_are_cached_in_the_folder_named_after_their_sources():
+    from mgd_emu.blocks.neuron import neuron_layer
+
     assert CACHE_DIR.name == f"kernels-{source_hash()}"
+    assert Path(neuron_layer._cache._cache_path).is_relative_to(CACHE_DIR)
 
 
 def test_an_edited_kernel_source_gets_a_fresh_cache_folder(tmp_path):
@@ -51,10 +55,57 @@ def test_an_edited_kernel_source_gets_a_fresh_cache_folder(tmp_path):
     shutil.copytree(os.path.dirname(mgd_emu.__file__), pkg,
                     ignore=shutil.ignore_patterns("__pycache__"))
     code = "import mgd_emu.kernel_cache as k; print(k.source_hash())"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "MGD_EMU_CACHE_DIR": str(tmp_path / "cache")}
     before = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(tmp_path)}).stdout.strip()
+                            env=env).stdout.strip()
     block = pkg / "blocks" / "neuron.py"
     block.write_text(block.read_text() + "\n# edited\n")
     after = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(tmp_path)}).stdout.strip()
+                           env=env).stdout.strip()
     assert before == source_hash() and after and after != before
+
+
+def _cache_file(folder):
+    from mgd_emu.kernel_cache import SafeIndexDataCacheFile
+
+    return SafeIndexDataCacheFile(str(folder), "cycle_loop", source_stamp="stamp")
+
+
+def _save_many(folder, worker, n):
+    cf = _cache_file(folder)
+    for i in range(n):
+        cf.save(("variant", worker, i), f"code of {worker}/{i}")
+
+
+def test_processes_saving_kernels_at_once_never_swap_them(tmp_path, monkeypatch):
+    """Numba's own save can give two processes' kernels one data file and
+    the index the wrong one; every entry here loads its own code or none."""
+    import multiprocessing
+
+    from mgd_emu import kernel_cache
+
+    monkeypatch.setattr(kernel_cache, "CACHE_DIR", tmp_path)
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_save_many, args=(tmp_path, w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    cf = _cache_file(tmp_path)
+    loaded = {(w, i): cf.load(("variant", w, i)) for w in range(4) for i in range(40)}
+    assert all(v == f"code of {w}/{i}" for (w, i), v in loaded.items())   # the lock keeps every entry
+
+
+def test_a_data_file_that_holds_another_kernel_is_not_loaded(tmp_path, monkeypatch):
+    import shutil
+
+    from mgd_emu import kernel_cache
+
+    monkeypatch.setattr(kernel_cache, "CACHE_DIR", tmp_path)
+    cf = _cache_file(tmp_path)
+    cf.save("variant A", "code of A")
+    cf.save("variant B", "code of B")
+    shutil.copy(tmp_path / "cycle_loop.1.nbc", tmp_path / "cycle_loop.2.nbc")   # B's file now holds A
+    assert cf.load("variant A") == "code of A"
+    assert cf.load("variant B") is None      # compiled afresh rather than run as A
