@@ -766,6 +766,11 @@ def _print_study(study, outcome, s, paths, failures, max_rows=40) -> None:
         print(f"{p.label:<{w}}  {int(s['n_ok'][i]):>3}/{len(study.seeds):<3}  {acc:>30}  {reach:>32}")
     if len(points) > max_rows:
         print(f"... {len(points) - max_rows} more points: see the CSV")
+    if "saturation_warning" in ds:
+        warned = int((ds["saturation_warning"].values != "").sum())
+        if warned:
+            print(f"warning         {warned} run(s) saturate a register in 5 % or more of its writes: its format is "
+                  f"too narrow (saturation_warning in the CSV; docs/scaling.md)")
     print()
     for path in paths:
         print(f"results         {path}")
