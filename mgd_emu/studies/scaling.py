@@ -86,9 +86,13 @@ def short_labels(ds, dim) -> list[str]:
     keys, rows = d["keys"], d["values"]
     varying = [j for j in range(len(keys)) if len({json.dumps(r[j], sort_keys=True) for r in rows}) > 1] or [0]
     formats = [j for j in varying if keys[j].startswith("formats.")]
+    trainer = keys.index("trainer") if "trainer" in keys else None
     out = []
     for r in rows:
-        parts = [_fmt_text(r[j]) for j in varying if j not in formats]
+        # perturbation keys say nothing about a backprop row
+        skip = {j for j in varying if trainer is not None and r[trainer] == "backprop"
+                and keys[j].startswith("perturbation.")}
+        parts = [_fmt_text(r[j]) for j in varying if j not in formats and j not in skip]
         if formats:
             if all(_fmt_text(r[j]) == "float" for j in formats):
                 parts.append("float")
