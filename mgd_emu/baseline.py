@@ -33,7 +33,6 @@ from .reference import ACTIVATIONS, _activation, _cost_gradient, xorshift64star
 from .spec import Chip
 from .tasks import make_task
 
-TRAINERS = ("mgd", "backprop")
 
 
 def _sigmoid(z):

@@ -232,14 +232,6 @@ def data_digest(*arrays) -> str:
     return h.hexdigest()[:16]
 
 
-def file_digest(params: dict) -> str:
-    """The data digest of a `file` task's parameters (the data are loaded once)."""
-    from .tasks import TASKS
-
-    full = {k: params.get(k, spec[1]) for k, spec in TASKS["file"].items()}
-    return load_file_task(full).digest
-
-
 def _format(path: Path, given: str, key: str) -> str:
     if given != "auto":
         return given
