@@ -243,20 +243,22 @@ def _format(path: Path, given: str, key: str) -> str:
 
 
 def _read(path: Path, fmt: str, params: dict, key: str, test: bool):
-    """(x, y, x_test or None, y_test or None) as stored (not yet checked)."""
+    """(x, y, x_test or None, y_test or None) as stored (not yet checked).
+    Messages name the file as the chip does (params[key])."""
+    shown = params[key]
     names = (params["inputs"], params["labels"], params["test_inputs"], params["test_labels"])
     if fmt == "csv":
-        return (*_read_csv(path, params["label_column"], key), None, None)
+        return (*_read_csv(path, shown, params["label_column"], key), None, None)
     if fmt == "npz":
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {n: z[n] for n in names if n in z.files}
                 stored = list(z.files)
         except ValueError as exc:
-            raise DataFileError(key, f"{path}: cannot read it as NPZ ({_line(exc)}); object arrays (pickles) "
+            raise DataFileError(key, f"{shown}: cannot read it as NPZ ({_line(exc)}); object arrays (pickles) "
                                      f"are refused: save plain numeric arrays") from None
         except (OSError, EOFError) as exc:
-            raise DataFileError(key, f"{path}: is not a readable NPZ file ({_line(exc)})") from None
+            raise DataFileError(key, f"{shown}: is not a readable NPZ file ({_line(exc)})") from None
     else:
         import h5py
 
@@ -269,25 +271,25 @@ def _read(path: Path, fmt: str, params: dict, key: str, test: bool):
                 stored = []
                 f.visititems(lambda name, obj: stored.append(name) if isinstance(obj, h5py.Dataset) else None)
         except OSError as exc:
-            raise DataFileError(key, f"{path}: is not a readable HDF5 file ({_line(exc)})") from None
+            raise DataFileError(key, f"{shown}: is not a readable HDF5 file ({_line(exc)})") from None
     for n, which in zip(names[:2], ("inputs", "labels")):
         if n not in arrays:
-            raise DataFileError(which, f"{path}: has no array {n!r} (it holds: {', '.join(stored) or 'nothing'}); "
+            raise DataFileError(which, f"{shown}: has no array {n!r} (it holds: {', '.join(stored) or 'nothing'}); "
                                        f"set task.{which} to the name of the {which} array")
     if test and (names[2] in arrays) != (names[3] in arrays):
         have, miss = (names[2], names[3]) if names[2] in arrays else (names[3], names[2])
         raise DataFileError("test_labels" if miss == names[3] else "test_inputs",
-                            f"{path}: has {have!r} but no {miss!r}: a test set needs both")
+                            f"{shown}: has {have!r} but no {miss!r}: a test set needs both")
     return (arrays[names[0]], arrays[names[1]], arrays.get(names[2]) if test else None,
             arrays.get(names[3]) if test else None)
 
 
-def _read_csv(path: Path, label_column: int, key: str):
+def _read_csv(path: Path, shown: str, label_column: int, key: str):
     try:
         with open(path, encoding="utf-8") as f:
             first = f.readline()
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataFileError(key, f"{path}: cannot be read as text ({_line(exc)})") from None
+        raise DataFileError(key, f"{shown}: cannot be read as text ({_line(exc)})") from None
     skip = 0
     try:
         [float(v) for v in first.strip().split(",") if v.strip()]
@@ -296,12 +298,12 @@ def _read_csv(path: Path, label_column: int, key: str):
     try:
         table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
     except ValueError as exc:
-        raise DataFileError(key, f"{path}: is not a CSV table of numbers ({_line(exc)})") from None
+        raise DataFileError(key, f"{shown}: is not a CSV table of numbers ({_line(exc)})") from None
     if table.shape[0] == 0:
-        raise DataFileError(key, f"{path}: has no rows")
+        raise DataFileError(key, f"{shown}: has no rows")
     cols = table.shape[1]
     if not -cols <= label_column < cols or cols < 2:
-        raise DataFileError("label_column", f"{path}: has {cols} columns, so the label column must be in "
+        raise DataFileError("label_column", f"{shown}: has {cols} columns, so the label column must be in "
                                             f"{-cols}..{cols - 1} and at least one other column is an input; "
                                             f"got {label_column}")
     c = label_column % cols
