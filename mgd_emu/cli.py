@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 
 from .errors import describe, exit_status, report, signal_name  # noqa: E402
 from .safe_io import OutputError, check_writable  # noqa: E402
+from .saturation import saturation_warning  # noqa: E402
 
 if TYPE_CHECKING:  # spec is imported when a command needs it
     from .spec import Chip
@@ -297,6 +298,8 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
         "wall_s": wall, "startup_s": startup,
         "cycles_per_s": emu.cycle / wall if wall > 0 else None,
         "overflow_events": {k: list(v) for k, v in emu.events.items() if v != (0, 0)},
+        "saturation_warning": saturation_warning(emu.events, chip, emu.cycle),
+        "data": {"train": emu.task.train.identity, "test": emu.task.test.identity},
         "trace": str(trace_path) if trace_path else None,
         "checkpoint": str(checkpoint) if checkpoint else None, "resumed_from_cycle": resumed_from,
         "history": history,
@@ -323,6 +326,10 @@ def _print_summary(s: dict, out=sys.stdout) -> None:
     if s["overflow_events"]:
         p("overflow events " + ", ".join(f"{k}: {a} saturated, {b} wrapped"
                                          for k, (a, b) in s["overflow_events"].items()))
+    if s.get("saturation_warning"):
+        p(f"warning         {s['saturation_warning']}")
+    if s.get("data") and s["data"]["train"].startswith("file "):
+        p(f"data            {s['data']['train']}")
     for key, label in (("trace", "trace"), ("plot", "plot"), ("twin_report", "twin")):
         if s.get(key):
             p(f"{label:<16}{s[key]}")
@@ -759,6 +766,11 @@ def _print_study(study, outcome, s, paths, failures, max_rows=40) -> None:
         print(f"{p.label:<{w}}  {int(s['n_ok'][i]):>3}/{len(study.seeds):<3}  {acc:>30}  {reach:>32}")
     if len(points) > max_rows:
         print(f"... {len(points) - max_rows} more points: see the CSV")
+    if "saturation_warning" in ds:
+        warned = int((ds["saturation_warning"].values != "").sum())
+        if warned:
+            print(f"warning         {warned} run(s) saturate a register in 5 % or more of its writes: its format is "
+                  f"too narrow (saturation_warning in the CSV; docs/scaling.md)")
     print()
     for path in paths:
         print(f"results         {path}")

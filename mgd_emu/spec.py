@@ -163,7 +163,7 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
         Key("offset_sigma", "float", 0.0, "static device variation: each neuron's input offset is N(0, offset_sigma)", lo=0.0, hi=1e3),
     )),
     "task": ("What the chip learns; further keys are the task's parameters.", (
-        Key("name", "str", "parity", "the dataset", ("parity", "nist7x7", "digits", "random")),
+        Key("name", "str", "parity", "the dataset", ("parity", "nist7x7", "digits", "random", "file")),
     )),
     "trace": ("Registers recorded during a run (see traces/README.md); the command line's --probe adds more.", (
         Key("probes", "probes", [], 'probes, each "NAME[INDEX] every=K window=START:STOP" (index and options optional), e.g. "layer0.weight[0:4, :] every=10"'),
@@ -703,7 +703,7 @@ def _check_task(source, resolved_task, given):
 
 def _task_allowed(typ, rng) -> str:
     if typ is str:
-        return "one of " + ", ".join(map(str, rng))
+        return "a string" if rng is None else "one of " + ", ".join(map(str, rng))
     kind = {int: "an integer", float: "a number", bool: "true or false"}[typ]
     return f"{kind} in [{rng[0]}, {rng[1]}]" if isinstance(rng, tuple) else kind
 
@@ -764,7 +764,15 @@ def _check_consistency(source: str, chip: Chip) -> None:
     if 0 < chip.trace.window_stop <= chip.trace.window_start:
         raise ChipError(source, "trace.window_stop", f"must be 0 (the end) or greater than trace.window_start = {chip.trace.window_start}")
     from .tasks import task_shape
-    n_in, n_out = task_shape(chip.task.name, chip.task_params())
+    if chip.task.name == "file":
+        from .datafile import DataFileError, check_input_range
+        try:
+            n_in, n_out = task_shape(chip.task.name, chip.task_params())
+            check_input_range(chip)
+        except DataFileError as exc:
+            raise ChipError(source, f"task.{exc.key}", exc.message) from None
+    else:
+        n_in, n_out = task_shape(chip.task.name, chip.task_params())
     sizes = chip.layer_sizes
     if (sizes[0], sizes[-1]) != (n_in, n_out):
         raise ChipError(source, "network.layers",

@@ -26,6 +26,11 @@ Tasks (parameters in :data:`TASKS`):
              random labels among ``outputs`` classes (one output: 0/1), from
              ``np.random.default_rng(seed)``: a task of any size, for
              benchmarking wide chips.  Train and test are the same dataset.
+``file``     the user's own data from an NPZ, HDF5 or CSV file (see
+             :mod:`mgd_emu.datafile` and docs/datasets.md): inputs times
+             ``scale``, integer labels (one-hot outputs) or real targets, a
+             test set given in the file or in ``test_path``, or split off by
+             ``split_seed``.  The identity carries the path and the data digest.
 """
 from __future__ import annotations
 
@@ -93,9 +98,23 @@ TASKS = {
 }
 
 
+def _file_params():
+    from .datafile import FILE_PARAMS
+
+    return FILE_PARAMS
+
+
+TASKS["file"] = _file_params()
+
+
 def task_shape(name: str, params: dict) -> tuple[int, int]:
     """(inputs, outputs) of a task, without building its data."""
     full = {k: params.get(k, spec[1]) for k, spec in TASKS[name].items()}
+    if name == "file":
+        from .datafile import load_file_task
+
+        t = load_file_task(full)
+        return t.n_in, t.n_out
     return {"parity": lambda: (int(full["bits"]), 1), "nist7x7": lambda: (49, 4),
             "digits": lambda: (64, int(full["classes"])),
             "random": lambda: (int(full["inputs"]), int(full["outputs"]))}[name]()
@@ -193,7 +212,13 @@ def _copy(ds: Dataset) -> Dataset:
 # -------------------------------------------------------------- make_task
 
 def _check(name: str, key: str, value, spec) -> None:
-    typ, _default, (lo, hi), _doc = spec
+    typ, _default, allowed, _doc = spec
+    if typ is str:
+        if not isinstance(value, str) or (allowed is not None and value not in allowed):
+            what = f"one of {', '.join(allowed)}" if allowed is not None else "a string"
+            raise ValueError(f"task {name}: parameter {key!r} must be {what}, got {value!r}")
+        return
+    lo, hi = allowed
     if typ is int:
         ok = isinstance(value, numbers.Integral)
         kind = "an integer"
@@ -222,6 +247,11 @@ def make_task(name: str, **params) -> Task:
         return _parity(int(full["bits"]))
     if name == "nist7x7":
         return _nist7x7(float(full["noise"]), int(full["seed"]))
+    if name == "file":
+        from .datafile import load_file_task
+
+        t = load_file_task(full)
+        return Task(t.name, _copy(t.train), _copy(t.test), t.n_in, t.n_out)
     if name == "random":
         return _random(int(full["inputs"]), int(full["outputs"]), int(full["samples"]), int(full["seed"]))
     t = _digits(float(full["test_fraction"]), int(full["split_seed"]), int(full["classes"]))

@@ -142,7 +142,13 @@ def test_a_chip_path_resolves_beside_the_study_file_then_in_the_working_director
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.toml")), ids=lambda p: p.name)
-def test_every_shipped_study_loads_and_the_chip_accepts_every_point(path):
+def test_every_shipped_study_loads_and_the_chip_accepts_every_point(path, tmp_path, monkeypatch):
+    # studies on user data (scaling_mnist) read data/mnist.npz: a stand-in of MNIST's shape
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data" / "mnist.npz", x=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+             y=np.arange(20) % 10, x_test=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8), y_test=np.arange(10))
     study = load_study(path)
     assert study.description and study.n_runs >= 10
     for point in study.points():

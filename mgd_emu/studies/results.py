@@ -71,6 +71,7 @@ def to_dataset(study: Study, records: dict):
     error = np.full(run_shape, "", dtype=object)
     ids = np.full(run_shape, "", dtype=object)
     worker = np.full(run_shape, "", dtype=object)
+    warning = np.full(run_shape, "", dtype=object)
     n_params = np.full(shape, -1, dtype=np.int64)
     hashes = np.full(shape, "", dtype=object)
     eval_index = {c: i for i, c in enumerate(evals)}
@@ -83,6 +84,7 @@ def to_dataset(study: Study, records: dict):
             if rec is None:
                 continue
             status[at] = rec["status"]
+            warning[at] = rec.get("saturation_warning") or ""
             error[at] = rec.get("error") or ""
             worker[at] = rec.get("worker") or ""
             if rec["status"] != "ok":
@@ -123,6 +125,8 @@ def to_dataset(study: Study, records: dict):
         "error": (run_dims, error.astype(str), {"long_name": "why a run failed, one line"}),
         "run_id": (run_dims, ids.astype(str), {"long_name": "the run's id in the journal"}),
         "worker": (run_dims, worker.astype(str), {"long_name": "host:pid that ran it"}),
+        "saturation_warning": (run_dims, warning.astype(str),
+                               {"long_name": "registers saturating in >= 5 % of their writes, one line; empty: none"}),
         "n_parameters": (tuple(dims), n_params, {"long_name": "trainable parameters of the point's chip; "
                                                  "-1: no run of it succeeded"}),
         "chip_hash": (tuple(dims), hashes.astype(str), {"long_name": "sha256 (first 16 hex) of the point's "
@@ -184,10 +188,10 @@ def write_csv(ds, f) -> None:
     w = csv.writer(f)
     w.writerow([*keys, "seed", "status", "n_parameters", "final_accuracy", "final_cost", "cycles_run",
                 "chip_time_s", *(f"cycles_to_{t:g}" for t in targets), "wall_s", "cycles_per_s",
-                "saturations", "wraps", "run_id", "error"])
+                "saturations", "wraps", "run_id", "error", "saturation_warning"])
     dims = [d["name"] for d in study["dimensions"]]
-    v = {name: ds[name].values for name in ("status", "error", "run_id", "final_accuracy", "final_cost",
-                                            "cycles_run", "chip_time_s", "wall_s", "cycles_per_s",
+    v = {name: ds[name].values for name in ("status", "error", "run_id", "saturation_warning", "final_accuracy",
+                                            "final_cost", "cycles_run", "chip_time_s", "wall_s", "cycles_per_s",
                                             "cycles_to_target", "n_parameters")}
     sat, wrap = ds["saturations"].values.sum(axis=-1), ds["wraps"].values.sum(axis=-1)
     seeds = ds["seed"].values
@@ -201,7 +205,7 @@ def write_csv(ds, f) -> None:
                     num("final_accuracy"), num("final_cost"), num("cycles_run"), num("chip_time_s"),
                     *(_cell(float(c)) for c in v["cycles_to_target"][idx]), num("wall_s"), num("cycles_per_s"),
                     _cell(float(sat[idx])) if ok else "", _cell(float(wrap[idx])) if ok else "",
-                    v["run_id"][idx], v["error"][idx]])
+                    v["run_id"][idx], v["error"][idx], v["saturation_warning"][idx]])
 
 
 def _cell(v):

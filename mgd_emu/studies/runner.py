@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
+from ..saturation import saturation_warning
 from ..spec import ChipError, loads_chip
 from .spec import Point, Study, StudyError
 
@@ -69,14 +70,16 @@ def execute(task: dict) -> dict:
     rec.update(kind="run", worker=f"{socket.gethostname()}:{os.getpid()}", mgd_emu_version=__version__)
     t0 = time.perf_counter()
     try:
+        from ..baseline import Backprop
         from ..engine import Emulator
 
         chip = loads_chip(task["chip"], task["source"])
+        backprop = task.get("trainer") == "backprop"
         ck, ck_every = task.get("checkpoint"), task.get("checkpoint_every")
         emu, at, cost, acc = _resume(ck, chip, task["seed"]) if ck else (None, [], [], [])
         rec["resumed_from_cycle"] = emu.cycle if emu is not None else None
         if emu is None:
-            emu = Emulator(chip, task["seed"])
+            emu = (Backprop if backprop else Emulator)(chip, task["seed"])
         _compile(emu)
         startup = time.perf_counter() - t0
         cycles, every, stop_at = task["cycles"], task["eval_every"], task["stop_at"]
@@ -93,10 +96,13 @@ def execute(task: dict) -> dict:
         hz = chip.timing.clock_hz
         reached = {str(t): reached_cycle(at, acc, t) for t in task["targets"]}
         rec.update(
-            status="ok", error=None, n_parameters=chip.n_parameters, chip_hash=chip_hash(chip),
+            status="ok", error=None, trainer=task.get("trainer", "mgd"), n_parameters=chip.n_parameters,
+            chip_hash=chip_hash(chip),
             cycles=emu.cycle, chip_time_s=emu.chip_time, clock_hz=hz,
             eval_cycles=at, cost=cost, accuracy=acc, final_cost=cost[-1], final_accuracy=acc[-1],
             reached=reached, events={k: list(v) for k, v in emu.events.items()},
+            saturation_warning=saturation_warning(emu.events, chip, emu.cycle),
+            data=[emu.task.train.identity, emu.task.test.identity],
             wall_s=wall, startup_s=startup,
             cycles_per_s=(emu.cycle - (rec["resumed_from_cycle"] or 0)) / wall if wall > 0 else None)
         if ck:
@@ -300,12 +306,14 @@ def plan(study: Study, done: set[str], checkpoints: Path | None = None):
                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             continue
         toml = chip.to_toml()
+        backprop = point.trainer == "backprop"   # the baseline: nothing to compile, nothing to checkpoint
         for seed, rid in todo:
             tasks.append({"run_id": rid, "index": list(point.index), "values": point.values, "seed": seed,
-                          "chip": toml, "source": f"{study.chip_path} [{point.label}]",
-                          "structure": structure_key(chip), "cycles": study.cycles,
+                          "chip": toml, "source": f"{study.chip_path} [{point.label}]", "trainer": point.trainer,
+                          "structure": None if backprop else structure_key(chip), "cycles": study.cycles,
                           "eval_every": study.eval_every, "stop_at": study.stop_at, "targets": study.targets,
-                          "checkpoint": str(checkpoints / rid) if checkpoints and study.checkpoint_every else None,
+                          "checkpoint": str(checkpoints / rid) if checkpoints and study.checkpoint_every
+                          and not backprop else None,
                           "checkpoint_every": study.checkpoint_every})
     return tasks, refused, skipped
 
@@ -504,7 +512,8 @@ def _warm_up(client, tasks) -> None:
     the on-disk kernel cache) before the runs fan out."""
     first = {}
     for task in tasks:
-        first.setdefault(task["structure"], task)
+        if task["structure"] is not None:
+            first.setdefault(task["structure"], task)
     hosts = {}
     for addr, info in client.scheduler_info()["workers"].items():
         hosts.setdefault(info.get("host", addr), addr)

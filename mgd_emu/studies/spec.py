@@ -42,6 +42,10 @@ from .. import spec as chip_spec
 from ..spec import FORMAT_CLASSES, FORMAT_KEYS, SCHEMA, Chip, ChipError, load_chip, parse_override, toml_literal
 
 HW_MODELS = Path(__file__).resolve().parents[2] / "hw_models"
+# Study keys that may sit in [grid] or a [zip] group beside chip keys, but are
+# not chip keys: they choose how a point is trained, not what the chip is.
+TRAINER = "trainer"
+TRAINERS = ("mgd", "backprop")
 SECTIONS = ("study", "set", "grid", "zip")
 MAX_SEED = 2**63 - 1
 
@@ -96,6 +100,11 @@ class Point:
     values: dict
 
     @property
+    def trainer(self) -> str:
+        """"mgd" (the chip trains itself) or "backprop" (the baseline, mgd_emu.baseline)."""
+        return self.values.get(TRAINER, "mgd")
+
+    @property
     def label(self) -> str:
         return ", ".join(f"{k}={toml_literal(v)}" for k, v in self.values.items()) or "base chip"
 
@@ -145,7 +154,8 @@ class Study:
 
     def point_chip(self, point: Point) -> Chip:
         """The chip of a grid point; ChipError when it refuses the values."""
-        return self.chip.replace(point.values) if point.values else self.chip
+        values = {k: v for k, v in point.values.items() if k != TRAINER}
+        return self.chip.replace(values) if values else self.chip
 
     def to_dict(self) -> dict:
         """The resolved description (what a journal records)."""
@@ -298,6 +308,14 @@ def chip_key_problem(key: str) -> str | None:
     return None
 
 
+def _trainer_problem(values) -> str | None:
+    """Why `values` are not a list of trainers (None: they are)."""
+    if isinstance(values, list) and all(isinstance(v, str) and v in TRAINERS for v in values):
+        return None
+    return (f"must be a list of trainers, each {' or '.join(map(repr, TRAINERS))} (mgd: the chip trains "
+            f"itself; backprop: the exact-gradient baseline on the same network), got {values!r}")
+
+
 def _hint(word, allowed) -> str:
     close = difflib.get_close_matches(str(word), list(allowed), n=1)
     return (f"; did you mean '{close[0]}'?" if close else "") + f" (allowed: {', '.join(allowed)})"
@@ -378,6 +396,9 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
 
     fixed = _flatten(raw.get("set", {}))
     for key in fixed:
+        if key == TRAINER:
+            raise err(f"set.{key}", f"is chosen per grid point: put it in [grid] or a [zip] group, "
+                      f"e.g. [grid] trainer = [\"mgd\", \"backprop\"]")
         problem = chip_key_problem(key)
         if problem:
             raise err(f"set.{key}", problem)
@@ -385,7 +406,7 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
     seen: dict[str, str] = {f"{k}": "set" for k in fixed}
     for key, values in _flatten(raw.get("grid", {})).items():
         where = f"grid.{key}"
-        problem = chip_key_problem(key)
+        problem = _trainer_problem(values) if key == TRAINER else chip_key_problem(key)
         if problem:
             raise err(where, problem)
         _check_values(err, where, values)
@@ -406,7 +427,7 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
         n = None
         for key, values in flat.items():
             where = f"zip.{group}.{key}"
-            problem = chip_key_problem(key)
+            problem = _trainer_problem(values) if key == TRAINER else chip_key_problem(key)
             if problem:
                 raise err(where, problem)
             _check_values(err, where, values, unique=False)
