@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings, strategies as hs
 
 from mgd_emu import loads_chip
 from mgd_emu.blocks import layout as L
@@ -221,9 +221,9 @@ def _fixed(int_bits, frac_bits, signed=True):
     return f'{{ kind = "fixed", signed = {str(signed).lower()}, int_bits = {int_bits}, frac_bits = {frac_bits} }}'
 
 
-def _mac_chip(fan_in, w, a, p, mode="weight"):
+def _mac_chip(fan_in, w, a, p, mode="weight", input_format=None):
     """A chip whose first layer has `fan_in` inputs and the given (int_bits,
-    frac_bits) weight, input and perturbation formats."""
+    frac_bits) weight, input (and activation) and perturbation formats."""
     return loads_chip(f"""
 [network]
 layers = [{fan_in}, 2, 1]
@@ -237,7 +237,7 @@ inputs = {fan_in}
 outputs = 1
 [formats]
 weight = {_fixed(*w)}
-input = {_fixed(*a, signed=False)}
+input = {input_format or _fixed(*a, signed=False)}
 activation = {_fixed(*a, signed=False)}
 perturbation = {_fixed(*p)}
 """)
@@ -252,10 +252,13 @@ def test_a_layer_sums_exactly_only_with_fixed_formats_and_room_below_2_to_the_53
     assert exact_mac(_mac_chip(4096, (2, 5), (1, 29), (0, 7)), 0)
     # ... one more input bit: 54 > 53
     assert not exact_mac(_mac_chip(4096, (2, 5), (1, 30), (0, 7)), 0)
+    # the first layer reads the input format, the next the activation format
+    float_input = _mac_chip(64, (2, 5), (1, 7), (0, 7), input_format='{ kind = "float" }')
+    assert [exact_mac(float_input, 0), exact_mac(float_input, 1)] == [False, True]
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.data())
+@given(hs.data())
 def test_an_exact_multiply_accumulate_equals_integer_arithmetic_in_any_order(data):
     """Where chipmap.exact_mac holds, mac_exact (eight accumulators) gives the
     exact sum of the integer codes, so the sequential float sum, which it
@@ -263,16 +266,16 @@ def test_an_exact_multiply_accumulate_equals_integer_arithmetic_in_any_order(dat
     from mgd_emu.blocks.neuron import mac_exact
     from mgd_emu.chipmap import exact_mac
 
-    fan_in = data.draw(st.integers(1, 40))
-    wf, af, pf = (data.draw(st.integers(0, 12)) for _ in range(3))
-    wi = data.draw(st.integers(0, 6))
-    ai, pi = (data.draw(st.integers(1, 6)) for _ in range(2))   # room for a code of 1
-    perturbed = data.draw(st.booleans())
+    fan_in = data.draw(hs.integers(1, 40))
+    wf, af, pf = (data.draw(hs.integers(0, 24)) for _ in range(3))   # sums up to and past 2**53
+    wi = data.draw(hs.integers(0, 6))
+    ai, pi = (data.draw(hs.integers(1, 6)) for _ in range(2))   # room for a code of 1
+    perturbed = data.draw(hs.booleans())
     chip = _mac_chip(fan_in, (wi, wf), (ai, af), (pi, pf), "weight" if perturbed else "node")
     if not exact_mac(chip, 0):
         return
-    codes = lambda lo, hi: np.array(data.draw(st.lists(st.integers(lo, hi), min_size=fan_in, max_size=fan_in)))
-    extreme = data.draw(st.booleans())   # every code at the end of its range: the largest sums
+    codes = lambda lo, hi: np.array(data.draw(hs.lists(hs.integers(lo, hi), min_size=fan_in, max_size=fan_in)))
+    extreme = data.draw(hs.booleans())   # every code at the end of its range: the largest sums
     w_c = np.full(fan_in, -2 ** (wi + wf)) if extreme else codes(-2 ** (wi + wf), 2 ** (wi + wf) - 1)
     p_c = np.full(fan_in, -2 ** (pi + pf)) if extreme else codes(-2 ** (pi + pf), 2 ** (pi + pf) - 1)
     a_c = np.full(fan_in, 2 ** (ai + af) - 1) if extreme else codes(0, 2 ** (ai + af) - 1)
