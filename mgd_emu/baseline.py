@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from .plan import build_plan
-from .reference import ACTIVATIONS, _activation, _cost_gradient, xorshift64star
+from .reference import ACTIVATIONS, _activation, _cost_gradient, shuffle_order
 from .spec import Chip
 from .tasks import make_task
 
@@ -72,12 +72,8 @@ class Backprop:
 
     # ------------------------------------------------------------ sampling
     def _shuffle(self, order: list) -> list:
-        """The next epoch's order: Fisher-Yates of the previous one, as the chip's sampler does it."""
-        order = list(order)
-        for i in range(len(order) - 1, 0, -1):
-            self._rng, word = xorshift64star(self._rng)
-            j = word % (i + 1)
-            order[i], order[j] = order[j], order[i]
+        """The next epoch's order, as the chip's sampler draws it."""
+        self._rng, order = shuffle_order(self._rng, order)
         return order
 
     @property

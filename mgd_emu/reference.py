@@ -266,6 +266,17 @@ def check_supported(chip: Chip) -> None:
         raise ValueError(f"the reference models noiseless chips only (noise.{noisy[0]} is nonzero)")
 
 
+def shuffle_order(rng: int, order: list) -> tuple[int, list]:
+    """(generator state, the next epoch's order): Fisher-Yates of `order`
+    driven by the chip sampler's xorshift64* state `rng`, as the sampler does it."""
+    order = list(order)
+    for i in range(len(order) - 1, 0, -1):
+        rng, word = xorshift64star(rng)
+        j = word % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    return rng, order
+
+
 class Reference:
     """Textbook MGD for a zero-latency, noiseless chip; one step per cycle."""
 
@@ -324,11 +335,7 @@ class Reference:
     # ------------------------------------------------------------ generators
     def _shuffle(self, order: list) -> list:
         """A new epoch's order: Fisher-Yates of the previous one by the sampler's xorshift64*."""
-        order = list(order)
-        for i in range(len(order) - 1, 0, -1):
-            self._rng, word = xorshift64star(self._rng)
-            j = word % (i + 1)
-            order[i], order[j] = order[j], order[i]
+        self._rng, order = shuffle_order(self._rng, order)
         return order
 
     def _code(self, c: int) -> np.ndarray:
