@@ -239,6 +239,19 @@ def _sol_int(n_cycles, sizes, theta, G, gen, X, Y, node, tau_theta, eta, lut, ac
 
 
 @njit(inline="always")
+def mse_both_paths(act, act0, Y, s, out, n_out):
+    """The MSE of the perturbed and of the unperturbed outputs against Y[s]."""
+    c = 0.0
+    c0 = 0.0
+    for j in range(n_out):
+        d = act[out + j] - Y[s, j]
+        d0 = act0[out + j] - Y[s, j]
+        c += d * d
+        c0 += d0 * d0
+    return c / n_out, c0 / n_out
+
+
+@njit(inline="always")
 def sign_float(s):
     """+1.0 or -1.0 from a generator state's top bit, without a branch."""
     return float(np.int32(s >> np.uint32(31)) * np.int32(2) - np.int32(1))
@@ -362,15 +375,8 @@ def _sol_float(n_cycles, sizes, theta, G, gen, X, Y, node, tau_theta, eta, ampli
             w_off = b_off + fan_out
             n_off += fan_out
         out = n_off - n_out
-        c = 0.0
-        c0 = 0.0
-        for j in range(n_out):
-            d = a_cur[out + j] - Y[s, j]
-            d0 = act0[out + j] - Y[s, j]
-            c += d * d
-            c0 += d0 * d0
-        change = (c - c0) / n_out
-        cost = c / n_out
+        cost, cost0 = mse_both_paths(a_cur, act0, Y, s, out, n_out)
+        change = cost - cost0
         if node:
             for n in range(e.shape[0]):
                 e[n] = change * amplitude * sign_float(gen[n])
@@ -557,15 +563,8 @@ def _sol(n_cycles, sizes, theta, G, lfsr, X, Y, mode, amplitude, kappa, eta, tau
             n_off += fan_out
         # ---- cost unit, dual path
         out = n_off - n_out
-        c = 0.0
-        c0 = 0.0
-        for j in range(n_out):
-            d = act[out + j] - Y[s, j]
-            d0 = act0[out + j] - Y[s, j]
-            c += d * d
-            c0 += d0 * d0
-        change = (c - c0) / n_out
-        last_cost = c / n_out
+        last_cost, cost0 = mse_both_paths(act, act0, Y, s, out, n_out)
+        change = last_cost - cost0
         update = (cycle + 1) % tau_theta == 0
         # ---- synapses: correlate, integrate, update (amortised)
         w_off = 0

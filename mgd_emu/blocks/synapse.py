@@ -288,6 +288,19 @@ def general_synapses(correlator, integrator, updater):
     argument would make the cycle kernel uncacheable)."""
 
     @njit(_nrt=False, inline="always")
+    def update(syn, i, step, optimizer, cfg, fc_p, fc_v, events, p_row, v_row):
+        """theta_i <- q_p(updater(theta_i, step) + noise), the step through the
+        velocity register first under momentum."""
+        if optimizer == OPT_MOMENTUM:
+            syn.V[i] = store_fc(cfg.gamma * syn.V[i] + step, fc_v, syn.sr_v, i, events, v_row)
+            step = syn.V[i]
+        new = updater(syn.theta[i], step, cfg.eta)
+        if cfg.weight_sigma != 0.0:
+            syn.noise[0], xi = gaussian(syn.noise[0])
+            new += cfg.weight_sigma * xi
+        syn.theta[i] = store_fc(new, fc_p, syn.sr_theta, i, events, p_row)
+
+    @njit(_nrt=False, inline="always")
     def integrate_and_update(syn, i, is_bias, layer, e, w, kinds, cfg, fcs, events):
         """Integrator G and updater for parameter i, given its correlation e;
         each rule's result is written through its register's format.
@@ -295,7 +308,7 @@ def general_synapses(correlator, integrator, updater):
         integrator, velocity) formats (fixedpoint.format_constants)."""
         kind, optimizer = kinds
         fc_w, fc_b, fc_g, fc_v = fcs
-        theta, G, V = syn.theta, syn.G, syn.V
+        G = syn.G
         base = E_PER_LAYER * layer
         fc_p, p_row = (fc_b, base + E_BIAS) if is_bias else (fc_w, base + E_WEIGHT)
         g_row = base + (E_B_INTEG if is_bias else E_W_INTEG)
@@ -304,28 +317,12 @@ def general_synapses(correlator, integrator, updater):
             s = store_fc(integrator(G[i], e, cfg.beta, cfg.lam), fc_g, syn.sr_g, i, events, g_row) \
                 if w.valid else G[i]
             if w.update_edge:
-                step = cfg.eta * s
-                if optimizer == OPT_MOMENTUM:
-                    V[i] = store_fc(cfg.gamma * V[i] + step, fc_v, syn.sr_v, i, events, v_row)
-                    step = V[i]
-                new = updater(theta[i], step, cfg.eta)
-                if cfg.weight_sigma != 0.0:
-                    syn.noise[0], xi = gaussian(syn.noise[0])
-                    new += cfg.weight_sigma * xi
-                theta[i] = store_fc(new, fc_p, syn.sr_theta, i, events, p_row)
+                update(syn, i, cfg.eta * s, optimizer, cfg, fc_p, fc_v, events, p_row, v_row)
                 G[i] = 0.0
             else:
                 G[i] = s
         else:
-            step = cfg.eta * G[i]
-            if optimizer == OPT_MOMENTUM:
-                V[i] = store_fc(cfg.gamma * V[i] + step, fc_v, syn.sr_v, i, events, v_row)
-                step = V[i]
-            new = updater(theta[i], step, cfg.eta)
-            if cfg.weight_sigma != 0.0:
-                syn.noise[0], xi = gaussian(syn.noise[0])
-                new += cfg.weight_sigma * xi
-            theta[i] = store_fc(new, fc_p, syn.sr_theta, i, events, p_row)
+            update(syn, i, cfg.eta * G[i], optimizer, cfg, fc_p, fc_v, events, p_row, v_row)
             G[i] = store_fc(integrator(G[i], e, cfg.beta, cfg.lam), fc_g, syn.sr_g, i, events, g_row)
 
     @njit(_nrt=False)

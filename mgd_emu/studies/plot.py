@@ -147,10 +147,17 @@ def plot_results(ds, out, target: float | None = None) -> Path:
     fig.suptitle(f"{name}: {ds.attrs.get('runs_ok', '?')} of {ds.attrs.get('runs', '?')} runs ok, "
                  f"{n_seeds} seed(s), cap {int(ds.attrs.get('cycles_cap', 0)):,} cycles"
                  + ("" if ds.attrs.get("complete", 1) else "  (incomplete)"), fontsize=11)
+    return save_figure(fig, out, dpi=120)
+
+
+def save_figure(fig, out, dpi: int) -> Path:
+    """Lay `fig` out, write it to `out` (creating its folder) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .plot import _cycles, _labels, _log_labels, fit_slope, grid_dimensions, summarize
+from .plot import _cycles, _labels, _log_labels, fit_slope, grid_dimensions, save_figure, summarize
 
 MIN_POINTS = 3
 
@@ -210,12 +210,7 @@ def plot_scaling(ds, out, targets=None, over: str | None = None, panels: str | N
             ax.legend(fontsize=6, loc="best")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def scaling_markdown(ds, targets=None, over: str | None = None) -> str:
