@@ -15,6 +15,7 @@ them; remove the parent folder to reclaim the space).
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import itertools
 import os
@@ -26,7 +27,7 @@ except ImportError:  # not POSIX: no cross-process lock
     fcntl = None
 
 from llvmlite import binding as llvm
-from numba.core import caching, codegen
+from numba.core import caching, codegen, inline_closurecall, ir
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -116,6 +117,44 @@ def _optimize_inlining_marked(library, *args, **kwargs):
     return _optimize_final_module(library, *args, **kwargs)
 
 
+class _OneMemoPerIR:
+    """The `copy` module as Numba's inliner sees it during one inline.
+
+    To inline a kernel marked `inline="always"`, Numba deep-copies the
+    callee's IR block by block, each block with a memo of its own, so the
+    function's scope (every variable) is copied again for every block:
+    quadratic in the callee's size, and half the compile time of the cycle
+    kernel. Here the blocks of one IR share one memo, as they share one
+    scope: the copy is the same, made once.
+    """
+
+    def __init__(self):
+        self._memo, self._scope, self._copied = {}, None, set()
+
+    def deepcopy(self, x, memo=None):
+        if memo is not None or not isinstance(x, ir.Block):
+            return copy.deepcopy(x, memo)
+        if x.scope is not self._scope or id(x) in self._copied:  # another IR, or another copy
+            self._memo, self._scope, self._copied = {}, x.scope, set()
+        self._copied.add(id(x))
+        return copy.deepcopy(x, self._memo)
+
+    def __getattr__(self, name):
+        return getattr(copy, name)
+
+
+_inline_ir = getattr(inline_closurecall.InlineWorker, "inline_ir", None)
+
+
+def _inline_ir_one_memo(worker, *args, **kwargs):
+    """InlineWorker.inline_ir with _OneMemoPerIR as its `copy`."""
+    inline_closurecall.copy = _OneMemoPerIR()
+    try:
+        return _inline_ir(worker, *args, **kwargs)
+    finally:
+        inline_closurecall.copy = copy
+
+
 class SafeIndexDataCacheFile(caching.IndexDataCacheFile):
     """Numba's index + data cache files, safe for processes that compile at
     once (a study's workers, two runs started together) in our cache folder.
@@ -175,12 +214,15 @@ def install() -> None:
     """Put the locator first for every kernel decorated from now on, make
     cache saves safe across processes, and let inline_into_callers take
     effect (where this Numba has the hook it needs: else kernels are
-    called, slower, and nothing else changes)."""
+    called, slower, and nothing else changes); copy IR once per inline
+    (_OneMemoPerIR)."""
     if KernelCacheLocator not in caching.CacheImpl._locator_classes:
         caching.CacheImpl._locator_classes.insert(0, KernelCacheLocator)
     caching.IndexDataCacheFile = SafeIndexDataCacheFile
     if _optimize_final_module is not None:
         codegen.CPUCodeLibrary._optimize_final_module = _optimize_inlining_marked
+    if _inline_ir is not None and getattr(inline_closurecall, "copy", None) is copy:
+        inline_closurecall.InlineWorker.inline_ir = _inline_ir_one_memo
 
 
 class KeyedFunctionCache(caching.FunctionCache):

@@ -40,6 +40,50 @@ def test_a_marked_kernel_is_compiled_into_its_caller_and_an_unmarked_one_is_call
     assert not any("7_marked" in c for c in callees), "the marked kernel is compiled in"
 
 
+
+def _branchy(x):
+    """A kernel of many blocks and variables (Numba inlines it at its IR level)."""
+    y = 0.0
+    for i in range(x.shape[0]):
+        if x[i] > 1.0:
+            y += x[i]
+        elif x[i] < -1.0:
+            y -= x[i]
+        else:
+            y += 2.0 * x[i]
+    return y
+
+
+_inlined = njit(_nrt=False, inline="always")(_branchy)
+
+
+@njit(_nrt=False)
+def _inlines_twice(x):
+    return _inlined(x) - 0.5 * _inlined(x[::-1])
+
+
+def test_numba_copies_an_inlined_kernels_ir_once_per_inline_and_the_copy_is_whole():
+    from numba.core import inline_closurecall, ir
+    from numba.core.compiler import run_frontend
+    from mgd_emu.kernel_cache import _OneMemoPerIR, _inline_ir_one_memo
+
+    assert inline_closurecall.InlineWorker.inline_ir is _inline_ir_one_memo
+    x = np.array([3.0, -2.0, 0.25, 1.0, -1.5])
+    assert _inlines_twice(x) == _branchy(x) - 0.5 * _branchy(x[::-1])
+
+    source = run_frontend(_branchy)
+    copier = _OneMemoPerIR()
+    first = [copier.deepcopy(b) for b in source.blocks.values()]
+    again = [copier.deepcopy(b) for b in source.blocks.values()]
+    for copies in (first, again):
+        scopes = {id(b.scope) for b in copies}
+        assert len(scopes) == 1 and id(source.blocks[0].scope) not in scopes, "one new scope per copy"
+        assert [str(b) for b in copies] == [str(b) for b in source.blocks.values()]
+    assert first[0].scope is not again[0].scope, "a second copy shares nothing with the first"
+    shared = {id(v) for b in first for v in b.find_insts(ir.Assign)} & \
+        {id(v) for b in again for v in b.find_insts(ir.Assign)}
+    assert not shared
+
 def test_the_package_kernels_are_cached_in_the_folder_named_after_their_sources():
     from mgd_emu.blocks.neuron import neuron_layer
 
