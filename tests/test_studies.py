@@ -388,6 +388,37 @@ def test_a_study_on_the_cluster_is_bit_identical_to_serial(client, tmp_path):
     assert len(workers) == 2 and str(os.getpid()) not in " ".join(workers)
 
 
+
+def test_the_workers_of_a_host_compile_a_structure_once_then_load_it_together(tmp_path, monkeypatch):
+    """warm_on_host: the first worker to take the structure's lock compiles;
+    the rest wait for it, then load from the shared cache."""
+    import mgd_emu.kernel_cache as kc
+    from mgd_emu.studies import runner
+
+    monkeypatch.setattr(kc, "CACHE_DIR", tmp_path)
+    calls, lock = [], threading.Lock()
+
+    def warm(chip_toml, source):
+        start = time.perf_counter()
+        cached = any(tmp_path.glob("warm-*[!k]"))  # a structure's mark (not its lock)
+        time.sleep(0.2)
+        with lock:
+            calls.append((cached, start, time.perf_counter()))
+
+    monkeypatch.setattr(runner, "warm", warm)
+    workers = [threading.Thread(target=runner.warm_on_host, args=("", "", "weight-digital-dual-fast"))
+               for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    compiled = [c for c in calls if not c[0]]
+    loaded = [c for c in calls if c[0]]
+    assert len(compiled) == 1 and len(loaded) == 2
+    assert all(start >= compiled[0][2] for _, start, _ in loaded)
+    runner.warm_on_host("", "", "node-digital-dual-fast")
+    assert len(calls) == 4 and len(list(tmp_path.glob("warm-*[!k]"))) == 2, "another structure has its own mark"
+
 def test_local_cluster_workers_are_processes_with_one_thread_and_numba_on_one_thread(client):
     import numba
 

@@ -166,6 +166,40 @@ def warm(chip_toml: str, source: str) -> float:
     return time.perf_counter() - t0
 
 
+def warm_on_host(chip_toml: str, source: str, structure: str) -> float:
+    """`warm` on every worker, with the compiling done once per host.
+
+    The workers of one host share the on-disk kernel cache. The first to
+    take the structure's lock there compiles what it needs, or loads it when
+    already cached, and marks the structure warm; the others wait for the
+    lock, then load from the cache, all at once. Seconds taken."""
+    from ..kernel_cache import CACHE_DIR
+
+    t0 = time.perf_counter()
+    name = hashlib.sha256(f"{structure} {numba_version()}".encode()).hexdigest()[:16]
+    mark = CACHE_DIR / f"warm-{name}"
+    try:
+        import fcntl
+
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        with open(CACHE_DIR / f"warm-{name}.lock", "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            if not mark.exists():
+                warm(chip_toml, source)
+                mark.touch()
+                return time.perf_counter() - t0
+    except (ImportError, OSError):   # no lock here (not POSIX, or no cache folder): each worker compiles
+        pass
+    warm(chip_toml, source)
+    return time.perf_counter() - t0
+
+
+def numba_version() -> str:
+    import numba
+
+    return numba.__version__
+
+
 def _compile(emu) -> None:
     """Compile (or load) what `emu` runs on without moving it: its warm_up
     where the engine has one, else one cycle and an evaluation of a copy."""
@@ -508,18 +542,16 @@ def local_cluster(workers: int | None = None):
 
 
 def _warm_up(client, tasks) -> None:
-    """Compile each chip structure once per host (workers on one host share
-    the on-disk kernel cache) before the runs fan out."""
+    """Have every worker compile or load each chip structure's kernels before
+    the runs fan out (warm_on_host: compiled once per host)."""
     first = {}
     for task in tasks:
         if task["structure"] is not None:
             first.setdefault(task["structure"], task)
-    hosts = {}
-    for addr, info in client.scheduler_info()["workers"].items():
-        hosts.setdefault(info.get("host", addr), addr)
-    futs = [client.submit(warm, t["chip"], t["source"], workers=[addr], allow_other_workers=True, pure=False,
-                          key=f"mgd-warm-{s}-{uuid.uuid4().hex[:8]}")
-            for s, t in first.items() for addr in hosts.values()]
+    workers = list(client.scheduler_info()["workers"])
+    futs = [client.submit(warm_on_host, t["chip"], t["source"], s, workers=[addr], allow_other_workers=True,
+                          pure=False, key=f"mgd-warm-{s}-{uuid.uuid4().hex[:8]}")
+            for s, t in first.items() for addr in workers]
     for f in futs:
         try:
             f.result()
