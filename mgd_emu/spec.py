@@ -487,10 +487,16 @@ def apply_overrides(raw: dict, overrides: Mapping[str, Any], source: str, flag: 
     """Set dotted keys in a raw description (validation happens afterwards).
 
     ``formats.CLASS.kind = "float"`` replaces the whole format table (a float
-    format has no other keys); any other key is set in place.
+    format has no other keys), and ``task.name`` naming another task the
+    whole task table (the old task's keys, such as parity's ``bits``, are
+    not the new one's); any other key is set in place.
     """
     raw = _thaw(raw)
-    for dotted, value in _override_items(overrides, source):
+    items = _override_items(overrides, source)
+    task = raw.get("task")
+    if isinstance(task, dict) and any(k == "task.name" and v != task.get("name") for k, v in items):
+        task.clear()
+    for dotted, value in items:
         parts = dotted.split(".")
         if not dotted or any(not p for p in parts):
             raise ChipError(source, dotted, "not a dotted key such as timing.tau_x",

@@ -316,6 +316,22 @@ def test_a_kind_float_override_replaces_a_fixed_format():
            "formats.weight.frac_bits", 'is kind = "float"')
 
 
+
+def test_a_task_name_override_replaces_the_task_table(tmp_path):
+    """The old task's keys (parity's bits) belong to the old task; the keys
+    set with the new name are checked against the new task."""
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).random((20, 2)), y=np.arange(20) % 2)
+    parity = HW / "xor_8bit.toml"
+    chip = load_chip(parity, {"task.name": "file", "task.path": str(tmp_path / "d.npz"),
+                              "network.layers": [2, 2, 2]})
+    assert chip.task.name == "file" and "bits" not in chip.to_dict()["task"]
+    assert load_chip(parity, {"task.name": "parity", "task.bits": 3, "network.layers": [3, 3, 1]}).task.bits == 3
+    with pytest.raises(ChipError, match="--set task.bits=2: unknown key"):
+        load_chip(parity, {"task.name": "file", "task.path": str(tmp_path / "d.npz"), "task.bits": 2})
+    assert load_chip(parity, {"task.name": "parity"}).task.bits == 2, "the same name keeps the table"
+
 def test_a_kind_fixed_override_keeps_the_other_keys():
     chip = loads_chip("", overrides={"formats.weight.kind": "fixed", "formats.weight.int_bits": 1,
                                      "formats.weight.frac_bits": 6})
