@@ -204,6 +204,30 @@ def cmd_chips(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    from .kernel_cache import CACHE_DIR, cache_folders, cache_root, prune_other_versions
+
+    def mb(n):
+        return f"{n / 1e6:,.1f} MB"
+
+    folders = cache_folders()
+    mine = sum(size for p, size in folders if p == CACHE_DIR)
+    others = [(p, size) for p, size in folders if p != CACHE_DIR]
+    print(f"compiled-kernel cache: {cache_root()} ($MGD_EMU_CACHE_DIR moves it)")
+    print(f"  this version    {CACHE_DIR.name}  {mb(mine)}")
+    if args.prune:
+        try:
+            n, freed = prune_other_versions()
+        except OSError as exc:
+            report(f"cannot delete {exc.filename}: {exc.strerror}")
+            return 1
+        print(f"  deleted {n} folder{'s' * (n != 1)} of other versions, {mb(freed)}")
+    else:
+        print(f"  other versions  {len(others)} folder{'s' * (len(others) != 1)}  "
+              f"{mb(sum(size for _, size in others))}" + ("  (`mgd-emu cache --prune` deletes them)" if others else ""))
+    return 0
+
+
 def cmd_show(args) -> int:
     chip = _load(args)
     if not args.registers:
@@ -815,6 +839,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("chips", help="list the shipped chip descriptions",
                        description="List the chip descriptions shipped in hw_models/.")
     s.set_defaults(func=cmd_chips)
+
+    s = sub.add_parser("cache", help="where compiled kernels are cached, and their size",
+                       description="Show the compiled-kernel cache: this version's folder and those "
+                       "of other source versions (each edit of the package's kernels starts a new "
+                       "folder); --prune deletes the other versions' folders.")
+    s.add_argument("--prune", action="store_true", help="delete the kernel folders of other source versions")
+    s.set_defaults(func=cmd_cache)
 
     s = sub.add_parser("show", help="print a chip's fully resolved description (TOML)",
                        description="Print a chip's fully resolved description, or its registers.")

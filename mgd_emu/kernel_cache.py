@@ -9,8 +9,9 @@ depends on the edit is compiled anew, with nothing to delete by hand.
 
 The folder is `$MGD_EMU_CACHE_DIR`, else `$NUMBA_CACHE_DIR/mgd-emu`, else
 `$XDG_CACHE_HOME/mgd-emu` (default ~/.cache/mgd-emu), then `kernels-<hash>`.
-Folders of other source versions are left alone (`mgd-emu` never deletes
-them; remove the parent folder to reclaim the space).
+Folders of other source versions stay until `mgd-emu cache --prune`
+deletes them (`mgd-emu cache` shows their size); a run never deletes any,
+since other checkouts may share the cache.
 """
 from __future__ import annotations
 
@@ -54,6 +55,33 @@ def cache_root() -> Path:
 
 
 CACHE_DIR = cache_root() / f"kernels-{source_hash()}"
+
+
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def cache_folders() -> list[tuple[Path, int]]:
+    """(folder, bytes) of every source version's kernel folder under
+    cache_root(), this version's first (when it exists)."""
+    root = cache_root()
+    found = sorted(p for p in root.glob("kernels-*") if p.is_dir()) if root.is_dir() else []
+    found.sort(key=lambda p: p != CACHE_DIR)
+    return [(p, _size(p)) for p in found]
+
+
+def prune_other_versions() -> tuple[int, int]:
+    """Delete the kernel folders of every other source version (other
+    checkouts of mgd-emu sharing this cache compile theirs again when next
+    used); (folders, bytes) deleted. Nothing else in the cache is touched."""
+    import shutil
+
+    folders = freed = 0
+    for folder, size in cache_folders():
+        if folder != CACHE_DIR:
+            shutil.rmtree(folder)
+            folders, freed = folders + 1, freed + size
+    return folders, freed
 
 
 class KernelCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):

@@ -153,3 +153,28 @@ def test_a_data_file_that_holds_another_kernel_is_not_loaded(tmp_path, monkeypat
     shutil.copy(tmp_path / "cycle_loop.1.nbc", tmp_path / "cycle_loop.2.nbc")   # B's file now holds A
     assert cf.load("variant A") == "code of A"
     assert cf.load("variant B") is None      # compiled afresh rather than run as A
+
+
+def test_mgd_emu_cache_shows_the_folders_and_prune_deletes_only_other_versions(tmp_path):
+    """Each source version compiles into a folder of its own; `mgd-emu cache
+    --prune` deletes the others' and nothing else."""
+    root = tmp_path / "cache"
+    current = root / f"kernels-{source_hash()}"
+    old = root / "kernels-0123456789abcdef"
+    for folder, size in ((current, 300), (old, 5_000_000)):
+        (folder / "blocks").mkdir(parents=True)
+        (folder / "blocks" / "x.nbc").write_bytes(b"k" * size)
+    (root / "notes.txt").write_text("not a kernel folder")
+    env = {**os.environ, "MGD_EMU_CACHE_DIR": str(root)}
+
+    def cache(*args):
+        done = subprocess.run([sys.executable, "-m", "mgd_emu.cli", "cache", *args], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    shown = cache()
+    assert str(root) in shown and "1 folder  5.0 MB" in shown and old.exists()
+    assert "deleted 1 folder of other versions, 5.0 MB" in cache("--prune")
+    assert not old.exists() and (current / "blocks" / "x.nbc").exists() and (root / "notes.txt").exists()
+    assert "0 folders  0.0 MB" in cache()
