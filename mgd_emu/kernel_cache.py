@@ -174,6 +174,18 @@ class _OneMemoPerIR:
 _inline_ir = getattr(inline_closurecall.InlineWorker, "inline_ir", None)
 
 
+def _numba_copies_blocks_apart() -> bool:
+    """Whether this Numba's inliner still deep-copies a callee's IR block by
+    block, as _OneMemoPerIR assumes (else it is not installed)."""
+    import inspect
+
+    try:
+        code = inspect.getsource(inline_closurecall.InlineWorker.inline_ir)
+    except (OSError, TypeError):
+        return False
+    return "copy.deepcopy(the_ir.blocks[block_label])" in code
+
+
 def _inline_ir_one_memo(worker, *args, **kwargs):
     """InlineWorker.inline_ir with _OneMemoPerIR as its `copy`."""
     inline_closurecall.copy = _OneMemoPerIR()
@@ -249,7 +261,8 @@ def install() -> None:
     caching.IndexDataCacheFile = SafeIndexDataCacheFile
     if _optimize_final_module is not None:
         codegen.CPUCodeLibrary._optimize_final_module = _optimize_inlining_marked
-    if _inline_ir is not None and getattr(inline_closurecall, "copy", None) is copy:
+    if (_inline_ir is not None and getattr(inline_closurecall, "copy", None) is copy
+            and _numba_copies_blocks_apart()):
         inline_closurecall.InlineWorker.inline_ir = _inline_ir_one_memo
 
 

@@ -62,14 +62,19 @@ def _inlines_twice(x):
     return _inlined(x) - 0.5 * _inlined(x[::-1])
 
 
-def test_numba_copies_an_inlined_kernels_ir_once_per_inline_and_the_copy_is_whole():
+def test_numba_copies_an_inlined_kernels_ir_once_per_inline_and_the_copy_is_whole(monkeypatch):
     from numba.core import inline_closurecall, ir
     from numba.core.compiler import run_frontend
     from mgd_emu.kernel_cache import _OneMemoPerIR, _inline_ir_one_memo
 
     assert inline_closurecall.InlineWorker.inline_ir is _inline_ir_one_memo
+    copied = []
+    deepcopy = _OneMemoPerIR.deepcopy
+    monkeypatch.setattr(_OneMemoPerIR, "deepcopy",
+                        lambda self, x, memo=None: copied.append(type(x)) or deepcopy(self, x, memo))
     x = np.array([3.0, -2.0, 0.25, 1.0, -1.5])
     assert _inlines_twice(x) == _branchy(x) - 0.5 * _branchy(x[::-1])
+    assert copied.count(ir.Block) >= 2 * len(run_frontend(_branchy).blocks), "both inlines copied through it"
 
     source = run_frontend(_branchy)
     copier = _OneMemoPerIR()
@@ -80,9 +85,11 @@ def test_numba_copies_an_inlined_kernels_ir_once_per_inline_and_the_copy_is_whol
         assert len(scopes) == 1 and id(source.blocks[0].scope) not in scopes, "one new scope per copy"
         assert [str(b) for b in copies] == [str(b) for b in source.blocks.values()]
     assert first[0].scope is not again[0].scope, "a second copy shares nothing with the first"
-    shared = {id(v) for b in first for v in b.find_insts(ir.Assign)} & \
-        {id(v) for b in again for v in b.find_insts(ir.Assign)}
-    assert not shared
+    def objects(blocks):
+        return {id(o) for b in blocks for st in b.body for o in [st, *st.list_vars()]}
+
+    assert not objects(first) & objects(again), "two copies share no statement or variable"
+    assert not objects(first) & objects(source.blocks.values()), "nor a copy with its source"
 
 def test_the_package_kernels_are_cached_in_the_folder_named_after_their_sources():
     from mgd_emu.blocks.neuron import neuron_layer

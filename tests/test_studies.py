@@ -419,6 +419,24 @@ def test_the_workers_of_a_host_compile_a_structure_once_then_load_it_together(tm
     runner.warm_on_host("", "", "node-digital-dual-fast")
     assert len(calls) == 4 and len(list(tmp_path.glob("warm-*[!k]"))) == 2, "another structure has its own mark"
 
+
+def test_a_structure_that_fails_to_build_fails_its_warm_up_once_under_the_lock(tmp_path, monkeypatch):
+    import mgd_emu.kernel_cache as kc
+    from mgd_emu.studies import runner
+
+    monkeypatch.setattr(kc, "CACHE_DIR", tmp_path)
+    calls = []
+
+    def warm(chip_toml, source):
+        calls.append(any(tmp_path.glob("warm-*[!k]")))
+        raise ValueError("refused")
+
+    monkeypatch.setattr(runner, "warm", warm)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="refused"):
+            runner.warm_on_host("", "", "weight-digital-dual-fast")
+    assert calls == [False, True], "the second worker does not wait to compile it again"
+
 def test_local_cluster_workers_are_processes_with_one_thread_and_numba_on_one_thread(client):
     import numba
 

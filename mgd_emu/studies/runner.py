@@ -182,14 +182,18 @@ def warm_on_host(chip_toml: str, source: str, structure: str) -> float:
         import fcntl
 
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        with open(CACHE_DIR / f"warm-{name}.lock", "a") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            if not mark.exists():
-                warm(chip_toml, source)
-                mark.touch()
-                return time.perf_counter() - t0
+        lock = open(CACHE_DIR / f"warm-{name}.lock", "a")
     except (ImportError, OSError):   # no lock here (not POSIX, or no cache folder): each worker compiles
-        pass
+        warm(chip_toml, source)
+        return time.perf_counter() - t0
+    with lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if not mark.exists():
+            try:
+                warm(chip_toml, source)
+            finally:   # a structure that fails to build fails once here, not once per worker
+                mark.touch()
+            return time.perf_counter() - t0
     warm(chip_toml, source)
     return time.perf_counter() - t0
 
@@ -542,16 +546,26 @@ def local_cluster(workers: int | None = None):
 
 
 def _warm_up(client, tasks) -> None:
-    """Have every worker compile or load each chip structure's kernels before
-    the runs fan out (warm_on_host: compiled once per host)."""
+    """Have each worker compile or load each chip structure's kernels before
+    the runs fan out (warm_on_host: compiled once per host). The tasks are
+    placed on every worker; dask may still move one (a worker that lost
+    its warm-up then loads the kernels in its first run)."""
     first = {}
     for task in tasks:
         if task["structure"] is not None:
             first.setdefault(task["structure"], task)
+    structures = list(first.items())
+    if not structures:
+        return
     workers = list(client.scheduler_info()["workers"])
-    futs = [client.submit(warm_on_host, t["chip"], t["source"], s, workers=[addr], allow_other_workers=True,
-                          pure=False, key=f"mgd-warm-{s}-{uuid.uuid4().hex[:8]}")
-            for s, t in first.items() for addr in workers]
+    futs = []
+    for n, addr in enumerate(workers):
+        # each worker starts with another structure, so that different
+        # structures compile at once rather than one lock after another
+        for s, t in structures[n % len(structures):] + structures[:n % len(structures)]:
+            futs.append(client.submit(warm_on_host, t["chip"], t["source"], s, workers=[addr],
+                                      allow_other_workers=True, pure=False,
+                                      key=f"mgd-warm-{s}-{uuid.uuid4().hex[:8]}"))
     for f in futs:
         try:
             f.result()
