@@ -444,6 +444,8 @@ def test_local_cluster_workers_are_processes_with_one_thread_and_numba_on_one_th
     assert set(client.run(lambda: os.environ.get("NUMBA_NUM_THREADS")).values()) == {"1"}
     assert set(client.run(numba.get_num_threads).values()) == {1}
     assert os.getpid() not in client.run(os.getpid).values()
+    # a worker is sent its next run when the last one ends, not queued a second
+    assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION) == 1.0
 
 
 def test_a_failing_grid_point_is_reported_and_the_rest_complete_with_nonzero_status(client, tmp_path):

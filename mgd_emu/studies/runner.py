@@ -530,9 +530,15 @@ def cores() -> int:
 
 
 def local_cluster(workers: int | None = None):
-    """A LocalCluster of worker processes, one thread each, NUMBA_NUM_THREADS=1."""
+    """A LocalCluster of worker processes, one thread each, NUMBA_NUM_THREADS=1.
+
+    Its scheduler sends a worker its next run only when the last one ends
+    (worker saturation 1.0; dask's default 1.1 queues a second run on each
+    1-thread worker, so at the end of a study a fast worker can sit idle
+    while a slow one still holds a run it has not started)."""
     import logging
 
+    import dask
     from dask.distributed import LocalCluster
 
     n = workers or cores()
@@ -542,8 +548,9 @@ def local_cluster(workers: int | None = None):
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                            silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"})
+        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+            return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"})
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
