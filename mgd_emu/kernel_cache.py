@@ -151,8 +151,8 @@ class _OneMemoPerIR:
     To inline a kernel marked `inline="always"`, Numba deep-copies the
     callee's IR block by block, each block with a memo of its own, so the
     function's scope (every variable) is copied again for every block:
-    quadratic in the callee's size, and half the compile time of the cycle
-    kernel. Here the blocks of one IR share one memo, as they share one
+    quadratic in the callee's size, and a quarter to a third of a fresh
+    start. Here the blocks of one IR share one memo, as they share one
     scope: the copy is the same, made once.
     """
 
