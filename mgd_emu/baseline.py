@@ -34,7 +34,6 @@ from .spec import Chip
 from .tasks import make_task
 
 
-
 def _sigmoid(z):
     with np.errstate(over="ignore"):
         return 1.0 / (1.0 + np.exp(-z))

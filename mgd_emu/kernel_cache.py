@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import itertools
 import os
@@ -174,13 +175,15 @@ class _OneMemoPerIR:
 _inline_ir = getattr(inline_closurecall.InlineWorker, "inline_ir", None)
 
 
+@functools.cache
 def _numba_copies_blocks_apart() -> bool:
     """Whether this Numba's inliner still deep-copies a callee's IR block by
-    block, as _OneMemoPerIR assumes (else it is not installed)."""
+    block, as _OneMemoPerIR assumes (else inlines use Numba's own copy).
+    Asked at the first inline, not at import (it reads Numba's source)."""
     import inspect
 
     try:
-        code = inspect.getsource(inline_closurecall.InlineWorker.inline_ir)
+        code = inspect.getsource(_inline_ir)
     except (OSError, TypeError):
         return False
     return "copy.deepcopy(the_ir.blocks[block_label])" in code
@@ -188,6 +191,8 @@ def _numba_copies_blocks_apart() -> bool:
 
 def _inline_ir_one_memo(worker, *args, **kwargs):
     """InlineWorker.inline_ir with _OneMemoPerIR as its `copy`."""
+    if not _numba_copies_blocks_apart():
+        return _inline_ir(worker, *args, **kwargs)
     inline_closurecall.copy = _OneMemoPerIR()
     try:
         return _inline_ir(worker, *args, **kwargs)
@@ -261,8 +266,7 @@ def install() -> None:
     caching.IndexDataCacheFile = SafeIndexDataCacheFile
     if _optimize_final_module is not None:
         codegen.CPUCodeLibrary._optimize_final_module = _optimize_inlining_marked
-    if (_inline_ir is not None and getattr(inline_closurecall, "copy", None) is copy
-            and _numba_copies_blocks_apart()):
+    if _inline_ir is not None and getattr(inline_closurecall, "copy", None) is copy:
         inline_closurecall.InlineWorker.inline_ir = _inline_ir_one_memo
 
 

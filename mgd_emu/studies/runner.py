@@ -11,6 +11,7 @@ holds a success for and runs the rest; the last record of an id wins.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -178,21 +179,8 @@ def warm_on_host(chip_toml: str, source: str, structure: str) -> float:
     t0 = time.perf_counter()
     name = hashlib.sha256(f"{structure} {numba_version()}".encode()).hexdigest()[:16]
     mark = CACHE_DIR / f"warm-{name}"
-    try:
-        import fcntl
-
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        lock = open(CACHE_DIR / f"warm-{name}.lock", "a")
-    except (ImportError, OSError):   # no lock here (not POSIX, or no cache folder): each worker compiles
-        warm(chip_toml, source)
-        return time.perf_counter() - t0
-    with lock:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        except OSError:   # a file system without locks (some NFS): each worker compiles
-            warm(chip_toml, source)
-            return time.perf_counter() - t0
-        if not mark.exists():
+    with _host_lock(CACHE_DIR / f"warm-{name}.lock") as locked:
+        if locked and not mark.exists():
             try:
                 warm(chip_toml, source)
             finally:   # a structure that fails to build fails once here, not once per worker
@@ -200,6 +188,28 @@ def warm_on_host(chip_toml: str, source: str, structure: str) -> float:
             return time.perf_counter() - t0
     warm(chip_toml, source)
     return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def _host_lock(path: Path):
+    """An exclusive flock on `path` while the block runs; yields whether it
+    is held (False where there is none: not POSIX, no cache folder, or a
+    file system without locks, such as some NFS)."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a")
+    except (ImportError, OSError):
+        yield False
+        return
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        except OSError:
+            yield False
+            return
+        yield True
 
 
 def numba_version() -> str:

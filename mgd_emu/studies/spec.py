@@ -397,8 +397,8 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
     fixed = _flatten(raw.get("set", {}))
     for key in fixed:
         if key == TRAINER:
-            raise err(f"set.{key}", f"is chosen per grid point: put it in [grid] or a [zip] group, "
-                      f"e.g. [grid] trainer = [\"mgd\", \"backprop\"]")
+            raise err(f"set.{key}", "is chosen per grid point: put it in [grid] or a [zip] group, "
+                      'e.g. [grid] trainer = ["mgd", "backprop"]')
         problem = chip_key_problem(key)
         if problem:
             raise err(f"set.{key}", problem)
