@@ -240,18 +240,30 @@ def node_synapses_parallel(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, even
 
 @njit(cache=True, _nrt=False, inline="always")
 def weight_synapse_row(syn, lo, hi, slots, pert, w, cfg, fc_p, fc_g, sto_p, sto_g):
-    """Synapses lo..hi-1 in weight mode: delay line, e_i = C~ p_i(n - d)
-    kappa, and integrate_and_update_fast. Returns the saturations of (G, theta)."""
+    """Synapses lo..hi-1 in weight mode: e_i = C~ p_i(n - d) kappa, and
+    integrate_and_update_fast; then this cycle's gated perturbations enter
+    the delay line. Returns the saturations of (G, theta).
+
+    Written so that the loops vectorise: p_i(n - d) comes from one source
+    row (the perturbations themselves, gated, when d == 0; else the delay
+    line's stage written d cycles ago, read for the whole row before the row
+    writes its stage of this cycle, as each synapse did before it), and the
+    indices are unsigned (a signed index checks for wrap-around)."""
     d, now, then = slots
+    src, scale = (pert, w.gate) if d == 0 else (syn.p_ring[then], 1.0)
+    coef, valid, update_edge, eta = w.bcast, w.valid, w.update_edge, cfg.eta
+    kappa = cfg.kappa
     n_g = 0
     n_p = 0
-    for i in range(lo, hi):
-        p_d = delayed_perturbation(syn.p_ring, i, pert[i] * w.gate, d, now, then)
-        s_g, s_p = integrate_and_update_fast(i, w.bcast * p_d * cfg.kappa, w.valid, w.update_edge,
-                                             cfg.eta, syn.theta, syn.G, syn.sr_theta, syn.sr_g,
+    for i in range(np.uint64(lo), np.uint64(hi)):
+        s_g, s_p = integrate_and_update_fast(i, coef * (src[i] * scale) * kappa, valid, update_edge,
+                                             eta, syn.theta, syn.G, syn.sr_theta, syn.sr_g,
                                              fc_p, fc_g, sto_p, sto_g)
         n_g += s_g
         n_p += s_p
+    if syn.p_ring.shape[0] > 0:
+        for i in range(np.uint64(lo), np.uint64(hi)):
+            syn.p_ring[now, i] = pert[i] * w.gate
     return n_g, n_p
 
 
