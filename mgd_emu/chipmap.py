@@ -31,6 +31,7 @@ from .blocks.prng import derive_seed
 from .blocks.register import REGISTERS as MONITOR, Monitor
 from .blocks.sampler import REGISTERS as SAMPLER, Sampler, load_sample, shuffle
 from .blocks.synapse import REGISTERS as SYNAPSES, Synapses
+from .fixedpoint import ROUND_NEAREST_EVEN, ROUNDINGS
 from .rules import SynapseRules
 from .plan import (STREAM_ACTIVATION_NOISE, STREAM_COST_NOISE, STREAM_ROUNDING,
                    STREAM_WEIGHT_NOISE, build_plan, quantize_const)
@@ -77,6 +78,10 @@ class Variant:
     fast: bool       # the synapses take the branch-free rows (synapse.py)
     parallel: bool   # wide layers may share their neurons among threads
     rules: SynapseRules = SynapseRules()  # the synapse's rules (mgd_emu.rules); built-in by default
+    # The fast rows' rounding modes of (weight, bias, integrator), fixedpoint.ROUND_*: constants of
+    # the kernel, so that a quantisation forms only its own rounding and a generator that never
+    # rounds is not stepped (fast_roundings). () on the general path, which reads them at run time.
+    roundings: tuple = ()
 
     @property
     def name(self) -> str:
@@ -84,6 +89,8 @@ class Variant:
         parts = [inv(MODES, self.mode), inv(INTEGRATORS, self.integrator)]
         parts += [p for p, on in (("dual", self.dual), ("pipelined", self.pipelined), ("fast", self.fast),
                                   ("parallel", self.parallel), ("user-rules", self.rules.custom)) if on]
+        if self.roundings:
+            parts.append("round-" + "".join(ROUNDINGS[r][0] for r in self.roundings))
         return "-".join(parts)
 
 
@@ -176,6 +183,15 @@ def fast_synapses(chip: Chip) -> bool:
             and all(not fmt.is_fixed or fmt.overflow == "saturate" for fmt in (f.weight, f.bias, f.integrator)))
 
 
+def fast_roundings(chip: Chip) -> tuple:
+    """The rounding modes of the (weight, bias, integrator) formats as the
+    fast rows use them (Variant.roundings); a float format's is ignored,
+    and given as nearest-even so that float chips share one variant."""
+    f = chip.formats
+    return tuple(ROUNDINGS.index(fmt.rounding) if fmt.is_fixed else ROUND_NEAREST_EVEN
+                 for fmt in (f.weight, f.bias, f.integrator))
+
+
 def parallel_capable(chip: Chip) -> bool:
     """Only the common node-perturbation chip has a parallel path."""
     return fast_synapses(chip) and chip.perturbation.mode == "node"
@@ -191,9 +207,10 @@ def variant_of(chip: Chip, parallel: bool | None = None, rules: SynapseRules = S
         threads = capable and chip.n_parameters >= PARALLEL_MIN_PARAMS and numba.get_num_threads() > 1
     else:
         threads = capable and bool(parallel)
+    fast = fast_synapses(chip) and not rules.custom
     return Variant(mode=MODES[chip.perturbation.mode], dual=chip.cost.baseline == "dual_path",
                    integrator=INTEGRATORS[chip.integrator.kind], pipelined=bool(chip.timing.layer_pipelining),
-                   fast=fast_synapses(chip) and not rules.custom, parallel=threads, rules=rules)
+                   fast=fast, parallel=threads, rules=rules, roundings=fast_roundings(chip) if fast else ())
 
 
 def config_of(chip: Chip, amplitude: float, walsh_n: int) -> Config:

@@ -85,6 +85,7 @@ def synapse_stage(v: Variant):
     presynaptic activity; w: synapse.Wires). Used by the cycle kernel and by
     the golden-vector replay (export.py)."""
     NODE, FAST, PARALLEL = v.mode == L.MODE_NODE, v.fast, v.parallel
+    ROUNDINGS = tuple(np.int64(r) for r in v.roundings) if FAST else ()
     WEIGHT_GENERAL, NODE_GENERAL = general_synapses(*v.rules.resolved(analog=v.integrator == L.INTEG_ANALOG))
 
     @njit(_nrt=False, inline="always")
@@ -97,12 +98,12 @@ def synapse_stage(v: Variant):
             if FAST and PARALLEL and wide(st, layer):
                 node_synapses_parallel(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, events)
             elif FAST:
-                node_synapses_serial(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, events)
+                node_synapses_serial(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, ROUNDINGS, events)
             else:
                 NODE_GENERAL(syn, layer, lay, slots, pert, a_d, w, kinds, cfg, fmts, events)
             presynaptic_shift(syn, layer, lay, slots, a_pre)
         elif FAST:
-            weight_synapses_fast(syn, layer, lay, slots, pert, w, cfg, fmts, events)
+            weight_synapses_fast(syn, layer, lay, slots, pert, w, cfg, fmts, ROUNDINGS, events)
         else:
             WEIGHT_GENERAL(syn, layer, lay, slots, pert, w, kinds, cfg, fmts, events)
 

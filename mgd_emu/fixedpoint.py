@@ -200,6 +200,15 @@ def format_constants(fmt):
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def with_rounding(fc, rounding):
+    """fc with its rounding mode replaced by `rounding`: the same mode, given
+    as a constant of the calling kernel, so that the compiler keeps only
+    that rounding in each quantisation (chipmap.Variant.roundings)."""
+    fixed, frac, lo, hi, width, _, overflow, scale, lsb, lo_f, hi_f = fc
+    return fixed, frac, lo, hi, width, rounding, overflow, scale, lsb, lo_f, hi_f
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def _overflow(v, lo, hi, width, overflow):
     """(code, event) of the exact integer v (int64) under overflow mode
     `overflow` of a format with code range [lo, hi] and `width` bits."""

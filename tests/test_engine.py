@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 
 from mgd_emu import loads_chip
+from mgd_emu.chipmap import variant_of
 from mgd_emu.engine import DEFAULT_ORDER, Emulator
+from mgd_emu.fixedpoint import ROUND_NEAREST_EVEN, ROUND_STOCHASTIC, ROUND_TRUNCATE
 from mgd_emu.testing import (assert_registers_in_range, assert_restore_bit_exact, assert_same_state,
                              assert_split_runs_bit_exact, chips, fixed_formats, seeds)
 
@@ -96,6 +98,13 @@ SYNAPSE_VARIANTS = {
         'weight = { kind = "fixed", int_bits = 0, frac_bits = 5, rounding = "stochastic" }')
         + "[optimizer]\nlearning_rate = 0.9\n",
     "node_latency_tau": "[timing]\nlayer_pipelining = true\ncost_latency = 1\ntau_theta = 4\n" + NODE_FIXED,
+    # each of the three rounding modes in a register the rows write (the kernel is compiled for them)
+    "weight_roundings": FIXED8.replace('rounding = "stochastic" }\nbias', 'rounding = "truncate" }\nbias').replace(
+        'int_bits = 4, frac_bits = 11 }', 'int_bits = 4, frac_bits = 11, rounding = "stochastic" }'),
+    "node_roundings": NODE_FIXED.replace('rounding = "stochastic" }\nbias', 'rounding = "truncate" }\nbias')
+        .replace('int_bits = 2, frac_bits = 5, rounding = "stochastic" }\nperturbation',
+                 'int_bits = 2, frac_bits = 5, rounding = "nearest-even" }\nperturbation')
+        .replace('int_bits = 4, frac_bits = 11 }', 'int_bits = 4, frac_bits = 11, rounding = "stochastic" }'),
 }
 
 
@@ -121,6 +130,19 @@ def test_branch_free_synapse_rows_give_the_bits_of_the_general_path(variant):
     assert fast.events == general.events
     if variant == "node_saturating":
         assert fast.events["layer0.weight"][0] > 0
+
+
+def test_the_fast_rows_are_compiled_for_the_chips_rounding_modes():
+    fixed = variant_of(loads_chip(SYNAPSE_VARIANTS["weight_roundings"], "w.toml"))
+    assert fixed.roundings == (ROUND_TRUNCATE, ROUND_STOCHASTIC, ROUND_STOCHASTIC)
+    assert fixed.name.endswith("-round-tss")
+    node = variant_of(loads_chip(SYNAPSE_VARIANTS["node_roundings"], "n.toml"))
+    assert node.roundings == (ROUND_TRUNCATE, ROUND_NEAREST_EVEN, ROUND_STOCHASTIC)
+    # float formats do not round: float chips share one variant whatever their formats say
+    assert variant_of(loads_chip("", "float.toml")).roundings == (ROUND_NEAREST_EVEN,) * 3
+    # the general path (here: update noise) reads them at run time
+    general = variant_of(loads_chip("[noise]\nweight_sigma = 0.001\n" + FIXED8, "noisy.toml"))
+    assert not general.fast and general.roundings == ()
 
 
 @pytest.mark.parametrize("variant", ["node_fixed", "node_saturating", "node_latency_tau"])

@@ -22,7 +22,7 @@ from .layout import (E_B_INTEG, E_B_VEL, E_BIAS, E_PER_LAYER, E_W_INTEG, E_W_VEL
                      INTEG_DIGITAL, OPT_MOMENTUM)
 from .prng import gaussian, xorshift64star_next
 from ..fixedpoint import (FC_FIXED, FC_ROUNDING, ROUND_STOCHASTIC, format_constants,
-                          quantize_sat_fc)
+                          quantize_sat_fc, with_rounding)
 from .register import store_fc
 
 REGISTERS = (
@@ -144,6 +144,16 @@ def synapse_formats(fmts):
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def fast_formats(fmts, roundings):
+    """format_constants of the (weight, bias, integrator) formats for the
+    fast rows, with the rounding modes of the chip's variant (roundings:
+    chipmap.Variant.roundings, constants of the cycle kernel)."""
+    return (with_rounding(format_constants(fmts[F_WEIGHT]), roundings[0]),
+            with_rounding(format_constants(fmts[F_BIAS]), roundings[1]),
+            with_rounding(format_constants(fmts[F_INTEGRATOR]), roundings[2]))
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def node_synapse_row(n, ej, a, valid, update_edge, eta, theta, G, sr_theta, sr_g,
                      fc_p, fc_g, sto_p, sto_g):
     """The n synapses of one neuron in node mode, e_k = e_j * a_k, by
@@ -189,12 +199,11 @@ def node_neuron_synapses(syn, j, layer, lay, slots, pert, a_d, w, cfg, fc_w, fc_
 
 
 @njit(cache=True, _nrt=False)
-def node_synapses_serial(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, events):
+def node_synapses_serial(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, roundings, events):
     """node_neuron_synapses for every neuron of the layer, on one thread.
     (The rows are compiled in a function of their own: inside the cycle
     kernel they made it slow to compile.)"""
-    fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
-    fc_g = format_constants(fmts[F_INTEGRATOR])
+    fc_w, fc_b, fc_g = fast_formats(fmts, roundings)
     n_wg = 0
     n_wp = 0
     n_bg = 0
@@ -222,6 +231,9 @@ def node_synapses_parallel(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, even
     """node_neuron_synapses for every neuron of the layer, shared among
     numba's threads: the same bits as one thread (the neurons are
     independent, the event counts are sums)."""
+    # The rounding modes are read at run time here: this kernel is called, not compiled into the
+    # cycle kernel, so constants of the cycle kernel would not reach it (and Numba 0.68's parfors
+    # fail on fast_formats' tuples).
     fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
     fc_g = format_constants(fmts[F_INTEGRATOR])
     n_wg = 0
@@ -268,12 +280,12 @@ def weight_synapse_row(syn, lo, hi, slots, pert, w, cfg, fc_p, fc_g, sto_p, sto_
 
 
 @njit(cache=True, _nrt=False)
-def weight_synapses_fast(syn, layer, lay, slots, pert, w, cfg, fmts, events):
+def weight_synapses_fast(syn, layer, lay, slots, pert, w, cfg, fmts, roundings, events):
     """Every synapse of a weight-perturbation layer of the common chip, by
     weight_synapse_row over its weights, then its biases."""
     fan_in, fan_out = lay.fan_in[layer], lay.fan_out[layer]
     w_off, b_off = lay.w_off[layer], lay.b_off[layer]
-    fc_w, fc_b, fc_g, _ = synapse_formats(fmts)
+    fc_w, fc_b, fc_g = fast_formats(fmts, roundings)
     n_weights = fan_out * fan_in
     n_par = n_weights + (fan_out if b_off >= 0 else 0)
     wg = wp = bg = bp = 0
