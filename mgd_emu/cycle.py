@@ -27,7 +27,7 @@ from .blocks import layout as L
 from .blocks.broadcast import broadcast_out, broadcast_step
 from .blocks.controller import controller_step, controller_wires
 from .blocks.cost import cost_change, cost_function, cost_unit_step, measure_cost, ROUND_COST, ROUND_COST0
-from .blocks.neuron import neuron_layer, neuron_layer_dual, neuron_layer_dual_parallel
+from .blocks.neuron import mac_exact, neuron_layer, neuron_layer_dual, neuron_layer_dual_parallel
 from .blocks.perturbation import generate_codes, generator_step
 from .blocks.pipeline import layer_gate, pipeline_step
 from .blocks.probe import sample_probes
@@ -45,7 +45,7 @@ NO_STEP_LIMIT = np.iinfo(np.int64).max
 
 # The block kernels the cycle kernel runs every cycle are compiled into it
 # rather than called (a call passes every array of their records).
-inline_into_callers(neuron_layer, neuron_layer_dual, measure_cost, cost_function, cost_change,
+inline_into_callers(neuron_layer, neuron_layer_dual, mac_exact, measure_cost, cost_function, cost_change,
                     cost_unit_step, generator_step, generate_codes, sampler_step, load_sample,
                     weight_synapses_fast, node_synapses_serial)
 

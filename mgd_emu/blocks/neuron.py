@@ -52,39 +52,26 @@ def activation_function(kind, z):
     return z
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, fastmath={"reassoc"})
 def mac_exact(theta, pert, base, a, n, perturbed):
     """sum_k (theta[base+k] (+ pert[base+k] when perturbed)) * a[k] for a
-    layer whose sums are exact (chipmap.exact_mac): the order is then free,
-    and eight accumulators keep the adds independent (a single running sum
-    waits on each add before the next)."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    k = 0
-    while k + 8 <= n:
-        b = base + k
-        if perturbed:
-            s0 += (theta[b] + pert[b]) * a[k]
-            s1 += (theta[b + 1] + pert[b + 1]) * a[k + 1]
-            s2 += (theta[b + 2] + pert[b + 2]) * a[k + 2]
-            s3 += (theta[b + 3] + pert[b + 3]) * a[k + 3]
-            s4 += (theta[b + 4] + pert[b + 4]) * a[k + 4]
-            s5 += (theta[b + 5] + pert[b + 5]) * a[k + 5]
-            s6 += (theta[b + 6] + pert[b + 6]) * a[k + 6]
-            s7 += (theta[b + 7] + pert[b + 7]) * a[k + 7]
-        else:
-            s0 += theta[b] * a[k]
-            s1 += theta[b + 1] * a[k + 1]
-            s2 += theta[b + 2] * a[k + 2]
-            s3 += theta[b + 3] * a[k + 3]
-            s4 += theta[b + 4] * a[k + 4]
-            s5 += theta[b + 5] * a[k + 5]
-            s6 += theta[b + 6] * a[k + 6]
-            s7 += theta[b + 7] * a[k + 7]
-        k += 8
-    while k < n:
-        s0 += ((theta[base + k] + pert[base + k]) if perturbed else theta[base + k]) * a[k]
-        k += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    layer whose sums are exact (chipmap.exact_mac): every order of the adds
+    then gives the same bits, so they may be reassociated (fastmath's
+    `reassoc` and no other liberty: zeros keep their signs, no fused
+    multiply-adds) and the loop runs on the vector units.
+
+    Called, not inlined by Numba, so that the flag stays on these adds alone;
+    LLVM compiles it into its callers (inline_into_callers in cycle.py).
+    Unsigned indices: a signed one is checked for wrap-around."""
+    s = 0.0
+    b = np.uint64(base)
+    if perturbed:
+        for k in range(np.uint64(n)):
+            s += (theta[b + k] + pert[b + k]) * a[k]
+    else:
+        for k in range(np.uint64(n)):
+            s += theta[b + k] * a[k]
+    return s
 
 
 @njit(cache=True, _nrt=False, inline="always")
