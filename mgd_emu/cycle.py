@@ -32,9 +32,9 @@ from .blocks.perturbation import generate_codes, generator_step
 from .blocks.pipeline import layer_gate, pipeline_step
 from .blocks.probe import sample_probes
 from .blocks.sampler import load_sample, sampler_step
-from .blocks.synapse import (Wires, delay_slots, general_synapses, node_synapses_parallel,
-                             node_synapses_serial, presynaptic_delayed, presynaptic_shift,
-                             weight_synapses_fast)
+from .blocks.synapse import (Wires, delay_slots, general_synapses, node_neuron_synapses_call,
+                             node_synapses_serial, parallel_node_synapses, presynaptic_delayed,
+                             presynaptic_shift, weight_synapses_fast)
 from .chipmap import PARALLEL_MIN_LAYER, Variant
 from .kernel_cache import cached, inline_into_callers
 
@@ -47,7 +47,7 @@ NO_STEP_LIMIT = np.iinfo(np.int64).max
 # rather than called (a call passes every array of their records).
 inline_into_callers(neuron_layer, neuron_layer_dual, mac_exact, measure_cost, cost_function, cost_change,
                     cost_unit_step, generator_step, generate_codes, sampler_step, load_sample,
-                    weight_synapses_fast, node_synapses_serial)
+                    weight_synapses_fast, node_synapses_serial, node_neuron_synapses_call)
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -86,6 +86,7 @@ def synapse_stage(v: Variant):
     the golden-vector replay (export.py)."""
     NODE, FAST, PARALLEL = v.mode == L.MODE_NODE, v.fast, v.parallel
     ROUNDINGS = tuple(np.int64(r) for r in v.roundings) if FAST else ()
+    node_synapses_parallel = parallel_node_synapses(v.roundings) if FAST and PARALLEL else None
     WEIGHT_GENERAL, NODE_GENERAL = general_synapses(*v.rules.resolved(analog=v.integrator == L.INTEG_ANALOG))
 
     @njit(_nrt=False, inline="always")
@@ -214,7 +215,7 @@ def prepare(kernel, v: Variant, st, pr) -> None:
         numba.int64, typeof(lay), numba.int64, numba.int64, typeof(a), typeof(a), numba.boolean,
         typeof(syn.theta), typeof(st.gen.pert), numba.float64, typeof(neu), numba.float64,
         typeof(st.fmts), typeof(st.mon.events)))
-    _compile_only(node_synapses_parallel, (
+    _compile_only(parallel_node_synapses(v.roundings), (
         typeof(syn), numba.int64, typeof(lay), numba.types.UniTuple(numba.int64, 3), typeof(st.gen.pert),
         typeof(a), typeof(Wires(1.0, 0.0, True, True, True)), typeof(st.cfg), typeof(st.fmts),
         typeof(st.mon.events)))

@@ -7,8 +7,9 @@ correlator delay; in node mode in_ring delays the presynaptic activity too.
 
 The cycle kernel calls one of the layer kernels below, chosen when the chip
 is built (cycle.py): the branch-free rows of the common chip
-(`weight_synapses_fast`, `node_synapses_serial`, `node_synapses_parallel`)
-or the general ones, with the same bits.
+(`weight_synapses_fast`, `node_synapses_serial`, `parallel_node_synapses`),
+compiled for the chip's rounding modes, or the general ones, with the same
+bits.
 """
 import functools
 from collections import namedtuple
@@ -24,6 +25,7 @@ from .prng import gaussian, xorshift64star_next
 from ..fixedpoint import (FC_FIXED, FC_ROUNDING, ROUND_STOCHASTIC, format_constants,
                           quantize_sat_fc, with_rounding)
 from .register import store_fc
+from ..kernel_cache import cached
 
 REGISTERS = (
     Reg("theta", np.float64, ("n_params",), "weights and biases theta", fmt="weight",
@@ -218,36 +220,45 @@ def node_synapses_serial(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, roundi
     count_saturations(events, layer, n_wg, n_wp, n_bg, n_bp)
 
 
-# node_neuron_synapses as a call, not inlined: inlined into a prange loop,
-# Numba 0.68 loses writes made through a tuple's arrays (a call keeps them).
-node_neuron_synapses_call = njit(_nrt=False)(node_neuron_synapses.py_func)
+@njit(cache=True, _nrt=False)
+def node_neuron_synapses_call(syn, j, layer, lay, slots, pert, a_d, w, cfg, fmts, roundings):
+    """node_neuron_synapses as a call, for the body of a parallel loop
+    (inlined into a prange loop, Numba 0.68 loses writes made through a
+    tuple's arrays; a call keeps them), the formats derived here from the
+    variant's rounding modes: LLVM compiles this into the loop's body
+    (cycle.py), where they are constants."""
+    fc_w, fc_b, fc_g = fast_formats(fmts, roundings)
+    return node_neuron_synapses(syn, j, layer, lay, slots, pert, a_d, w, cfg, fc_w, fc_b, fc_g)
 
 
-# Compiled for the chip's argument types before the cycle kernel that calls
-# it (cycle.py): a kernel compiled without the Numba runtime cannot compile
-# a parallel one on demand.
-@njit(cache=True, parallel=True)
-def node_synapses_parallel(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, events):
-    """node_neuron_synapses for every neuron of the layer, shared among
-    numba's threads: the same bits as one thread (the neurons are
-    independent, the event counts are sums)."""
-    # The rounding modes are read at run time here: this kernel is called, not compiled into the
-    # cycle kernel, so constants of the cycle kernel would not reach it (and Numba 0.68's parfors
-    # fail on fast_formats' tuples).
-    fc_w, fc_b = format_constants(fmts[F_WEIGHT]), format_constants(fmts[F_BIAS])
-    fc_g = format_constants(fmts[F_INTEGRATOR])
-    n_wg = 0
-    n_wp = 0
-    n_bg = 0
-    n_bp = 0
-    for j in prange(lay.fan_out[layer]):
-        wg, wp, bg, bp = node_neuron_synapses_call(syn, j, layer, lay, slots, pert, a_d, w, cfg, fc_w, fc_b,
-                                              fc_g)
-        n_wg += wg
-        n_wp += wp
-        n_bg += bg
-        n_bp += bp
-    count_saturations(events, layer, n_wg, n_wp, n_bg, n_bp)
+@functools.cache
+def parallel_node_synapses(roundings):
+    """node_synapses_parallel(syn, layer, lay, slots, pert, a_d, w, cfg,
+    fmts, events) for the fast rows' rounding modes `roundings`
+    (chipmap.Variant.roundings, constants of the kernel): node_neuron_synapses
+    for every neuron of the layer, shared among numba's threads; the same
+    bits as one thread (the neurons are independent, the event counts are
+    sums). Compiled for the chip's argument types before the cycle kernel
+    that calls it (cycle.prepare): a kernel compiled without the Numba
+    runtime cannot compile a parallel one on demand."""
+    ROUNDINGS = tuple(np.int64(r) for r in roundings)
+
+    @njit(parallel=True)
+    def node_synapses_parallel(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, events):
+        n_wg = 0
+        n_wp = 0
+        n_bg = 0
+        n_bp = 0
+        for j in prange(lay.fan_out[layer]):
+            wg, wp, bg, bp = node_neuron_synapses_call(syn, j, layer, lay, slots, pert, a_d, w, cfg, fmts,
+                                                       ROUNDINGS)
+            n_wg += wg
+            n_wp += wp
+            n_bg += bg
+            n_bp += bp
+        count_saturations(events, layer, n_wg, n_wp, n_bg, n_bp)
+
+    return cached(node_synapses_parallel, "node_synapses_parallel-round-" + "".join(map(str, roundings)))
 
 
 @njit(cache=True, _nrt=False, inline="always")
