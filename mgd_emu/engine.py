@@ -133,21 +133,24 @@ class Emulator:
     # ---------------------------------------------------------------- probes
     def flush(self, sink=None) -> None:
         """Hand the buffered samples to `sink.append(probe, cycles, values)`
-        (values as the registers hold them, shaped [samples, *subset shape]),
-        or keep them in memory; then empty the buffers."""
+        (values as the registers hold them, shaped [samples, *subset shape];
+        read-only views of the buffers, which the next cycles overwrite: a
+        sink that keeps them keeps a copy), or keep them in memory; then
+        empty the buffers."""
         pr = self.pr
         for i, probe in enumerate(self.probes):
             n = int(pr.fill[i])
             if n == 0:
                 continue
             col, width = int(pr.col[i]), int(pr.width[i])
-            cycles = pr.cyc[:n, i].copy()
-            values = pr.buf[:n, col:col + width].reshape((n,) + probe.shape).copy()
-            if sink is not None:
+            cycles = pr.cyc[:n, i]
+            values = pr.buf[:n, col:col + width].reshape((n,) + probe.shape)
+            if sink is not None:   # views of the buffers, read-only, valid during the call
+                cycles.flags.writeable = values.flags.writeable = False
                 sink.append(probe, cycles, values)
             else:
-                self._memory[probe.name][0].append(cycles)
-                self._memory[probe.name][1].append(values)
+                self._memory[probe.name][0].append(cycles.copy())
+                self._memory[probe.name][1].append(values.copy())
         pr.fill[:] = 0
         if sink is not None and hasattr(sink, "commit"):
             sink.commit(self)

@@ -226,8 +226,9 @@ class TraceWriter:
         if not len(cycles):
             return
         frac = self._frac[probe.name]
-        if frac is not None:
-            values = np.rint(np.ldexp(values, frac)).astype(data.dtype)
+        if frac is not None:   # the codes: exact, the values are on the format's grid
+            scaled = np.multiply(values, 2.0 ** frac)
+            values = np.rint(scaled, out=scaled).astype(data.dtype)
         else:
             values = values.astype(data.dtype)
         _extend(data, values)
