@@ -117,7 +117,7 @@ def cycle_kernel(v: Variant):
     MODE, DUAL, PIPELINED, PARALLEL = v.mode, v.dual, v.pipelined, v.parallel
     SYNAPSES = synapse_stage(v)
 
-    @njit(_nrt=False)
+    @njit(_nrt=False, nogil=True)   # a trace is written on another thread meanwhile (engine.py)
     def cycle_loop(n_cycles, step_limit, order, st, pr):
         cfg, lay, fmts, events = st.cfg, st.lay, st.fmts, st.mon.events
         ctl, smp, gen, neu, pipe, cu, bc, syn = st.ctl, st.smp, st.gen, st.neu, st.pipe, st.cu, st.bc, st.syn

@@ -8,8 +8,11 @@ events, probes, checkpoints) is derived from the same declarations.
 """
 from __future__ import annotations
 
+import contextlib
 import operator
+import threading
 import time
+from collections import namedtuple
 
 import numba
 import numpy as np
@@ -21,6 +24,7 @@ from .blocks.register import Monitor
 from .chipmap import PARALLEL_MIN_LAYER, PARALLEL_MIN_PARAMS  # noqa: F401 (benchmarks read them here)
 from .chipmap import BLOCKS, ChipState, Variant, build_state, variant_of
 from .cycle import DEFAULT_ORDER, NO_STEP_LIMIT, cycle_kernel, prepare
+from .errors import raise_deferred
 from .evaluate import forward_blocked
 from .fixedpoint import Format
 from .rules import SynapseRules
@@ -34,6 +38,9 @@ CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "mgd-emu-checkpoint", 2
 # What a checkpoint holds: every clocked register and generator state (ROMs
 # are rebuilt from the chip and the seed).
 CHECKPOINT_ROLES = (REGISTER, NEXT, GENERATOR)
+# What a sink's commit reads of the chip at the end of a chunk: its cycle
+# count and event counts (Emulator.events) then.
+ChunkEnd = namedtuple("ChunkEnd", ["cycle", "events"])
 
 
 class Emulator:
@@ -71,6 +78,8 @@ class Emulator:
         self.pr = compile_probes(self.probes)
         self._memory = {p.name: ([], []) for p in self.probes}
         self._chunk_cycles = 4096
+        self._spare_pr = None     # write-behind: the probe buffers being written, or free
+        self._writer = None       # write-behind: the thread writing them
 
     # -------------------------------------------------------------------- run
     def run(self, n_cycles: int, order: np.ndarray = DEFAULT_ORDER, sink=None,
@@ -85,17 +94,19 @@ class Emulator:
         if n_cycles < 0:
             raise ValueError("n_cycles must be >= 0")
         target = self.cycle + int(n_cycles)
-        while self.cycle < target:
-            self._chunk(min(target - self.cycle, self._chunk_cycles), NO_STEP_LIMIT, order, sink, progress)
+        with self._writing_behind(sink):
+            while self.cycle < target:
+                self._chunk(min(target - self.cycle, self._chunk_cycles), NO_STEP_LIMIT, order, sink, progress)
         return self
 
     def run_steps(self, n_steps: int, order: np.ndarray = DEFAULT_ORDER, sink=None,
                   progress=None) -> "Emulator":
         """Run until n more measurement steps are done (baseline cycles included)."""
         target = self.step + int(n_steps)
-        while self.step < target:
-            self._chunk(min(2 * (target - self.step) + 1, self._chunk_cycles), target, order,
-                        sink, progress)
+        with self._writing_behind(sink):
+            while self.step < target:
+                self._chunk(min(2 * (target - self.step) + 1, self._chunk_cycles), target, order,
+                            sink, progress)
         return self
 
     def kernel(self):
@@ -117,7 +128,10 @@ class Emulator:
         if self.st.cfg.threads != threads:
             self.st = self.st._replace(cfg=self.st.cfg._replace(threads=threads))
         self.kernel()(n, step_limit, np.ascontiguousarray(order, dtype=np.int64), self.st, self.pr)
-        self.flush(sink)
+        if getattr(sink, "writes_behind", False):
+            self._write_behind(sink)
+        else:
+            self.flush(sink)
         if progress is not None:
             progress(self)
         elapsed, done = time.perf_counter() - t0, self.cycle - c0
@@ -137,7 +151,11 @@ class Emulator:
         read-only views of the buffers, which the next cycles overwrite: a
         sink that keeps them keeps a copy), or keep them in memory; then
         empty the buffers."""
-        pr = self.pr
+        self._hand_over(self.pr, sink, self)
+
+    def _hand_over(self, pr, sink, end) -> None:
+        """flush, of the probe buffers `pr`; `end` (an Emulator or a
+        ChunkEnd) gives the sink's commit the cycle and the event counts."""
         for i, probe in enumerate(self.probes):
             n = int(pr.fill[i])
             if n == 0:
@@ -153,7 +171,56 @@ class Emulator:
                 self._memory[probe.name][1].append(values.copy())
         pr.fill[:] = 0
         if sink is not None and hasattr(sink, "commit"):
-            sink.commit(self)
+            sink.commit(end)
+
+    # A sink whose `writes_behind` is true (TraceWriter) is written while the
+    # next chunk runs: the kernel releases the GIL, the filled buffers go to a
+    # thread and the kernel samples into a second set. The sink sees the same
+    # calls in the same order, one at a time; run() returns once all are done.
+    def _write_behind(self, sink) -> None:
+        """Hand this chunk's samples to a thread that writes them to `sink`
+        (after the previous chunk's are written); sample into the spare buffers."""
+        self._wait_for_writer()
+        if self._spare_pr is None:
+            self._spare_pr = compile_probes(self.probes)
+        full, self.pr, self._spare_pr = self.pr, self._spare_pr, None
+        end = ChunkEnd(self.cycle, self.events)
+        failure = []
+
+        def write():
+            try:
+                self._hand_over(full, sink, end)
+            except BaseException as exc:    # raised in the caller's thread by _wait_for_writer
+                failure.append(exc)
+            self._spare_pr = full
+
+        self._writer = (threading.Thread(target=write, name="mgd-emu trace writer", daemon=True), failure)
+        self._writer[0].start()
+
+    def _wait_for_writer(self) -> None:
+        """Wait until the samples handed to the writer thread are written;
+        raise what writing them raised."""
+        if self._writer is None:
+            return
+        thread, failure = self._writer
+        thread.join()
+        self._writer = None
+        if failure:
+            raise failure[0]
+        raise_deferred()   # a signal that came while the thread was writing
+
+    @contextlib.contextmanager
+    def _writing_behind(self, sink):
+        """Around a run: at its end every sample handed to the writer thread
+        is written. When the run ends by an exception (Ctrl-C, a full disk), a
+        write that failed too is not raised over it: the sink keeps its failure."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                self._wait_for_writer()
+            raise
+        self._wait_for_writer()
 
     def samples(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(cycles, real values) recorded in memory by the probe on `name`."""

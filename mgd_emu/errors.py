@@ -21,6 +21,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 
 HANDLED_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP"))
                         if s is not None)
@@ -110,11 +111,20 @@ def end_startup() -> None:
 
 def _raise_pending():
     global _stopping
-    if _depth == 0 and _pending:
+    # Raised in the main thread only: the critical sections of a trace
+    # written behind the run end on the writer's thread, and the engine
+    # raises what they deferred once that write is done (raise_deferred).
+    if _depth == 0 and _pending and threading.current_thread() is threading.main_thread():
         signum = _pending[0]
         _pending.clear()
         _stopping = True
         raise Interrupted(signum)
+
+
+def raise_deferred() -> None:
+    """Raise a signal that arrived during a critical section which ended on
+    another thread (in the main thread, once no section is open)."""
+    _raise_pending()
 
 
 @contextlib.contextmanager

@@ -92,6 +92,11 @@ class TraceWriter:
     (Ctrl-C included) leaves it marked incomplete, with what was flushed.
     """
 
+    # The engine writes a chunk's samples on a thread of its own while the
+    # next chunk runs (Emulator._write_behind): the calls below then come
+    # from that thread, one at a time, in the order of the cycles.
+    writes_behind = True
+
     def __init__(self, path, emu, cycles_requested: int, note: str = "", inputs=(),
                  option: str = "--trace"):
         """Create the trace at `path` and lock it for this process.
@@ -182,7 +187,7 @@ class TraceWriter:
         evl.attrs["dataset"] = task.test.identity
         self._eval = {k: evl.create_dataset(k, (0,), dt, maxshape=(None,), chunks=(1024,))
                       for k, dt in (("cycles", np.int64), ("cost", np.float64), ("accuracy", np.float64))}
-        self._write_events()
+        self._write_events(emu)
         self.f.swmr_mode = True  # every object exists: from here on, only appends
         self.f.flush()
 
@@ -235,14 +240,16 @@ class TraceWriter:
         _extend(cyc, cycles)
         self._last[probe.name] = int(cycles[-1])
 
-    def commit(self, emu) -> None:
-        """After each chunk: event counters, cycles completed, then flush to disk.
+    def commit(self, end) -> None:
+        """After each chunk: event counters, cycles completed, then flush to
+        disk. end: the emulator, or its cycle and event counts at the end of
+        the chunk (engine.ChunkEnd).
 
         The events' `cycles` row is appended last: a reader takes the last
         one as the end of the last complete flush (Trace, live reading)."""
         with self._guard():
-            self.f.attrs["cycles_completed"] = emu.cycle - self.start_cycle
-            self._write_events()
+            self.f.attrs["cycles_completed"] = end.cycle - self.start_cycle
+            self._write_events(end)
             self.f.flush()
             self._check_space()
 
@@ -298,10 +305,12 @@ class TraceWriter:
                 self._reserve.unlink()
             self._reserve = None
 
-    def _write_events(self):
-        counts = np.array([[s, w] for s, w in self.emu.events.values()], dtype=np.int64)
+    def _write_events(self, end):
+        """The event counts and cycle of `end` (the emulator, or what it was at
+        the end of a chunk: engine.ChunkEnd)."""
+        counts = np.array([[s, w] for s, w in end.events.values()], dtype=np.int64)
         _extend(self._ev_counts, counts[None])
-        _extend(self._ev_cycles, np.array([self.emu.cycle], dtype=np.int64))
+        _extend(self._ev_cycles, np.array([end.cycle], dtype=np.int64))
 
     def close(self, complete: bool, reason: str) -> None:
         """Mark the run complete (only after the last flush) or not, and close.

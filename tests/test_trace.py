@@ -150,6 +150,50 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     assert peaks[1] - peaks[0] < 10 * 1024, peaks
 
 
+class WrittenInLine(TraceWriter):
+    writes_behind = False   # each chunk's samples are written before the next chunk runs
+
+
+def test_a_trace_written_while_the_next_cycles_run_equals_one_written_in_line(tmp_path):
+    probes = ["layer0.weight", "layer1.weight", "layer0.weight_integrator", "cost", "sample_index"]
+    files = []
+    for writer in (TraceWriter, WrittenInLine):
+        emu = Emulator(XOR8, 3, probes=probes)
+        emu._chunk_cycles = 500          # many chunks, each written by the thread while the next runs
+        with writer(tmp_path / f"{writer.__name__}.h5", emu, 60_000) as w:
+            emu.run(30_000, sink=w).run(30_000, sink=w)
+        files.append(h5py.File(tmp_path / f"{writer.__name__}.h5", "r"))
+    behind, in_line = files
+    names = []
+    behind.visit(names.append)
+    assert "signals/layer0.weight/data" in names and "events/counts" in names
+    for name in names:
+        if isinstance(behind[name], h5py.Dataset):
+            assert np.array_equal(behind[name][()], in_line[name][()]), name
+    assert behind.attrs["complete"] and behind.attrs["cycles_completed"] == 60_000
+
+
+def test_a_write_that_fails_behind_the_run_stops_the_run_with_its_error(tmp_path):
+    class DiskFullOnThirdFlush(TraceWriter):
+        flushes = 0
+
+        def _check_space(self):
+            self.flushes += 1
+            if self.flushes == 3:
+                raise OSError(28, "No space left on device")
+            super()._check_space()
+
+    emu = Emulator(XOR8, 0, probes=["cost"])
+    emu._chunk_cycles = 1000
+    with pytest.raises(TraceError, match="writing the trace failed"):
+        with DiskFullOnThirdFlush(tmp_path / "t.h5", emu, 10**7) as w:
+            emu.run(10**7, sink=w)
+    assert w.flushes == 3 and emu.cycle < 10**7   # the run stopped at the chunk after the failed write
+    t = open_trace(tmp_path / "t.h5")
+    assert not t.complete and t.attrs["end_reason"].startswith("failed: disk full")
+    assert 0 < t.cycles_completed < emu.cycle
+
+
 def test_an_exception_leaves_an_incomplete_trace_with_every_flushed_cycle(tmp_path):
     emu = Emulator(XOR8, 0, probes=["cost"])
     calls = []
