@@ -31,7 +31,7 @@ from .blocks.prng import derive_seed
 from .blocks.register import REGISTERS as MONITOR, Monitor
 from .blocks.sampler import REGISTERS as SAMPLER, Sampler, load_sample, shuffle
 from .blocks.synapse import REGISTERS as SYNAPSES, Synapses
-from .fixedpoint import ROUND_NEAREST_EVEN, ROUNDINGS
+from .fixedpoint import ROUND_NEAREST_EVEN, ROUNDINGS, rounding_tag
 from .rules import SynapseRules
 from .plan import (STREAM_ACTIVATION_NOISE, STREAM_COST_NOISE, STREAM_ROUNDING,
                    STREAM_WEIGHT_NOISE, build_plan, quantize_const)
@@ -83,6 +83,10 @@ class Variant:
     # rounds is not stepped (fast_roundings). () on the general path, which reads them at run time.
     roundings: tuple = ()
 
+    def __post_init__(self):
+        if bool(self.roundings) != self.fast:
+            raise ValueError("Variant.roundings is given exactly when the synapses take the fast rows")
+
     @property
     def name(self) -> str:
         inv = lambda table, v: next(k for k, x in table.items() if x == v)
@@ -90,7 +94,7 @@ class Variant:
         parts += [p for p, on in (("dual", self.dual), ("pipelined", self.pipelined), ("fast", self.fast),
                                   ("parallel", self.parallel), ("user-rules", self.rules.custom)) if on]
         if self.roundings:
-            parts.append("round-" + "".join(ROUNDINGS[r][0] for r in self.roundings))
+            parts.append(rounding_tag(self.roundings))
         return "-".join(parts)
 
 

@@ -24,7 +24,7 @@ from .blocks.register import Monitor
 from .chipmap import PARALLEL_MIN_LAYER, PARALLEL_MIN_PARAMS  # noqa: F401 (benchmarks read them here)
 from .chipmap import BLOCKS, ChipState, Variant, build_state, variant_of
 from .cycle import DEFAULT_ORDER, NO_STEP_LIMIT, cycle_kernel, prepare
-from .errors import raise_deferred
+from .errors import critical, raise_deferred
 from .evaluate import forward_blocked
 from .fixedpoint import Format
 from .rules import SynapseRules
@@ -181,9 +181,7 @@ class Emulator:
         """Hand this chunk's samples to a thread that writes them to `sink`
         (after the previous chunk's are written); sample into the spare buffers."""
         self._wait_for_writer()
-        if self._spare_pr is None:
-            self._spare_pr = compile_probes(self.probes)
-        full, self.pr, self._spare_pr = self.pr, self._spare_pr, None
+        full, spare = self.pr, self._spare_pr or compile_probes(self.probes)
         end = ChunkEnd(self.cycle, self.events)
         failure = []
 
@@ -192,10 +190,15 @@ class Emulator:
                 self._hand_over(full, sink, end)
             except BaseException as exc:    # raised in the caller's thread by _wait_for_writer
                 failure.append(exc)
+                full.fill[:] = 0   # what a failed write left is not written later
             self._spare_pr = full
 
-        self._writer = (threading.Thread(target=write, name="mgd-emu trace writer", daemon=True), failure)
-        self._writer[0].start()
+        thread = threading.Thread(target=write, name="mgd-emu trace writer", daemon=True)
+        with critical():   # a signal here would leave the buffers half handed over
+            self._spare_pr = None
+            thread.start()
+            self._writer = (thread, failure)
+            self.pr = spare
 
     def _wait_for_writer(self) -> None:
         """Wait until the samples handed to the writer thread are written;
@@ -205,7 +208,8 @@ class Emulator:
         thread, failure = self._writer
         thread.join()
         self._writer = None
-        if failure:
+        if failure:   # the sink failed: the samples taken since are not written either
+            self.pr.fill[:] = 0
             raise failure[0]
         raise_deferred()   # a signal that came while the thread was writing
 
@@ -217,8 +221,9 @@ class Emulator:
         try:
             yield
         except BaseException:
-            with contextlib.suppress(BaseException):
-                self._wait_for_writer()
+            while self._writer is not None:   # a second Ctrl-C does not cut the wait short
+                with contextlib.suppress(BaseException):
+                    self._wait_for_writer()
             raise
         self._wait_for_writer()
 

@@ -62,6 +62,7 @@ def exit_status(exc: BaseException) -> int:
 # is only recorded; it is raised when the outermost section ends. So a signal
 # never leaves a dataset resized but not written, nor a half-closed file.
 _depth = 0
+_depth_lock = threading.Lock()
 _pending: list[int] = []
 _stopping = False
 
@@ -114,6 +115,8 @@ def _raise_pending():
     # Raised in the main thread only: the critical sections of a trace
     # written behind the run end on the writer's thread, and the engine
     # raises what they deferred once that write is done (raise_deferred).
+    # (A TraceWriter driven from a thread of the user's own likewise leaves
+    # a deferred signal to the main thread's next section or raise_deferred.)
     if _depth == 0 and _pending and threading.current_thread() is threading.main_thread():
         signum = _pending[0]
         _pending.clear()
@@ -131,11 +134,13 @@ def raise_deferred() -> None:
 def critical():
     """Defer signals (those handled by `_handler`) until the block ends."""
     global _depth
-    _depth += 1
+    with _depth_lock:   # the main thread and a trace writer's thread both open sections
+        _depth += 1
     try:
         yield
     finally:
-        _depth -= 1
+        with _depth_lock:
+            _depth -= 1
         _raise_pending()
 
 

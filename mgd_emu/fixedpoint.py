@@ -199,6 +199,12 @@ def format_constants(fmt):
  FC_LO_F, FC_HI_F) = range(11)
 
 
+def rounding_tag(roundings) -> str:
+    """A name for kernels compiled for these rounding modes: "round-" and
+    each mode's initial (t, n, s), e.g. "round-ssn"."""
+    return "round-" + "".join(ROUNDINGS[r][0] for r in roundings)
+
+
 @njit(cache=True, _nrt=False, inline="always")
 def with_rounding(fc, rounding):
     """fc with its rounding mode replaced by `rounding`: the same mode, given

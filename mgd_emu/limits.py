@@ -44,7 +44,8 @@ def _task_bytes(chip) -> int:
 
 def estimate_bytes(chip, probes=()) -> int:
     """Peak bytes of building and running `chip` (see the module docstring)."""
-    return BASE_BYTES + state_bytes(chip) + PROBE_BUFFER_BYTES * (1 if probes or chip.trace.probes else 0)
+    # two sets of probe buffers when traced: one is written while the next chunk fills the other
+    return BASE_BYTES + state_bytes(chip) + 2 * PROBE_BUFFER_BYTES * (1 if probes or chip.trace.probes else 0)
 
 
 def state_bytes(chip) -> int:

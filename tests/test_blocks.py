@@ -260,9 +260,9 @@ def test_a_layer_sums_exactly_only_with_fixed_formats_and_room_below_2_to_the_53
 @settings(max_examples=60, deadline=None)
 @given(hs.data())
 def test_an_exact_multiply_accumulate_equals_integer_arithmetic_in_any_order(data):
-    """Where chipmap.exact_mac holds, mac_exact (eight accumulators) gives the
-    exact sum of the integer codes, so the sequential float sum, which it
-    replaces, gives the same bits."""
+    """Where chipmap.exact_mac holds, mac_exact (its adds reassociated, on
+    the vector units) gives the exact sum of the integer codes, so the
+    sequential float sum, which it replaces, gives the same bits."""
     from mgd_emu.blocks.neuron import mac_exact
     from mgd_emu.chipmap import exact_mac
 

@@ -192,6 +192,12 @@ def test_a_write_that_fails_behind_the_run_stops_the_run_with_its_error(tmp_path
     t = open_trace(tmp_path / "t.h5")
     assert not t.complete and t.attrs["end_reason"].startswith("failed: disk full")
     assert 0 < t.cycles_completed < emu.cycle
+    # the emulator goes on; a new trace holds its own cycles and nothing of the failed one's
+    start = emu.cycle
+    with TraceWriter(tmp_path / "again.h5", emu, 20_000) as w:
+        emu.run(20_000, sink=w)
+    again = open_trace(tmp_path / "again.h5")
+    assert again.complete and list(again.signal("cost").cycles) == list(range(start, start + 20_000))
 
 
 def test_an_exception_leaves_an_incomplete_trace_with_every_flushed_cycle(tmp_path):

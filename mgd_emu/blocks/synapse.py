@@ -23,7 +23,7 @@ from .layout import (E_B_INTEG, E_B_VEL, E_BIAS, E_PER_LAYER, E_W_INTEG, E_W_VEL
                      INTEG_DIGITAL, OPT_MOMENTUM)
 from .prng import gaussian, xorshift64star_next
 from ..fixedpoint import (FC_FIXED, FC_ROUNDING, ROUND_STOCHASTIC, format_constants,
-                          quantize_sat_fc, with_rounding)
+                          quantize_sat_fc, rounding_tag, with_rounding)
 from .register import store_fc
 from ..kernel_cache import cached
 
@@ -258,7 +258,7 @@ def parallel_node_synapses(roundings):
             n_bp += bp
         count_saturations(events, layer, n_wg, n_wp, n_bg, n_bp)
 
-    return cached(node_synapses_parallel, "node_synapses_parallel-round-" + "".join(map(str, roundings)))
+    return cached(node_synapses_parallel, "node_synapses_parallel-" + rounding_tag(roundings))
 
 
 @njit(cache=True, _nrt=False, inline="always")
