@@ -31,7 +31,7 @@ from .blocks.prng import derive_seed
 from .blocks.register import REGISTERS as MONITOR, Monitor
 from .blocks.sampler import REGISTERS as SAMPLER, Sampler, load_sample, shuffle
 from .blocks.synapse import REGISTERS as SYNAPSES, Synapses
-from .fixedpoint import ROUND_NEAREST_EVEN, ROUNDINGS, rounding_tag
+from .fixedpoint import ROUND_NEAREST_EVEN, ROUND_STOCHASTIC, ROUNDINGS, rounding_tag
 from .rules import SynapseRules
 from .plan import (STREAM_ACTIVATION_NOISE, STREAM_COST_NOISE, STREAM_ROUNDING,
                    STREAM_WEIGHT_NOISE, build_plan, quantize_const)
@@ -187,13 +187,19 @@ def fast_synapses(chip: Chip) -> bool:
             and all(not fmt.is_fixed or fmt.overflow == "saturate" for fmt in (f.weight, f.bias, f.integrator)))
 
 
+# A float register does not round: in Variant.roundings it takes the modes of
+# the shipped 8-bit chips (weight and bias stochastic, integrator nearest-even),
+# so that float chips share their kernel with those chips of the same structure.
+FLOAT_ROUNDINGS = (ROUND_STOCHASTIC, ROUND_STOCHASTIC, ROUND_NEAREST_EVEN)
+
+
 def fast_roundings(chip: Chip) -> tuple:
     """The rounding modes of the (weight, bias, integrator) formats as the
-    fast rows use them (Variant.roundings); a float format's is ignored,
-    and given as nearest-even so that float chips share one variant."""
+    fast rows use them (Variant.roundings); a float format's is ignored
+    (FLOAT_ROUNDINGS)."""
     f = chip.formats
-    return tuple(ROUNDINGS.index(fmt.rounding) if fmt.is_fixed else ROUND_NEAREST_EVEN
-                 for fmt in (f.weight, f.bias, f.integrator))
+    return tuple(ROUNDINGS.index(fmt.rounding) if fmt.is_fixed else default
+                 for fmt, default in zip((f.weight, f.bias, f.integrator), FLOAT_ROUNDINGS))
 
 
 def parallel_capable(chip: Chip) -> bool:
