@@ -198,7 +198,8 @@ def fast_roundings(chip: Chip) -> tuple:
     fast rows use them (Variant.roundings); a float format's is ignored
     (FLOAT_ROUNDINGS)."""
     f = chip.formats
-    return tuple(ROUNDINGS.index(fmt.rounding) if fmt.is_fixed else default
+    # np.int64: the kernels take them as constants (a Python int would compile a kernel per value)
+    return tuple(np.int64(ROUNDINGS.index(fmt.rounding) if fmt.is_fixed else default)
                  for fmt, default in zip((f.weight, f.bias, f.integrator), FLOAT_ROUNDINGS))
 
 

@@ -85,7 +85,7 @@ def synapse_stage(v: Variant):
     presynaptic activity; w: synapse.Wires). Used by the cycle kernel and by
     the golden-vector replay (export.py)."""
     NODE, FAST, PARALLEL = v.mode == L.MODE_NODE, v.fast, v.parallel
-    ROUNDINGS = tuple(np.int64(r) for r in v.roundings) if FAST else ()
+    ROUNDINGS = v.roundings
     node_synapses_parallel = parallel_node_synapses(v.roundings) if FAST and PARALLEL else None
     WEIGHT_GENERAL, NODE_GENERAL = general_synapses(*v.rules.resolved(analog=v.integrator == L.INTEG_ANALOG))
 

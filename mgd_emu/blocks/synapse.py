@@ -241,7 +241,7 @@ def parallel_node_synapses(roundings):
     sums). Compiled for the chip's argument types before the cycle kernel
     that calls it (cycle.prepare): a kernel compiled without the Numba
     runtime cannot compile a parallel one on demand."""
-    ROUNDINGS = tuple(np.int64(r) for r in roundings)
+    ROUNDINGS = roundings   # np.int64, as chipmap.fast_roundings makes them
 
     @njit(parallel=True)
     def node_synapses_parallel(syn, layer, lay, slots, pert, a_d, w, cfg, fmts, events):
