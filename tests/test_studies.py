@@ -448,6 +448,14 @@ def test_local_cluster_workers_are_processes_with_one_thread_and_numba_on_one_th
     assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION) == 1.0
 
 
+def test_local_cluster_workers_start_with_the_engine_and_numbas_cpu_target_loaded(client):
+    def preloaded(dask_worker):
+        return ([p.name for p in dask_worker.preloads],
+                all(m in sys.modules for m in ("mgd_emu.engine", "numba.np.arraymath")))
+
+    assert list(client.run(preloaded).values()) == [(["mgd_emu.studies.preload"], True)] * 2
+
+
 def test_a_failing_grid_point_is_reported_and_the_rest_complete_with_nonzero_status(client, tmp_path):
     path = write(tmp_path, study_text(grid='"formats.weight.frac_bits" = [5, 40]\n"timing.tau_theta" = [1, 2]'))
     r = run_cli("study", path, "-o", tmp_path / "o", "--scheduler", client.scheduler.address, "--quiet")

@@ -545,7 +545,8 @@ def local_cluster(workers: int | None = None):
     Its scheduler sends a worker its next run only when the last one ends
     (worker saturation 1.0; dask's default 1.1 queues a second run on each
     1-thread worker, so at the end of a study a fast worker can sit idle
-    while a slow one still holds a run it has not started)."""
+    while a slow one still holds a run it has not started). Each worker
+    preloads `mgd_emu.studies.preload` as it starts."""
     import logging
 
     import dask
@@ -560,7 +561,8 @@ def local_cluster(workers: int | None = None):
     try:
         with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
             return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"})
+                                silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"},
+                                preload=["mgd_emu.studies.preload"])
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
