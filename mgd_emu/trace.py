@@ -525,7 +525,10 @@ class Trace:
         if not stat_mod.S_ISREG(st.st_mode):
             raise TraceError(f"{self.path}: is not a regular file, so not an mgd-emu trace")
         self.live = writer_alive(self.path)
-        self._swmr = False
+        # A live trace is read as an SWMR reader from the start: opened
+        # plainly, HDF5 can find the writer's last flush partly on disk and
+        # refuse it as truncated (the SWMR reader skips that check).
+        self._swmr = bool(self.live)
         try:
             with self._open() as f:
                 c = check(f, self.path)
