@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(VENV)/bin/mgd-emu demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 # The reference RTL (rtl/) against golden and corner vectors under Icarus
 # Verilog (Debian package iverilog); the tests skip, saying so, without it.
