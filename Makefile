@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/mgd-emu demo
 
+# Test processes (pytest-xdist): one per core, at most 4 (each compiles and
+# holds its own kernels); `make test TEST_WORKERS=1` runs in one process.
+TEST_WORKERS ?= $(shell n=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # The reference RTL (rtl/) against golden and corner vectors under Icarus
 # Verilog (Debian package iverilog); the tests skip, saying so, without it.
