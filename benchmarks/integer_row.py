@@ -1,0 +1,155 @@
+"""What an integer datapath would buy the node-mode synapse row (issue 12).
+
+One cycle of the node-perturbation synapses of a 784-256-10 chip's first
+layer (200,704 synapses) with digits_8bit's formats, updated every cycle
+(tau_theta = 1): each synapse integrates e_j a_k into G (s4.11, round to
+nearest even, saturate), the weight takes theta - eta G (s2.5, stochastic
+rounding from the synapse's own xorshift64* generator, saturate), G clears.
+
+* `float64 row`: the engine's own row (`synapse.node_synapse_row`, the one
+  the cycle kernel runs) on float64 registers;
+* `integer row`: the same arithmetic on integer codes (theta int8, G int16,
+  activation codes uint8, the same uint64 generators), quantisation as
+  shifts, rounding and saturation as selects, every sum in int32 lanes: only
+  the generator is 64-bit;
+* `generator only`: each synapse's xorshift64* stepped and its top bits
+  compared with a code: the least the chip's stochastic weight rounding
+  costs.
+
+It checks that the integer row leaves every weight and generator with the
+float64 row's bits after 1 + 3 x 50 cycles (exit status 1 if not), and
+prints ns per synapse, the rows timed in alternation, median of 3.
+
+    python benchmarks/integer_row.py
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from mgd_emu.blocks import layout as L
+from mgd_emu.blocks.synapse import node_synapse_row
+from mgd_emu.chipmap import format_table
+from mgd_emu.fixedpoint import ROUND_NEAREST_EVEN, ROUND_STOCHASTIC, format_constants, with_rounding
+from mgd_emu.spec import load_chip
+
+FAN_IN, FAN_OUT = 784, 256
+FW, FG, FA, FL = 5, 11, 8, 12     # fraction bits: weight s2.5, integrator s4.11, activation u0.8, eta u0.12
+FE = 15 + 7                       # e_j = C~ (s0.15) * p_j (s0.7) * kappa (u15.0)
+G_SHIFT = FE + FA - FG            # e_j a_k has FE + FA fraction bits; G has FG
+T_SHIFT = FL + FG - FW            # eta G has FL + FG; theta has FW
+XORSHIFT64STAR = np.uint64(0x2545F4914F6CDD1D)
+
+
+@njit(boundscheck=False)
+def float_layer(n_cycles, ej, a, eta, theta, G, sr_theta, sr_g, fc_w, fc_g):
+    saturations = 0
+    for _ in range(n_cycles):
+        for j in range(FAN_OUT):
+            r = j * FAN_IN
+            n_g, n_p = node_synapse_row(FAN_IN, ej[j], a, True, True, eta, theta[r:r + FAN_IN],
+                                        G[r:r + FAN_IN], sr_theta[r:r + FAN_IN], sr_g[r:r + FAN_IN],
+                                        fc_w, fc_g, True, False)
+            saturations += n_g + n_p
+    return saturations
+
+
+@njit(boundscheck=False, inline="always")
+def integer_row(ej, a, eta, theta, G, sr_theta):
+    """G <- sat(rne(G + e_j a_k)); theta <- sat(sto(theta - eta G)); G <- 0,
+    on codes. Returns the saturations."""
+    half = np.int32(1) << np.int32(G_SHIFT - 1)
+    g_mask = (np.int32(1) << np.int32(G_SHIFT)) - np.int32(1)
+    t_mask = (np.int32(1) << np.int32(T_SHIFT)) - np.int32(1)
+    ej32, eta32 = np.int32(ej), np.int32(eta)
+    saturations = 0
+    for k in range(np.uint64(0), np.uint64(FAN_IN)):
+        e = ej32 * np.int32(a[k])
+        low = e & g_mask          # G is a whole code: the dropped bits are e's
+        q = np.int32(G[k]) + (e >> np.int32(G_SHIFT))
+        q = q + np.int32((low > half) | ((low == half) & ((q & np.int32(1)) == np.int32(1))))
+        sat_g = (q < -32768) | (q > 32767)
+        q = min(max(q, np.int32(-32768)), np.int32(32767))
+        s = sr_theta[k]
+        s ^= s >> np.uint64(12)
+        s ^= s << np.uint64(25)
+        s ^= s >> np.uint64(27)
+        sr_theta[k] = s
+        u = np.int32((s * XORSHIFT64STAR) >> np.uint64(64 - T_SHIFT))
+        y = (np.int32(theta[k]) << np.int32(T_SHIFT)) - eta32 * q
+        t = (y >> np.int32(T_SHIFT)) + np.int32(u < (y & t_mask))
+        sat_t = (t < -128) | (t > 127)
+        theta[k] = np.int8(min(max(t, np.int32(-128)), np.int32(127)))
+        G[k] = 0
+        saturations += np.int64(sat_g) + np.int64(sat_t)
+    return saturations
+
+
+@njit(boundscheck=False)
+def integer_layer(n_cycles, ej, a, eta, theta, G, sr_theta):
+    saturations = 0
+    for _ in range(n_cycles):
+        for j in range(FAN_OUT):
+            r = j * FAN_IN
+            saturations += integer_row(ej[j], a, eta, theta[r:r + FAN_IN], G[r:r + FAN_IN],
+                                       sr_theta[r:r + FAN_IN])
+    return saturations
+
+
+@njit(boundscheck=False)
+def generator_only(n_cycles, sr_theta, theta):
+    for _ in range(n_cycles):
+        for k in range(np.uint64(0), np.uint64(sr_theta.shape[0])):
+            s = sr_theta[k]
+            s ^= s >> np.uint64(12)
+            s ^= s << np.uint64(25)
+            s ^= s >> np.uint64(27)
+            sr_theta[k] = s
+            theta[k] = np.int8(theta[k] + np.int8(np.int64((s * XORSHIFT64STAR) >> np.uint64(46)) < 5))
+    return 0
+
+
+def main() -> int:
+    chip = load_chip(Path(__file__).resolve().parents[1] / "hw_models" / "digits_8bit.toml")
+    fmts = format_table(chip)
+    fc_w = with_rounding(format_constants(fmts[L.F_WEIGHT]), ROUND_STOCHASTIC)
+    fc_g = with_rounding(format_constants(fmts[L.F_INTEGRATOR]), ROUND_NEAREST_EVEN)
+    assert (fc_w[1], fc_g[1]) == (FW, FG), "digits_8bit's formats changed"
+    rng = np.random.default_rng(1)
+    n = FAN_IN * FAN_OUT
+    ej = rng.integers(-2 ** 13, 2 ** 13, FAN_OUT).astype(np.int64)
+    a = rng.integers(0, 256, FAN_IN).astype(np.uint8)
+    theta0 = rng.integers(-128, 128, n).astype(np.int8)
+    sr0 = rng.integers(1, 2 ** 63, n).astype(np.uint64)
+    eta = 205   # 0.05 in u0.12
+    f_args = (ej * 2.0 ** -FE, a * 2.0 ** -FA, eta * 2.0 ** -FL, theta0 * 2.0 ** -FW, np.zeros(n),
+              sr0.copy(), np.ones(n, np.uint64), fc_w, fc_g)
+    i_args = (ej, a, eta, theta0.copy(), np.zeros(n, np.int16), sr0.copy())
+    g_args = (sr0.copy(), theta0.copy())
+    rows = (("float64 row", float_layer, f_args), ("integer row", integer_layer, i_args),
+            ("generator only", generator_only, g_args))
+    for _, fn, args in rows:
+        fn(1, *args)
+    times = {name: [] for name, _, _ in rows}
+    for _ in range(3):
+        for name, fn, args in rows:
+            t = time.perf_counter()
+            fn(50, *args)
+            times[name].append((time.perf_counter() - t) / 50)
+    same = (np.array_equal(f_args[3], i_args[3] * 2.0 ** -FW) and np.array_equal(f_args[5], i_args[5]))
+    base = statistics.median(times["float64 row"])
+    print(f"node-mode synapse row, {n:,} synapses, tau_theta = 1 (median of 3, alternating)")
+    for name, _, _ in rows:
+        t = statistics.median(times[name])
+        print(f"  {name:15s} {t * 1e3:7.3f} ms a cycle  {t / n * 1e9:5.2f} ns a synapse  {base / t:5.2f}x")
+    print(f"integer row leaves the float64 row's bits (weights, generators): {'yes' if same else 'NO'}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
