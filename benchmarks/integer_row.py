@@ -47,7 +47,10 @@ XORSHIFT64STAR = np.uint64(0x2545F4914F6CDD1D)
 
 
 @njit(boundscheck=False)
-def float_layer(n_cycles, ej, a, eta, theta, G, sr_theta, sr_g, fc_w, fc_g):
+def float_layer(n_cycles, ej, a, eta, theta, G, sr_theta, sr_g, fmts):
+    # the rounding modes as constants, as the cycle kernel has them (chipmap.Variant.roundings)
+    fc_w = with_rounding(format_constants(fmts[L.F_WEIGHT]), ROUND_STOCHASTIC)
+    fc_g = with_rounding(format_constants(fmts[L.F_INTEGRATOR]), ROUND_NEAREST_EVEN)
     saturations = 0
     for _ in range(n_cycles):
         for j in range(FAN_OUT):
@@ -117,9 +120,8 @@ def generator_only(n_cycles, sr_theta, theta):
 def main() -> int:
     chip = load_chip(Path(__file__).resolve().parents[1] / "hw_models" / "digits_8bit.toml")
     fmts = format_table(chip)
-    fc_w = with_rounding(format_constants(fmts[L.F_WEIGHT]), ROUND_STOCHASTIC)
-    fc_g = with_rounding(format_constants(fmts[L.F_INTEGRATOR]), ROUND_NEAREST_EVEN)
-    assert (fc_w[1], fc_g[1]) == (FW, FG), "digits_8bit's formats changed"
+    assert (format_constants(fmts[L.F_WEIGHT])[1], format_constants(fmts[L.F_INTEGRATOR])[1]) == (FW, FG), \
+        "digits_8bit's formats changed"
     rng = np.random.default_rng(1)
     n = FAN_IN * FAN_OUT
     ej = rng.integers(-2 ** 13, 2 ** 13, FAN_OUT).astype(np.int64)
@@ -128,7 +130,7 @@ def main() -> int:
     sr0 = rng.integers(1, 2 ** 63, n).astype(np.uint64)
     eta = 205   # 0.05 in u0.12
     f_args = (ej * 2.0 ** -FE, a * 2.0 ** -FA, eta * 2.0 ** -FL, theta0 * 2.0 ** -FW, np.zeros(n),
-              sr0.copy(), np.ones(n, np.uint64), fc_w, fc_g)
+              sr0.copy(), np.ones(n, np.uint64), fmts)
     i_args = (ej, a, eta, theta0.copy(), np.zeros(n, np.int16), sr0.copy())
     g_args = (sr0.copy(), theta0.copy())
     rows = (("float64 row", float_layer, f_args), ("integer row", integer_layer, i_args),
