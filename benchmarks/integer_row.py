@@ -7,11 +7,12 @@ nearest even, saturate), the weight takes theta - eta G (s2.5, stochastic
 rounding from the synapse's own xorshift64* generator, saturate), G clears.
 
 * `float64 row`: the engine's own row (`synapse.node_synapse_row`, the one
-  the cycle kernel runs) on float64 registers;
+  the cycle kernel runs) on float64 registers, its rounding modes constants
+  as in the cycle kernel;
 * `integer row`: the same arithmetic on integer codes (theta int8, G int16,
   activation codes uint8, the same uint64 generators), quantisation as
-  shifts, rounding and saturation as selects, every sum in int32 lanes: only
-  the generator is 64-bit;
+  shifts, rounding and saturation as selects (written in int32; Numba
+  widens the arithmetic to 64-bit lanes);
 * `generator only`: each synapse's xorshift64* stepped and its top bits
   compared with a code: the least the chip's stochastic weight rounding
   costs.
