@@ -101,6 +101,17 @@ def sol_of(c, parallel=False):
             SpeedOfLightV1(sizes, mode, parallel=parallel))
 
 
+def sol_sr_of(c):
+    """SoL v2 with chip c's stochastic weight rounding (one xorshift64* step
+    a weight on every update, as the chip rounds), or None where the chip's
+    weights are float or do not round stochastically."""
+    w = c.formats.weight
+    if not (w.is_fixed and w.rounding == "stochastic"):
+        return None
+    return SpeedOfLight(c.layer_sizes, c.perturbation.mode, fixed=True, stochastic=True,
+                        tau_theta=c.timing.tau_theta)
+
+
 def weight_probes(c):
     """Every weight and bias register, every cycle."""
     return [f"layer{i}.{r}" for i in range(len(c.layer_sizes) - 1) for r in ("weight", "bias")]
@@ -317,8 +328,13 @@ def bench_large(rep: Report):
     for label, c, kind, synth in _large_chips():
         emu = build(c)
         sol, sol1 = sol_of(c)
-        rr = rates({"emu": emu.run, "sol": sol.run, "sol1": sol1.run}, 10)
+        sol_sr = sol_sr_of(c)
+        fns = {"emu": emu.run, "sol": sol.run, "sol1": sol1.run}
+        if sol_sr is not None:
+            fns["sol_sr"] = sol_sr.run
+        rr = rates(fns, 10)
         r, r_sol, r_sol1 = rr["emu"], rr["sol"], rr["sol1"]
+        r_sr = rr.get("sol_sr", NAN)
         if QUICK:
             r_tr = NAN
         else:
@@ -327,13 +343,16 @@ def bench_large(rep: Report):
                 r_tr = rate(lambda n: tr.run(n, sink=w), 10)
         P = c.n_parameters
         rows.append((label, P, kind, c.perturbation.mode, r, r * P, r_tr * P, r_sol * P, r / r_sol,
-                     r_sol1 * P, r / r_sol1))
+                     r_sol1 * P, r / r_sol1, r_sr * P, r / r_sr))
     rep.table("large", "Large chips: synapse-cycles/s (1 thread)",
               ("chip", "params", "formats", "perturbation", "emu cyc/s", "emu syn-cyc/s",
-               "traced syn-cyc/s", "SoL syn-cyc/s", "emu/SoL", "SoL v1 syn-cyc/s", "emu/SoL v1"), rows,
+               "traced syn-cyc/s", "SoL syn-cyc/s", "emu/SoL", "SoL v1 syn-cyc/s", "emu/SoL v1",
+               "SoL+sr syn-cyc/s", "emu/SoL+sr"), rows,
               "synapse-cycles/s = parameters x cycles / s; SoL = benchmarks/speed_of_light.py, same sizes and "
               "perturbation mode (integer codes for fixed chips, float64 for float chips); SoL v1 = the previous "
-              "float64 kernel; synthetic = the random task (mgd_emu.tasks) of the network's size")
+              "float64 kernel; SoL+sr = SoL with the chip's stochastic weight rounding (a xorshift64* step a "
+              "weight on every update; fixed chips whose weights round so); synthetic = the random task "
+              "(mgd_emu.tasks) of the network's size")
 
 
 THREAD_SIZES = [[64, 64, 10], [128, 256, 10], [256, 512, 10], [784, 256, 10]]

@@ -42,6 +42,12 @@ row loop, so the row loops vectorise (benchmarks/README.md shows it: the
 same kernels compiled with LLVM's vectorisers off, and the vector
 instructions in their assembly).
 
+`SpeedOfLight(..., stochastic=True)` (kernel `sol_int_sr`) adds what the
+emulated 8-bit chips also must do: their weights round stochastically on
+every update, each from its own xorshift64* generator, so every update steps
+one 64-bit generator per weight and rounds by its top bits. Benchmarks
+report the emulator against both (`SoL` and `SoL+sr`).
+
 The previous, float64 kernel with branches in its inner loops is kept as
 `SpeedOfLightV1` (`sol_v1_serial`, `sol_v1_parallel`), for the old column of
 the benchmarks. Each kernel is compiled serial and with `prange` over a
@@ -76,166 +82,197 @@ def xorshift32(s):
     return np.uint32(s ^ np.uint32(s << np.uint32(5)))
 
 
+ETA_MASK = np.int32((1 << ETA_SHIFT) - 1)
+XORSHIFT64STAR = np.uint64(0x2545F4914F6CDD1D)
+
+
+@njit(inline="always")
+def updated_weight(th, g, eta, sr, k, stochastic):
+    """The weight code after w -= eta G: (eta G) >> ETA_SHIFT (floor); or,
+    when stochastic, rounded as the emulated chips round their weights:
+    synapse k's xorshift64* (in sr) stepped, and the result one code up
+    with probability (the dropped bits) / 2**ETA_SHIFT."""
+    if not stochastic:
+        return th - ((g * eta) >> ETA_SHIFT)
+    full = (th << ETA_SHIFT) - g * eta
+    x = sr[k]
+    x ^= x >> np.uint64(12)
+    x ^= x << np.uint64(25)
+    x ^= x >> np.uint64(27)
+    sr[k] = x
+    u = np.int32((x * XORSHIFT64STAR) >> np.uint64(64 - ETA_SHIFT))
+    return (full >> ETA_SHIFT) + np.int32(u < (full & ETA_MASK))
+
+
 @njit(inline="always")
 def sign_code(s):
     """+1 or -1 (int32) from a generator state's top bit, without a branch."""
     return np.int32(np.int32(s >> np.uint32(31)) * np.int32(2) - np.int32(1))
 
 
-def _sol_int(n_cycles, sizes, theta, G, gen, X, Y, node, tau_theta, eta, lut, acts, act0, e, carry):
-    """n_cycles of MGD on integer codes; returns the last cost code.
+def _sol_int_for(STOCHASTIC):
+    """_sol_int, its weights rounded stochastically on update or truncated
+    (a constant of the kernel: the loops stay branch-free)."""
 
-    theta int8 [n_params], G int16 [n_params] (per layer the weights
-    row-major [fan_out, fan_in], then the biases); gen uint32 [n_generators]
-    (n_params in weight mode, n_neurons in node mode); X uint8 [samples,
-    n_in], Y uint8 [samples, n_out]; lut uint8 [LUT_SIZE]; acts uint8
-    [2, n_neurons] (this cycle's and the last cycle's perturbed path,
-    alternating), act0 uint8 [n_neurons]; e int32 [n_neurons] (node mode:
-    the last cycle's e_j); carry int64 [3]: cycle, last change, last cost.
-    """
-    n_layers = sizes.shape[0] - 1
-    n_samples = X.shape[0]
-    n_out = sizes[n_layers]
-    cost = np.int32(0)
-    for _ in range(n_cycles):
-        cycle = carry[0]
-        s = cycle % n_samples
-        s_prev = (cycle - 1) % n_samples
-        cur = cycle & 1
-        a_cur = acts[cur]
-        a_prev = acts[1 - cur]
-        chg = np.int32(carry[1])          # the last cycle's C~ (0 before the first)
-        update = (cycle % tau_theta) == 0
-        w_off = 0
-        n_off = 0
-        in_off = 0
-        for layer in range(n_layers):
-            fan_in, fan_out = sizes[layer], sizes[layer + 1]
-            b_off = w_off + fan_in * fan_out
-            if layer == 0:
-                a_in = X[s]
-                a0_in = X[s]
-                ap_in = X[s_prev]
-            else:
-                a_in = a_cur[in_off:in_off + fan_in]
-                a0_in = act0[in_off:in_off + fan_in]
-                ap_in = a_prev[in_off:in_off + fan_in]
-            if node:   # one generator step per neuron (a vector loop over the layer)
-                for j in range(fan_out):
-                    gen[n_off + j] = xorshift32(gen[n_off + j])
-            for j in prange(fan_out):
-                base = w_off + j * fan_in
-                # row views indexed by k >= 0: no negative-index select, the loops vectorise
-                th_r = theta[base:base + fan_in]
-                g_r = G[base:base + fan_in]
-                gen_r = gen[base:base + fan_in] if not node else gen[:0]
-                z = np.int32(0)
-                z0 = np.int32(0)
-                if not node:
-                    if update:
-                        for k in range(fan_in):
-                            st = gen_r[k]
-                            g = np.int32(g_r[k]) + chg * sign_code(st)
-                            th = np.int32(th_r[k]) - ((g * eta) >> ETA_SHIFT)
-                            th_r[k] = np.int8(th)
-                            g_r[k] = np.int16(0)
-                            st = xorshift32(st)
-                            gen_r[k] = st
-                            th = np.int32(np.int8(th)) << 2
-                            z = np.int32(z + (th + sign_code(st)) * np.int32(a_in[k]))
-                            z0 = np.int32(z0 + th * np.int32(a0_in[k]))
-                    else:
-                        for k in range(fan_in):
-                            st = gen_r[k]
-                            g_r[k] = np.int16(np.int32(g_r[k]) + chg * sign_code(st))
-                            st = xorshift32(st)
-                            gen_r[k] = st
-                            th = np.int32(th_r[k]) << 2
-                            z = np.int32(z + (th + sign_code(st)) * np.int32(a_in[k]))
-                            z0 = np.int32(z0 + th * np.int32(a0_in[k]))
-                    # bias: a synapse whose input is 1
-                    st = gen[b_off + j]
-                    g = np.int32(G[b_off + j]) + chg * sign_code(st)
-                    th = np.int32(theta[b_off + j])
-                    if update:
-                        th = th - ((g * eta) >> ETA_SHIFT)
-                        g = np.int32(0)
-                    theta[b_off + j] = np.int8(th)
-                    G[b_off + j] = np.int16(g)
-                    st = xorshift32(st)
-                    gen[b_off + j] = st
-                    th = np.int32(np.int8(th)) << 10          # units 2^-15
-                    z = z + th + (sign_code(st) << 8)
-                    z0 = z0 + th
+    def _sol_int(n_cycles, sizes, theta, G, gen, sr, X, Y, node, tau_theta, eta, lut, acts, act0, e, carry):
+        """n_cycles of MGD on integer codes; returns the last cost code.
+
+        theta int8 [n_params], G int16 [n_params] (per layer the weights
+        row-major [fan_out, fan_in], then the biases); gen uint32 [n_generators]
+        (n_params in weight mode, n_neurons in node mode); sr uint64 [n_params]
+        the weights' stochastic-rounding generators, or empty for updates that
+        truncate (updated_weight); X uint8 [samples,
+        n_in], Y uint8 [samples, n_out]; lut uint8 [LUT_SIZE]; acts uint8
+        [2, n_neurons] (this cycle's and the last cycle's perturbed path,
+        alternating), act0 uint8 [n_neurons]; e int32 [n_neurons] (node mode:
+        the last cycle's e_j); carry int64 [3]: cycle, last change, last cost.
+        """
+        n_layers = sizes.shape[0] - 1
+        n_samples = X.shape[0]
+        n_out = sizes[n_layers]
+        cost = np.int32(0)
+        for _ in range(n_cycles):
+            cycle = carry[0]
+            s = cycle % n_samples
+            s_prev = (cycle - 1) % n_samples
+            cur = cycle & 1
+            a_cur = acts[cur]
+            a_prev = acts[1 - cur]
+            chg = np.int32(carry[1])          # the last cycle's C~ (0 before the first)
+            update = (cycle % tau_theta) == 0
+            w_off = 0
+            n_off = 0
+            in_off = 0
+            for layer in range(n_layers):
+                fan_in, fan_out = sizes[layer], sizes[layer + 1]
+                b_off = w_off + fan_in * fan_out
+                if layer == 0:
+                    a_in = X[s]
+                    a0_in = X[s]
+                    ap_in = X[s_prev]
                 else:
-                    ej = e[n_off + j]
-                    if layer == 0 and update:
-                        for k in range(fan_in):
-                            g = np.int32(g_r[k]) + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT)
-                            th = np.int32(th_r[k]) - ((g * eta) >> ETA_SHIFT)
-                            th_r[k] = np.int8(th)
-                            g_r[k] = np.int16(0)
-                            z = np.int32(z + (np.int32(np.int8(th)) << 2) * np.int32(a_in[k]))
-                        z0 = z
-                    elif layer == 0:
-                        for k in range(fan_in):
-                            g_r[k] = np.int16(np.int32(g_r[k])
-                                                   + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT))
-                            z = np.int32(z + (np.int32(th_r[k]) << 2) * np.int32(a_in[k]))
-                        z0 = z
-                    elif update:
-                        for k in range(fan_in):
-                            g = np.int32(g_r[k]) + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT)
-                            th = np.int32(th_r[k]) - ((g * eta) >> ETA_SHIFT)
-                            th_r[k] = np.int8(th)
-                            g_r[k] = np.int16(0)
-                            th = np.int32(np.int8(th)) << 2
-                            z = np.int32(z + th * np.int32(a_in[k]))
-                            z0 = np.int32(z0 + th * np.int32(a0_in[k]))
+                    a_in = a_cur[in_off:in_off + fan_in]
+                    a0_in = act0[in_off:in_off + fan_in]
+                    ap_in = a_prev[in_off:in_off + fan_in]
+                if node:   # one generator step per neuron (a vector loop over the layer)
+                    for j in range(fan_out):
+                        gen[n_off + j] = xorshift32(gen[n_off + j])
+                for j in prange(fan_out):
+                    base = w_off + j * fan_in
+                    # row views indexed by k >= 0: no negative-index select, the loops vectorise
+                    th_r = theta[base:base + fan_in]
+                    g_r = G[base:base + fan_in]
+                    gen_r = gen[base:base + fan_in] if not node else gen[:0]
+                    sr_r = sr[base:base + fan_in] if STOCHASTIC else sr[:0]
+                    z = np.int32(0)
+                    z0 = np.int32(0)
+                    if not node:
+                        if update:
+                            for k in range(fan_in):
+                                st = gen_r[k]
+                                g = np.int32(g_r[k]) + chg * sign_code(st)
+                                th = updated_weight(np.int32(th_r[k]), g, eta, sr_r, k, STOCHASTIC)
+                                th_r[k] = np.int8(th)
+                                g_r[k] = np.int16(0)
+                                st = xorshift32(st)
+                                gen_r[k] = st
+                                th = np.int32(np.int8(th)) << 2
+                                z = np.int32(z + (th + sign_code(st)) * np.int32(a_in[k]))
+                                z0 = np.int32(z0 + th * np.int32(a0_in[k]))
+                        else:
+                            for k in range(fan_in):
+                                st = gen_r[k]
+                                g_r[k] = np.int16(np.int32(g_r[k]) + chg * sign_code(st))
+                                st = xorshift32(st)
+                                gen_r[k] = st
+                                th = np.int32(th_r[k]) << 2
+                                z = np.int32(z + (th + sign_code(st)) * np.int32(a_in[k]))
+                                z0 = np.int32(z0 + th * np.int32(a0_in[k]))
+                        # bias: a synapse whose input is 1
+                        st = gen[b_off + j]
+                        g = np.int32(G[b_off + j]) + chg * sign_code(st)
+                        th = np.int32(theta[b_off + j])
+                        if update:
+                            th = updated_weight(th, g, eta, sr, b_off + j, STOCHASTIC)
+                            g = np.int32(0)
+                        theta[b_off + j] = np.int8(th)
+                        G[b_off + j] = np.int16(g)
+                        st = xorshift32(st)
+                        gen[b_off + j] = st
+                        th = np.int32(np.int8(th)) << 10          # units 2^-15
+                        z = z + th + (sign_code(st) << 8)
+                        z0 = z0 + th
                     else:
-                        for k in range(fan_in):
-                            g_r[k] = np.int16(np.int32(g_r[k])
-                                                   + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT))
-                            th = np.int32(th_r[k]) << 2
-                            z = np.int32(z + th * np.int32(a_in[k]))
-                            z0 = np.int32(z0 + th * np.int32(a0_in[k]))
-                    g = np.int32(G[b_off + j]) + (ej >> CORR_SHIFT)
-                    th = np.int32(theta[b_off + j])
-                    if update:
-                        th = th - ((g * eta) >> ETA_SHIFT)
-                        g = np.int32(0)
-                    theta[b_off + j] = np.int8(th)
-                    G[b_off + j] = np.int16(g)
-                    th = np.int32(np.int8(th)) << 10
-                    z = z + th + (sign_code(gen[n_off + j]) << 8)
-                    z0 = z0 + th
-                # the nonlinearity: a table lookup per path
-                i = min(max((z >> Z_SHIFT) + LUT_SIZE // 2, 0), LUT_SIZE - 1)
-                i0 = min(max((z0 >> Z_SHIFT) + LUT_SIZE // 2, 0), LUT_SIZE - 1)
-                a_cur[n_off + j] = lut[i]
-                act0[n_off + j] = lut[i0]
-            if layer > 0:
-                in_off += fan_in
-            w_off = b_off + fan_out
-            n_off += fan_out
-        # ---- cost unit, both paths
-        out = n_off - n_out
-        c = np.int32(0)
-        c0 = np.int32(0)
-        for j in range(n_out):
-            d = np.int32(a_cur[out + j]) - np.int32(Y[s, j])
-            d0 = np.int32(act0[out + j]) - np.int32(Y[s, j])
-            c += d * d
-            c0 += d0 * d0
-        change = (c - c0) >> 4
-        cost = c
-        if node:   # each neuron's e_j = C~ p_j, for next cycle's correlation
-            for n in range(e.shape[0]):
-                e[n] = change * sign_code(gen[n])
-        carry[0] = cycle + 1
-        carry[1] = change
-    carry[2] = cost
-    return cost
+                        ej = e[n_off + j]
+                        if layer == 0 and update:
+                            for k in range(fan_in):
+                                g = np.int32(g_r[k]) + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT)
+                                th = updated_weight(np.int32(th_r[k]), g, eta, sr_r, k, STOCHASTIC)
+                                th_r[k] = np.int8(th)
+                                g_r[k] = np.int16(0)
+                                z = np.int32(z + (np.int32(np.int8(th)) << 2) * np.int32(a_in[k]))
+                            z0 = z
+                        elif layer == 0:
+                            for k in range(fan_in):
+                                g_r[k] = np.int16(np.int32(g_r[k])
+                                                       + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT))
+                                z = np.int32(z + (np.int32(th_r[k]) << 2) * np.int32(a_in[k]))
+                            z0 = z
+                        elif update:
+                            for k in range(fan_in):
+                                g = np.int32(g_r[k]) + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT)
+                                th = updated_weight(np.int32(th_r[k]), g, eta, sr_r, k, STOCHASTIC)
+                                th_r[k] = np.int8(th)
+                                g_r[k] = np.int16(0)
+                                th = np.int32(np.int8(th)) << 2
+                                z = np.int32(z + th * np.int32(a_in[k]))
+                                z0 = np.int32(z0 + th * np.int32(a0_in[k]))
+                        else:
+                            for k in range(fan_in):
+                                g_r[k] = np.int16(np.int32(g_r[k])
+                                                       + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT))
+                                th = np.int32(th_r[k]) << 2
+                                z = np.int32(z + th * np.int32(a_in[k]))
+                                z0 = np.int32(z0 + th * np.int32(a0_in[k]))
+                        g = np.int32(G[b_off + j]) + (ej >> CORR_SHIFT)
+                        th = np.int32(theta[b_off + j])
+                        if update:
+                            th = updated_weight(th, g, eta, sr, b_off + j, STOCHASTIC)
+                            g = np.int32(0)
+                        theta[b_off + j] = np.int8(th)
+                        G[b_off + j] = np.int16(g)
+                        th = np.int32(np.int8(th)) << 10
+                        z = z + th + (sign_code(gen[n_off + j]) << 8)
+                        z0 = z0 + th
+                    # the nonlinearity: a table lookup per path
+                    i = min(max((z >> Z_SHIFT) + LUT_SIZE // 2, 0), LUT_SIZE - 1)
+                    i0 = min(max((z0 >> Z_SHIFT) + LUT_SIZE // 2, 0), LUT_SIZE - 1)
+                    a_cur[n_off + j] = lut[i]
+                    act0[n_off + j] = lut[i0]
+                if layer > 0:
+                    in_off += fan_in
+                w_off = b_off + fan_out
+                n_off += fan_out
+            # ---- cost unit, both paths
+            out = n_off - n_out
+            c = np.int32(0)
+            c0 = np.int32(0)
+            for j in range(n_out):
+                d = np.int32(a_cur[out + j]) - np.int32(Y[s, j])
+                d0 = np.int32(act0[out + j]) - np.int32(Y[s, j])
+                c += d * d
+                c0 += d0 * d0
+            change = (c - c0) >> 4
+            cost = c
+            if node:   # each neuron's e_j = C~ p_j, for next cycle's correlation
+                for n in range(e.shape[0]):
+                    e[n] = change * sign_code(gen[n])
+            carry[0] = cycle + 1
+            carry[1] = change
+        carry[2] = cost
+        return cost
+
+    return _sol_int
 
 
 @njit(inline="always")
@@ -389,11 +426,13 @@ def _sol_float(n_cycles, sizes, theta, G, gen, X, Y, node, tau_theta, eta, ampli
 # Serial and parallel (prange over a layer's neurons) compilations, and
 # serial copies that are compiled with LLVM's loop and SLP vectorisers off
 # (`SpeedOfLight(..., vectorize=False)`): the evidence that the rows vectorise.
-sol_int_serial = njit(nogil=True)(_sol_int)
-sol_int_parallel = njit(nogil=True, parallel=True)(_sol_int)
+sol_int_serial = njit(nogil=True)(_sol_int_for(False))
+sol_int_parallel = njit(nogil=True, parallel=True)(_sol_int_for(False))
+sol_int_sr_serial = njit(nogil=True)(_sol_int_for(True))
+sol_int_sr_parallel = njit(nogil=True, parallel=True)(_sol_int_for(True))
 sol_float_serial = njit(nogil=True, fastmath=True)(_sol_float)
 sol_float_parallel = njit(nogil=True, fastmath=True, parallel=True)(_sol_float)
-sol_int_novec = njit(nogil=True)(_sol_int)
+sol_int_novec = njit(nogil=True)(_sol_int_for(False))
 sol_float_novec = njit(nogil=True, fastmath=True)(_sol_float)
 
 
@@ -431,11 +470,14 @@ class SpeedOfLight:
 
     sizes: layer sizes (input first); mode: "weight" or "node"; fixed: the
     integer kernel (fixed-point chips) or the float64 one; 64 random
-    samples with one-hot targets; tau_theta: cycles per update.
+    samples with one-hot targets; tau_theta: cycles per update;
+    stochastic: the weights round stochastically on every update, as the
+    emulated 8-bit chips' weight format does (one xorshift64* step a
+    weight, `updated_weight`); else the update truncates.
     """
 
     def __init__(self, sizes, mode="weight", fixed=True, seed=0, parallel=False, tau_theta=1,
-                 amplitude=2.0 ** -7, eta=0.1, vectorize=True):
+                 amplitude=2.0 ** -7, eta=0.1, vectorize=True, stochastic=False):
         sizes = np.asarray(sizes, dtype=np.int64)
         rng = np.random.default_rng(seed)
         n_params = int(sum(o * i + o for i, o in zip(sizes[:-1], sizes[1:])))
@@ -447,6 +489,11 @@ class SpeedOfLight:
         X = rng.random((64, int(sizes[0]))) < 0.5
         Y = np.eye(int(sizes[-1]))[rng.integers(0, int(sizes[-1]), 64)]
         self.gen = rng.integers(1, 2 ** 32, n_gen, dtype=np.uint64).astype(np.uint32)
+        if stochastic and not fixed:
+            raise ValueError("stochastic rounding is for the integer kernel (fixed-point chips)")
+        # the weights' stochastic-rounding generators (xorshift64*, one a weight), or none
+        self.sr = np.random.default_rng(seed + 1).integers(1, 2 ** 63, n_params if stochastic else 0,
+                                                           dtype=np.uint64)
         self.carry = np.zeros(3, dtype=np.int64)
         if self.fixed:
             self.X = np.ascontiguousarray(X * 128, dtype=np.uint8)          # u1.7 codes of 0/1
@@ -458,7 +505,10 @@ class SpeedOfLight:
             self.e = np.zeros(n_neurons, dtype=np.int32)
             self.eta = np.int32(round(eta * 2 ** 12))
             self.lut = sigmoid_table()
-            self.kernel = sol_int_parallel if parallel else sol_int_serial if vectorize else sol_int_novec
+            if stochastic:
+                self.kernel = sol_int_sr_parallel if parallel else sol_int_sr_serial
+            else:
+                self.kernel = sol_int_parallel if parallel else sol_int_serial if vectorize else sol_int_novec
         else:
             self.X = np.ascontiguousarray(X, dtype=np.float64)
             self.Y = np.ascontiguousarray(Y, dtype=np.float64)
@@ -477,7 +527,7 @@ class SpeedOfLight:
 
     def args(self, n_cycles: int) -> tuple:
         if self.fixed:
-            return (int(n_cycles), self.sizes, self.theta, self.G, self.gen, self.X, self.Y, self.node,
+            return (int(n_cycles), self.sizes, self.theta, self.G, self.gen, self.sr, self.X, self.Y, self.node,
                     self.tau_theta, self.eta, self.lut, self.acts, self.act0, self.e, self.carry)
         return (int(n_cycles), self.sizes, self.theta, self.G, self.gen, self.X, self.Y, self.node,
                 self.tau_theta, self.eta, self.amplitude, self.acts, self.act0, self.e, self.carry,
@@ -652,6 +702,7 @@ if __name__ == "__main__":  # a quick look: python benchmarks/speed_of_light.py
     for sizes in ([2, 2, 1], [49, 8, 4], [64, 64, 10], [784, 256, 10]):
         for mode in ("weight", "node"):
             for label, sol in (("v2 int", SpeedOfLight(sizes, mode, fixed=True)),
+                               ("v2 int sr", SpeedOfLight(sizes, mode, fixed=True, stochastic=True)),
                                ("v2 float", SpeedOfLight(sizes, mode, fixed=False)),
                                ("v1 float", SpeedOfLightV1(sizes, mode))):
                 sol.run(10)
