@@ -34,6 +34,7 @@ import numpy as np
 from numba import njit
 
 from mgd_emu.blocks import layout as L
+from mgd_emu.blocks.prng import xorshift64star_next
 from mgd_emu.blocks.synapse import node_synapse_row
 from mgd_emu.chipmap import format_table
 from mgd_emu.fixedpoint import ROUND_NEAREST_EVEN, ROUND_STOCHASTIC, format_constants, with_rounding
@@ -44,7 +45,6 @@ FW, FG, FA, FL = 5, 11, 8, 12     # fraction bits: weight s2.5, integrator s4.11
 FE = 15 + 7                       # e_j = C~ (s0.15) * p_j (s0.7) * kappa (u15.0)
 G_SHIFT = FE + FA - FG            # e_j a_k has FE + FA fraction bits; G has FG
 T_SHIFT = FL + FG - FW            # eta G has FL + FG; theta has FW
-XORSHIFT64STAR = np.uint64(0x2545F4914F6CDD1D)
 
 
 @njit(boundscheck=False)
@@ -79,12 +79,8 @@ def integer_row(ej, a, eta, theta, G, sr_theta):
         q = q + np.int32((low > half) | ((low == half) & ((q & np.int32(1)) == np.int32(1))))
         sat_g = (q < -32768) | (q > 32767)
         q = min(max(q, np.int32(-32768)), np.int32(32767))
-        s = sr_theta[k]
-        s ^= s >> np.uint64(12)
-        s ^= s << np.uint64(25)
-        s ^= s >> np.uint64(27)
-        sr_theta[k] = s
-        u = np.int32((s * XORSHIFT64STAR) >> np.uint64(64 - T_SHIFT))
+        sr_theta[k], rnd = xorshift64star_next(sr_theta[k])
+        u = np.int32(rnd >> np.uint64(64 - T_SHIFT))
         y = (np.int32(theta[k]) << np.int32(T_SHIFT)) - eta32 * q
         t = (y >> np.int32(T_SHIFT)) + np.int32(u < (y & t_mask))
         sat_t = (t < -128) | (t > 127)
@@ -109,12 +105,8 @@ def integer_layer(n_cycles, ej, a, eta, theta, G, sr_theta):
 def generator_only(n_cycles, sr_theta, theta):
     for _ in range(n_cycles):
         for k in range(np.uint64(0), np.uint64(sr_theta.shape[0])):
-            s = sr_theta[k]
-            s ^= s >> np.uint64(12)
-            s ^= s << np.uint64(25)
-            s ^= s >> np.uint64(27)
-            sr_theta[k] = s
-            theta[k] = np.int8(theta[k] + np.int8(np.int64((s * XORSHIFT64STAR) >> np.uint64(46)) < 5))
+            sr_theta[k], rnd = xorshift64star_next(sr_theta[k])
+            theta[k] = np.int8(theta[k] + np.int8(np.int64(rnd >> np.uint64(46)) < 5))
     return 0
 
 

@@ -65,6 +65,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from mgd_emu.blocks.prng import xorshift64star_next
+
 # ---------------------------------------------------------------- v2: integer and float kernels
 
 LUT_BITS = 12            # the activation table: 4096 entries over z in [-8, 8)
@@ -83,7 +85,6 @@ def xorshift32(s):
 
 
 ETA_MASK = np.int32((1 << ETA_SHIFT) - 1)
-XORSHIFT64STAR = np.uint64(0x2545F4914F6CDD1D)
 
 
 @njit(inline="always")
@@ -95,12 +96,8 @@ def updated_weight(th, g, eta, sr, k, stochastic):
     if not stochastic:
         return th - ((g * eta) >> ETA_SHIFT)
     full = (th << ETA_SHIFT) - g * eta
-    x = sr[k]
-    x ^= x >> np.uint64(12)
-    x ^= x << np.uint64(25)
-    x ^= x >> np.uint64(27)
-    sr[k] = x
-    u = np.int32((x * XORSHIFT64STAR) >> np.uint64(64 - ETA_SHIFT))
+    sr[k], rnd = xorshift64star_next(sr[k])
+    u = np.int32(rnd >> np.uint64(64 - ETA_SHIFT))
     return (full >> ETA_SHIFT) + np.int32(u < (full & ETA_MASK))
 
 
