@@ -1,7 +1,7 @@
 """What an integer datapath would buy the node-mode synapse row (issue 12).
 
-One cycle of the node-perturbation synapses of a 784-256-10 chip's first
-layer (200,704 synapses) with digits_8bit's formats, updated every cycle
+One cycle of 200,704 node-perturbation synapses (256 neurons, 784
+presynaptic activations each, u0.8) with digits_8bit's formats, updated every cycle
 (tau_theta = 1): each synapse integrates e_j a_k into G (s4.11, round to
 nearest even, saturate), the weight takes theta - eta G (s2.5, stochastic
 rounding from the synapse's own xorshift64* generator, saturate), G clears.
@@ -11,15 +11,17 @@ rounding from the synapse's own xorshift64* generator, saturate), G clears.
   as in the cycle kernel;
 * `integer row`: the same arithmetic on integer codes (theta int8, G int16,
   activation codes uint8, the same uint64 generators), quantisation as
-  shifts, rounding and saturation as selects (written in int32; Numba
-  widens the arithmetic to 64-bit lanes);
+  shifts, rounding and saturation as selects, on int64 lanes;
 * `generator only`: each synapse's xorshift64* stepped and its top bits
   compared with a code: the least the chip's stochastic weight rounding
   costs.
 
-It checks that the integer row leaves every weight and generator with the
-float64 row's bits after 1 + 3 x 50 cycles (exit status 1 if not), and
-prints ns per synapse, the rows timed in alternation, median of 3.
+It checks that the integer row gives the float64 row's bits (exit status 1
+if not): two cycles that only integrate, with e_j over the chip's range (G
+saturates) and rounding ties, then an update, comparing G, the weights, the
+generators and the saturation counts; and the weights and generators again
+after the timed cycles. It prints ns per synapse, the rows timed in
+alternation, median of 3.
 
     python benchmarks/integer_row.py
 """
@@ -48,7 +50,7 @@ T_SHIFT = FL + FG - FW            # eta G has FL + FG; theta has FW
 
 
 @njit(boundscheck=False)
-def float_layer(n_cycles, ej, a, eta, theta, G, sr_theta, sr_g, fmts):
+def float_layer(n_cycles, update, ej, a, eta, theta, G, sr_theta, sr_g, fmts):
     # the rounding modes as constants, as the cycle kernel has them (chipmap.Variant.roundings)
     fc_w = with_rounding(format_constants(fmts[L.F_WEIGHT]), ROUND_STOCHASTIC)
     fc_g = with_rounding(format_constants(fmts[L.F_INTEGRATOR]), ROUND_NEAREST_EVEN)
@@ -56,48 +58,59 @@ def float_layer(n_cycles, ej, a, eta, theta, G, sr_theta, sr_g, fmts):
     for _ in range(n_cycles):
         for j in range(FAN_OUT):
             r = j * FAN_IN
-            n_g, n_p = node_synapse_row(FAN_IN, ej[j], a, True, True, eta, theta[r:r + FAN_IN],
-                                        G[r:r + FAN_IN], sr_theta[r:r + FAN_IN], sr_g[r:r + FAN_IN],
-                                        fc_w, fc_g, True, False)
+            th, g, srt, srg = theta[r:r + FAN_IN], G[r:r + FAN_IN], sr_theta[r:r + FAN_IN], sr_g[r:r + FAN_IN]
+            if update:   # a constant in each copy of the row, as node_neuron_synapses calls it
+                n_g, n_p = node_synapse_row(FAN_IN, ej[j], a, True, True, eta, th, g, srt, srg, fc_w, fc_g,
+                                            True, False)
+            else:
+                n_g, n_p = node_synapse_row(FAN_IN, ej[j], a, True, False, eta, th, g, srt, srg, fc_w, fc_g,
+                                            True, False)
             saturations += n_g + n_p
     return saturations
 
 
 @njit(boundscheck=False, inline="always")
-def integer_row(ej, a, eta, theta, G, sr_theta):
-    """G <- sat(rne(G + e_j a_k)); theta <- sat(sto(theta - eta G)); G <- 0,
-    on codes. Returns the saturations."""
-    half = np.int32(1) << np.int32(G_SHIFT - 1)
-    g_mask = (np.int32(1) << np.int32(G_SHIFT)) - np.int32(1)
-    t_mask = (np.int32(1) << np.int32(T_SHIFT)) - np.int32(1)
-    ej32, eta32 = np.int32(ej), np.int32(eta)
+def integer_row(update, ej, a, eta, theta, G, sr_theta):
+    """G <- sat(rne(G + e_j a_k)); on an update, theta <- sat(sto(theta -
+    eta G)) and G <- 0; on codes (int64 arithmetic: e_j a_k reaches 2^38).
+    Returns the saturations."""
+    half = np.int64(1) << (G_SHIFT - 1)
+    g_mask = (np.int64(1) << G_SHIFT) - 1
+    t_mask = (np.int64(1) << T_SHIFT) - 1
     saturations = 0
     for k in range(np.uint64(0), np.uint64(FAN_IN)):
-        e = ej32 * np.int32(a[k])
+        e = ej * np.int64(a[k])
         low = e & g_mask          # G is a whole code: the dropped bits are e's
-        q = np.int32(G[k]) + (e >> np.int32(G_SHIFT))
-        q = q + np.int32((low > half) | ((low == half) & ((q & np.int32(1)) == np.int32(1))))
+        q = np.int64(G[k]) + (e >> G_SHIFT)
+        q = q + np.int64((low > half) | ((low == half) & ((q & 1) == 1)))
         sat_g = (q < -32768) | (q > 32767)
-        q = min(max(q, np.int32(-32768)), np.int32(32767))
+        q = min(max(q, -32768), 32767)
+        if not update:
+            G[k] = np.int16(q)
+            saturations += np.int64(sat_g)
+            continue
         sr_theta[k], rnd = xorshift64star_next(sr_theta[k])
-        u = np.int32(rnd >> np.uint64(64 - T_SHIFT))
-        y = (np.int32(theta[k]) << np.int32(T_SHIFT)) - eta32 * q
-        t = (y >> np.int32(T_SHIFT)) + np.int32(u < (y & t_mask))
+        u = np.int64(rnd >> np.uint64(64 - T_SHIFT))
+        y = (np.int64(theta[k]) << T_SHIFT) - eta * q
+        t = (y >> T_SHIFT) + np.int64(u < (y & t_mask))
         sat_t = (t < -128) | (t > 127)
-        theta[k] = np.int8(min(max(t, np.int32(-128)), np.int32(127)))
+        theta[k] = np.int8(min(max(t, -128), 127))
         G[k] = 0
         saturations += np.int64(sat_g) + np.int64(sat_t)
     return saturations
 
 
 @njit(boundscheck=False)
-def integer_layer(n_cycles, ej, a, eta, theta, G, sr_theta):
+def integer_layer(n_cycles, update, ej, a, eta, theta, G, sr_theta):
     saturations = 0
     for _ in range(n_cycles):
         for j in range(FAN_OUT):
             r = j * FAN_IN
-            saturations += integer_row(ej[j], a, eta, theta[r:r + FAN_IN], G[r:r + FAN_IN],
-                                       sr_theta[r:r + FAN_IN])
+            th, g, srt = theta[r:r + FAN_IN], G[r:r + FAN_IN], sr_theta[r:r + FAN_IN]
+            if update:
+                saturations += integer_row(True, ej[j], a, eta, th, g, srt)
+            else:
+                saturations += integer_row(False, ej[j], a, eta, th, g, srt)
     return saturations
 
 
@@ -117,32 +130,56 @@ def main() -> int:
         "digits_8bit's formats changed"
     rng = np.random.default_rng(1)
     n = FAN_IN * FAN_OUT
-    ej = rng.integers(-2 ** 13, 2 ** 13, FAN_OUT).astype(np.int64)
+    # e_j codes as the chip forms them, C~ (s0.15) x p (+-1 or +-2 LSB of s0.7) x kappa (2^14 in
+    # u15.0): |e_j a_k| reaches 16, so G saturates. A quarter of the rows are odd multiples of
+    # 2^11 and the first 64 activations are 128 (0.5): e_j a_k then ends in exactly half an LSB of
+    # G, a tie for round-to-nearest-even.
+    ej = (rng.integers(-2 ** 15, 2 ** 15, FAN_OUT) * rng.choice([-2, -1, 1, 2], FAN_OUT) * 2 ** 14)
+    ties = rng.random(FAN_OUT) < 0.25
+    ej[ties] = (2 * rng.integers(-2 ** 12, 2 ** 12, ties.sum()) + 1) * 2 ** 11
+    ej = ej.astype(np.int64)
     a = rng.integers(0, 256, FAN_IN).astype(np.uint8)
+    a[:64] = 128
     theta0 = rng.integers(-128, 128, n).astype(np.int8)
     sr0 = rng.integers(1, 2 ** 63, n).astype(np.uint64)
     eta = 205   # 0.05 in u0.12
     f_args = (ej * 2.0 ** -FE, a * 2.0 ** -FA, eta * 2.0 ** -FL, theta0 * 2.0 ** -FW, np.zeros(n),
               sr0.copy(), np.ones(n, np.uint64), fmts)
     i_args = (ej, a, eta, theta0.copy(), np.zeros(n, np.int16), sr0.copy())
+
+    # The same bits: two cycles that only integrate (G accumulates, rounds, saturates), then one
+    # that updates; G, the weights, the generators and the saturation counts compared.
+    same = True
+    for update in (False, False, True):
+        sat_f = float_layer(1, update, *f_args)
+        sat_i = integer_layer(1, update, *i_args)
+        same &= (sat_f == sat_i and np.array_equal(f_args[4], i_args[4] * 2.0 ** -FG)
+                 and np.array_equal(f_args[3], i_args[3] * 2.0 ** -FW)
+                 and np.array_equal(f_args[5], i_args[5]))
+    ties_seen = int(np.count_nonzero((np.outer(ej, a.astype(np.int64)) & ((1 << G_SHIFT) - 1))
+                                     == 1 << (G_SHIFT - 1)))
+
     g_args = (sr0.copy(), theta0.copy())
-    rows = (("float64 row", float_layer, f_args), ("integer row", integer_layer, i_args),
-            ("generator only", generator_only, g_args))
-    for _, fn, args in rows:
-        fn(1, *args)
-    times = {name: [] for name, _, _ in rows}
+    rows = (("float64 row", lambda c: float_layer(c, True, *f_args)),
+            ("integer row", lambda c: integer_layer(c, True, *i_args)),
+            ("generator only", lambda c: generator_only(c, *g_args)))
+    for _, fn in rows:
+        fn(1)
+    times = {name: [] for name, _ in rows}
     for _ in range(3):
-        for name, fn, args in rows:
+        for name, fn in rows:
             t = time.perf_counter()
-            fn(50, *args)
+            fn(50)
             times[name].append((time.perf_counter() - t) / 50)
-    same = (np.array_equal(f_args[3], i_args[3] * 2.0 ** -FW) and np.array_equal(f_args[5], i_args[5]))
+    same &= np.array_equal(f_args[3], i_args[3] * 2.0 ** -FW) and np.array_equal(f_args[5], i_args[5])
     base = statistics.median(times["float64 row"])
     print(f"node-mode synapse row, {n:,} synapses, tau_theta = 1 (median of 3, alternating)")
-    for name, _, _ in rows:
+    for name, _ in rows:
         t = statistics.median(times[name])
         print(f"  {name:15s} {t * 1e3:7.3f} ms a cycle  {t / n * 1e9:5.2f} ns a synapse  {base / t:5.2f}x")
-    print(f"integer row leaves the float64 row's bits (weights, generators): {'yes' if same else 'NO'}")
+    print(f"integer row leaves the float64 row's bits (G, weights, generators, saturation counts; "
+          f"{sat_f:,} saturations and {ties_seen:,} rounding ties in the last checked cycle): "
+          f"{'yes' if same else 'NO'}")
     return 0 if same else 1
 
 
