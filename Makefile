@@ -19,12 +19,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/mgd-emu demo
 
-# Test processes (pytest-xdist): one per core, at most 4 (each compiles and
-# holds its own kernels); `make test TEST_WORKERS=1` runs in one process.
-TEST_WORKERS ?= $(shell n=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+# Test processes (pytest-xdist): one per usable core, at most 4 (each compiles
+# and holds its own kernels); each test file runs whole in one process, so a
+# file's shared fixtures (a dask cluster, a long run) are built once.
+# `make test TEST_WORKERS=0` runs the suite in pytest's own process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2); \
+                  [ $$n -gt 4 ] && n=4; echo $$n)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The reference RTL (rtl/) against golden and corner vectors under Icarus
 # Verilog (Debian package iverilog); the tests skip, saying so, without it.

@@ -97,7 +97,7 @@ def sol_of(c, parallel=False):
     codes for a fixed-point chip, float64 for a float chip) and v1 (float64,
     the previous kernel)."""
     sizes, mode = c.layer_sizes, c.perturbation.mode
-    return (SpeedOfLight(sizes, mode, fixed=is_fixed(c), parallel=parallel),
+    return (SpeedOfLight(sizes, mode, fixed=is_fixed(c), parallel=parallel, tau_theta=c.timing.tau_theta),
             SpeedOfLightV1(sizes, mode, parallel=parallel))
 
 

@@ -42,7 +42,8 @@ row loop, so the row loops vectorise (benchmarks/README.md shows it: the
 same kernels compiled with LLVM's vectorisers off, and the vector
 instructions in their assembly).
 
-`SpeedOfLight(..., stochastic=True)` (kernel `sol_int_sr`) adds what the
+`SpeedOfLight(..., stochastic=True)` (kernels `sol_int_sr_serial`,
+`sol_int_sr_parallel`) adds what the
 emulated 8-bit chips also must do: their weights round stochastically on
 every update, each from its own xorshift64* generator, so every update steps
 one 64-bit generator per weight and rounds by its top bits. Benchmarks
@@ -488,6 +489,8 @@ class SpeedOfLight:
         self.gen = rng.integers(1, 2 ** 32, n_gen, dtype=np.uint64).astype(np.uint32)
         if stochastic and not fixed:
             raise ValueError("stochastic rounding is for the integer kernel (fixed-point chips)")
+        if stochastic and not vectorize:
+            raise ValueError("the stochastic kernel has no copy compiled without vectorisers")
         # the weights' stochastic-rounding generators (xorshift64*, one a weight), or none
         self.sr = np.random.default_rng(seed + 1).integers(1, 2 ** 63, n_params if stochastic else 0,
                                                            dtype=np.uint64)

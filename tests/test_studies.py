@@ -450,10 +450,26 @@ def test_local_cluster_workers_are_processes_with_one_thread_and_numba_on_one_th
 
 def test_local_cluster_workers_start_with_the_engine_and_numbas_cpu_target_loaded(client):
     def preloaded(dask_worker):
-        return ([p.name for p in dask_worker.preloads],
-                all(m in sys.modules for m in ("mgd_emu.engine", "numba.np.arraymath")))
+        module = sys.modules.get("mgd_emu.studies.preload")
+        return [p.name for p in dask_worker.preloads], module is not None and module.PREPARED
 
     assert list(client.run(preloaded).values()) == [(["mgd_emu.studies.preload"], True)] * 2
+
+
+def test_local_cluster_keeps_the_users_own_worker_preloads(tmp_path):
+    import dask
+    from dask.distributed import Client
+
+    from mgd_emu.studies import local_cluster
+
+    mine = tmp_path / "my_preload.py"
+    mine.write_text("def dask_setup(worker):\n    worker.my_preload_ran = True\n")
+    with dask.config.set({"distributed.worker.preload": [str(mine)]}):
+        cluster = local_cluster(1)
+    with cluster, Client(cluster) as c:
+        names, ran = next(iter(c.run(lambda dask_worker: (
+            [p.name for p in dask_worker.preloads], getattr(dask_worker, "my_preload_ran", False))).values()))
+    assert names == [str(mine), "mgd_emu.studies.preload"] and ran
 
 
 def test_a_failing_grid_point_is_reported_and_the_rest_complete_with_nonzero_status(client, tmp_path):

@@ -559,10 +559,11 @@ def local_cluster(workers: int | None = None):
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
+        # the user's own worker preloads (dask config) too: an explicit list replaces them
+        preload = list(dask.config.get("distributed.worker.preload", None) or []) + ["mgd_emu.studies.preload"]
         with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
             return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"},
-                                preload=["mgd_emu.studies.preload"])
+                                silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"}, preload=preload)
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
