@@ -1,13 +1,15 @@
 """Study throughput: 16 runs of about 1 s each, serially in one process and on
-a LocalCluster of 2 worker processes (`make bench-study`).
+a LocalCluster of 2 worker processes (`make bench-study`), in rounds: each
+round times the serial and the distributed study back to back (the order
+swapped each round), and the median round's speed-up is reported.
 
 Reports the cluster's start-up (processes up, kernels loaded from the
 on-disk cache by the warm-up task) apart from the runs, the speed-up with
 and without it, and checks that both give the same results bit for bit. It
-also times the same run in plain processes, alone and `workers` at once:
-the speed-up the machine itself allows.
+also times the same run in plain processes, alone and `workers` at once
+(in rounds too): the speed-up the machine itself allows.
 
-    python benchmarks/study.py [--runs 16] [--seconds 1.0] [--workers 2] [--chip xor_8bit]
+    python benchmarks/study.py [--runs 16] [--seconds 1.0] [--workers 2] [--rounds 3] [--chip xor_8bit]
 """
 from __future__ import annotations
 
@@ -55,6 +57,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=1.0, help="wall time of one run, serially")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of (serial, distributed) timed back to back; the median round is reported")
     ap.add_argument("--chip", default="xor_8bit")
     ap.add_argument("-o", "--output", default=str(Path(__file__).parent / "results" / "study.json"))
     args = ap.parse_args()
@@ -76,11 +80,6 @@ def main() -> int:
     print(f"{args.runs} runs of {cycles:,} cycles of {args.chip} (~{args.seconds:g} s each at {rate:,.0f} cycles/s)",
           file=sys.stderr)
 
-    t = time.perf_counter()
-    serial = run_study(study, serial=True)
-    serial_s = time.perf_counter() - t
-    print(f"serial: {serial_s:.2f} s", file=sys.stderr)
-
     from dask.distributed import Client
 
     from mgd_emu.studies import local_cluster
@@ -89,16 +88,39 @@ def main() -> int:
     cluster = local_cluster(args.workers)
     client = Client(cluster)
     startup_s = time.perf_counter() - t
-    t = time.perf_counter()
-    dist = run_study(study, client=client)
-    dist_s = time.perf_counter() - t
+    # Rounds of (serial, distributed) back to back, the order swapped each
+    # round: this VM's speed drifts by 30 % within a minute, and a pair
+    # timed together sees the same machine.
+    rounds = []
+    for r in range(args.rounds):
+        timed = {}
+        for how in (("serial", "cluster") if r % 2 == 0 else ("cluster", "serial")):
+            t = time.perf_counter()
+            outcome = run_study(study, serial=True) if how == "serial" else run_study(study, client=client)
+            timed[how] = (time.perf_counter() - t, outcome)
+        (serial_s, serial), (dist_s, dist) = timed["serial"], timed["cluster"]
+        rounds.append({"serial_s": serial_s, "distributed_s": dist_s, "warm_up_s": dist.compile_s,
+                       "speedup": serial_s / dist_s, "serial": serial, "dist": dist})
+        print(f"round {r + 1}: serial {serial_s:.2f} s, {args.workers} workers {dist_s:.2f} s "
+              f"(warm-up {dist.compile_s:.2f} s): {serial_s / dist_s:.2f}x", file=sys.stderr)
     client.close()
     cluster.close()
-    # The machine without dask: the same run in 1, then in `workers` plain processes at once.
-    alone = plain_processes(args.chip, cycles, 1)[0]
-    together = plain_processes(args.chip, cycles, args.workers)
-    machine = args.workers * alone / max(together)
-    identical = all(serial.dataset[v].equals(dist.dataset[v]) for v in SAME)
+    median = sorted(rounds, key=lambda r: r["speedup"])[len(rounds) // 2]
+    serial_s, dist_s, serial, dist = median["serial_s"], median["distributed_s"], median["serial"], median["dist"]
+    # The machine without dask: the same run in 1 plain process, then in
+    # `workers` at once, then in 1 again, in rounds; the median round's ratio.
+    plain = []
+    for _ in range(args.rounds):
+        before = plain_processes(args.chip, cycles, 1)[0]
+        together = plain_processes(args.chip, cycles, args.workers)
+        after = plain_processes(args.chip, cycles, 1)[0]
+        plain.append({"alone_s": (before + after) / 2, "together_s": together,
+                      "speedup": args.workers * (before + after) / 2 / max(together)})
+    machine_round = sorted(plain, key=lambda r: r["speedup"])[len(plain) // 2]
+    alone, together, machine = machine_round["alone_s"], machine_round["together_s"], machine_round["speedup"]
+    identical = all(r["serial"].dataset[v].equals(r["dist"].dataset[v]) and
+                    r["serial"].dataset[v].equals(rounds[0]["serial"].dataset[v])
+                    for r in rounds for v in SAME)
     # Where the distributed time went: each worker's busy time (its runs,
     # emulator build included) against the elapsed time. On a machine shared
     # with other work the runs themselves slow down; the overhead does not.
@@ -112,24 +134,26 @@ def main() -> int:
         "chip": args.chip, "runs": args.runs, "cycles_per_run": cycles, "workers": args.workers,
         "serial_s": serial_s, "cluster_startup_s": startup_s, "warm_up_s": dist.compile_s,
         "distributed_s": dist_s, "speedup_runs": serial_s / dist_s,
+        "rounds": [{k: v for k, v in r.items() if k not in ("serial", "dist")} for r in rounds],
         "speedup_with_startup": serial_s / (startup_s + dist_s), "bit_identical": identical,
         "serial_run_s": serial_runs_s, "worker_busy_s": busy,
         "slowdown_of_a_run_on_the_cluster": sum(busy.values()) / serial_runs_s,
         "overhead_s": dist_s - dist.compile_s - max(busy.values()),
         "plain_process_alone_s": alone, "plain_processes_together_s": together,
-        "machine_parallel_speedup": machine,
+        "machine_parallel_speedup": machine, "machine_rounds": plain,
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
-    print(f"{args.workers} workers: cluster start {startup_s:.2f} s, then {dist_s:.2f} s "
+    print(f"median round: {args.workers} workers: cluster start {startup_s:.2f} s, then {dist_s:.2f} s "
           f"(warm-up {dist.compile_s:.2f} s of it): speed-up {result['speedup_runs']:.2f}x "
           f"({result['speedup_with_startup']:.2f}x counting the start); bit-identical: {identical}", file=sys.stderr)
     print(f"workers busy {', '.join(f'{b:.2f} s' for b in busy.values())}; a run took "
           f"{result['slowdown_of_a_run_on_the_cluster']:.2f}x its serial time; scheduling overhead "
           f"{result['overhead_s']:.2f} s; load average {result['load_average']:.1f} on {os.cpu_count()} cpus",
           file=sys.stderr)
-    print(f"the machine without dask: one run alone {alone:.2f} s, {args.workers} plain processes at once "
-          f"{', '.join(f'{t:.2f} s' for t in together)}: at most {machine:.2f}x from {args.workers} processes here",
-          file=sys.stderr)
+    rounds_text = ", ".join(f"{r['speedup']:.2f}x" for r in plain)
+    print(f"the machine without dask (median of {args.rounds} rounds): one run alone {alone:.2f} s, {args.workers} "
+          f"plain processes at once {', '.join(f'{t:.2f} s' for t in together)}: at most {machine:.2f}x from "
+          f"{args.workers} processes here ({rounds_text})", file=sys.stderr)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
