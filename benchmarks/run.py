@@ -624,12 +624,24 @@ def _scratch(st):
 EVAL_SAMPLES = 2048
 
 
+def _as_filed(st):
+    """The state with every layer's sum in the oracle's order (no exact-sum
+    vectorisation, chipmap.exact_mac off): the per-sample path as issue 12
+    timed it. Exact sums do not depend on their order, so the bits are the
+    same (checked)."""
+    return st._replace(lay=st.lay._replace(exact_mac=np.zeros_like(st.lay.exact_mac)))
+
+
 def bench_evaluate(rep: Report):
-    """evaluate() on a 784-1024-10 chip: the per-sample oracle
-    (cycle.forward_dataset, the engine's path before issue 12) against the
-    batched evaluator (mgd_emu.evaluate.forward_blocked, Emulator.outputs
-    now), alternately in this process, outputs compared bit for bit."""
+    """evaluate() on a 784-1024-10 chip: the per-sample path the engine had
+    when issue 12 was filed (cycle.forward_dataset with every sum in the
+    oracle's order), the per-sample path now (the same with the cycle
+    kernel's exact-sum multiply-accumulate), and the batched evaluator
+    (mgd_emu.evaluate.forward_blocked, Emulator.outputs now), alternately in
+    this process, outputs compared bit for bit."""
     rows = []
+    paths = (("as filed", lambda X, st, out: forward_dataset(X, _as_filed(st), out)),
+             ("per-sample", forward_dataset), ("new", forward_blocked))
     for label, ov in (("784-1024-10 fixed", WIDE), ("784-1024-10 float", {**WIDE, **FLOAT})):
         c = wide("digits_8bit", [784, 1024, 10], ov)
         emu = build(c)
@@ -638,29 +650,31 @@ def bench_evaluate(rep: Report):
         X = np.ascontiguousarray(np.resize(X, (256 if QUICK else EVAL_SAMPLES, X.shape[1])))
         n = X.shape[0]
         outs = {}
-        times = {"old": [], "new": []}
+        times = {key: [] for key, _ in paths}
         for _ in range(REPEATS + 2):   # alternate, so that load from elsewhere hits both alike
-            for key, fn in (("old", forward_dataset), ("new", forward_blocked)):
+            for key, fn in paths:
                 out = np.zeros((n, c.layer_sizes[-1]))
                 st = _scratch(emu.st)
                 t = time.perf_counter()
                 fn(X, st, out)
                 times[key].append(time.perf_counter() - t)
                 outs[key] = out
-        same = outs["old"].tobytes() == outs["new"].tobytes()
-        t_old, t_new = statistics.median(times["old"]), statistics.median(times["new"])
+        same = all(outs[key].tobytes() == outs["new"].tobytes() for key, _ in paths)
+        t_filed, t_old, t_new = (statistics.median(times[k]) for k in ("as filed", "per-sample", "new"))
         t = time.perf_counter()
         emu.evaluate()
         t_eval = (time.perf_counter() - t) / len(emu.task.test.inputs)
-        rows.append((label, n, t_old / n * 1e3, t_new / n * 1e3, t_old / t_new, "yes" if same else "NO",
-                     t_eval * 1e3))
+        rows.append((label, n, t_filed / n * 1e3, t_old / n * 1e3, t_new / n * 1e3, t_filed / t_new,
+                     t_old / t_new, "yes" if same else "NO", t_eval * 1e3))
     rep.table("evaluate", "evaluate(): forward pass over a test set, ms per sample (1 thread)",
-              ("chip", "samples", "old ms/sample", "new ms/sample", "old/new", "same bits",
-               "Emulator.evaluate() ms/sample"), rows,
-              "old = cycle.forward_dataset (the neuron kernels sample by sample), new = "
-              "mgd_emu.evaluate.forward_blocked (Emulator.outputs), the random task's test set tiled to the "
-              "sample count, timed alternately (median); the last column: Emulator.evaluate() on the 256-sample "
-              "test set, cost and accuracy included")
+              ("chip", "samples", "as filed ms/sample", "per-sample ms/sample", "new ms/sample", "as filed/new",
+               "per-sample/new", "same bits", "Emulator.evaluate() ms/sample"), rows,
+              "as filed = cycle.forward_dataset (the neuron kernels sample by sample) with every sum in the "
+              "oracle's order, the path issue 12 timed; per-sample = the same with the cycle kernel's exact-sum "
+              "multiply-accumulate (chipmap.exact_mac: fixed-point layers); new = mgd_emu.evaluate.forward_blocked "
+              "(Emulator.outputs); the random task's test set tiled to the sample count, timed alternately "
+              "(median); same bits: all three outputs equal; the last column: Emulator.evaluate() on the "
+              "256-sample test set, cost and accuracy included")
 
 
 BENCHMARKS = {
@@ -699,8 +713,8 @@ def targets(rep: Report):
     v = rep.get("small", "emu/numpy-loop", chip="xor_8bit")
     add("[12] xor_8bit >= 250x the vectorised numpy loop", v, ">= 250", v is not None and v >= 250, "x")
     for row in rep.results.get("evaluate", []):
-        add(f"[12] evaluate() {row['chip']} >= 10x faster per sample, same bits", row["old/new"],
-            ">= 10 and same bits", row["old/new"] >= 10 and row["same bits"] == "yes", "x")
+        add(f"[12] evaluate() {row['chip']} >= 10x faster per sample than as filed, same bits",
+            row["as filed/new"], ">= 10 and same bits", row["as filed/new"] >= 10 and row["same bits"] == "yes", "x")
     # engine v2 (before issue 12), against the previous speed-of-light kernel
     for label in ("synthetic 784-256-10", "digits 64-64-10"):
         v = rep.get("large", "emu/SoL v1", chip=label, formats="fixed", perturbation="node")
