@@ -472,6 +472,30 @@ def test_local_cluster_keeps_the_users_own_worker_preloads(tmp_path):
     assert names == [str(mine), "mgd_emu.studies.preload"] and ran
 
 
+def test_a_local_cluster_takes_another_port_quietly_when_dasks_dashboard_port_is_taken():
+    import socket
+    import warnings
+
+    from mgd_emu.studies import local_cluster
+
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.bind(("", 8787))
+        holder.listen()
+    except OSError:
+        pass   # taken already (another cluster of this session, say): the same case
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            cluster = local_cluster(1)
+        with cluster:
+            link = cluster.dashboard_link
+    finally:
+        holder.close()
+    assert ":8787/" not in link
+    assert not [w for w in seen if "already in use" in str(w.message)]
+
+
 def test_a_failing_grid_point_is_reported_and_the_rest_complete_with_nonzero_status(client, tmp_path):
     path = write(tmp_path, study_text(grid='"formats.weight.frac_bits" = [5, 40]\n"timing.tau_theta" = [1, 2]'))
     r = run_cli("study", path, "-o", tmp_path / "o", "--scheduler", client.scheduler.address, "--quiet")

@@ -546,7 +546,9 @@ def local_cluster(workers: int | None = None):
     (worker saturation 1.0; dask's default 1.1 queues a second run on each
     1-thread worker, so at the end of a study a fast worker can sit idle
     while a slow one still holds a run it has not started). Each worker
-    preloads `mgd_emu.studies.preload` as it starts."""
+    preloads `mgd_emu.studies.preload` as it starts. The scheduler's HTTP
+    server (dask's dashboard) takes dask's port 8787 when it is free, else
+    any free port (dask would take one too, with a warning)."""
     import logging
 
     import dask
@@ -562,11 +564,22 @@ def local_cluster(workers: int | None = None):
         # the user's own worker preloads (dask config) too: an explicit list replaces them
         preload = list(dask.config.get("distributed.worker.preload", None) or []) + ["mgd_emu.studies.preload"]
         with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
-            return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+            http = ":8787" if _port_free(8787) else ":0"
+            return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=http,
                                 silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"}, preload=preload)
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
+
+
+def _port_free(port: int) -> bool:
+    """Whether a TCP port on every interface is free to listen on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("", port))
+        except OSError:
+            return False
+    return True
 
 
 def _warm_up(client, tasks) -> None:
