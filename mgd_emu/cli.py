@@ -728,10 +728,12 @@ def cmd_study(args) -> int:
         log(f"study {study.name}: {len(study.points())} point(s) x {len(study.seeds)} seed(s) = {study.n_runs} "
             f"runs of up to {study.cycles:,} cycles, on {where}; results in {out}")
     try:
-        with _writing(out, "-o"):
-            outcome = studies.run_study(study, out, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
-                                        workers=args.workers or None, serial=args.workers == 0,
-                                        resume=args.resume, progress=not quiet, log=log)
+        outcome = studies.run_study(study, out, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+                                    workers=args.workers or None, serial=args.workers == 0,
+                                    resume=args.resume, progress=not quiet, log=log)
+    except OSError as exc:   # a full disk, say: what was recorded before it is kept
+        raise UserError(f"-o {out}: cannot be written ({describe(exc)}); every run finished before it is in "
+                        f"{out / JOURNAL}: `mgd-emu study {args.file} -o {out} --resume` runs the rest") from None
     except KeyboardInterrupt:
         print(f"\nmgd-emu: interrupted; every finished run is in {out / JOURNAL}: "
               f"`mgd-emu study {args.file} -o {out} --resume` runs the rest", file=sys.stderr)

@@ -1,7 +1,7 @@
 """The one way mgd-emu writes a file, and the lock that gives a trace one writer.
 
 Every output (plot, VCD, GTKWave file, golden vectors, manifest, checkpoint,
-and the trace's creation) is written by `output()`:
+a study's results, and the trace's creation) is written by `output()`:
 
 1. refused if it is (or would replace) any input of the same command
    (`refuse_inputs`: the same path or the same file through a link);
@@ -63,11 +63,13 @@ def temp_name(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def output(path, inputs=(), option: str = "-o", mode: str | None = None, encoding: str = "utf-8"):
+def output(path, inputs=(), option: str = "-o", mode: str | None = None, encoding: str = "utf-8",
+           newline: str | None = None):
     """Write `path` safely (see the module docstring).
 
     mode None: yields the temporary Path (for writers that take a file name);
-    "w"/"wb": yields an open file on it. On success the temporary file is
+    "w"/"wb": yields an open file on it (text: `encoding` and `newline` as
+    open() takes them). On success the temporary file is
     fsync'd and renamed to `path`; on any failure it is removed and the error
     goes on (an OSError as OutputError naming `path`)."""
     path = Path(path)
@@ -85,7 +87,8 @@ def output(path, inputs=(), option: str = "-o", mode: str | None = None, encodin
             if mode is None:
                 yield tmp
             else:
-                fp = open(tmp, mode, encoding=None if "b" in mode else encoding)
+                binary = "b" in mode
+                fp = open(tmp, mode, encoding=None if binary else encoding, newline=None if binary else newline)
                 with fp:
                     yield fp
             with critical():

@@ -308,6 +308,32 @@ def test_a_full_disk_during_a_run_stops_it_with_one_line_and_keeps_the_flushed_t
     assert not [p for p in tiny_disk.iterdir() if ".tmp-" in p.name or p.name.endswith(".lock")]
 
 
+def test_a_study_that_fills_the_disk_stops_with_one_line_and_resumes_once_there_is_room(tiny_disk, tmp_path):
+    import xarray as xr
+
+    study = tmp_path / "s.toml"   # records of ~30 kB each (an evaluation every 50 cycles)
+    study.write_text('[study]\nchip = "xor_8bit"\nseeds = [0, 1, 2, 3, 4, 5]\ncycles = 30_000\n'
+                     'eval_every = 50\ntargets = [1.0]\n[grid]\n"formats.weight.frac_bits" = [4, 5]\n')
+    filler = tiny_disk / "filler"
+    with open(filler, "wb") as fp:  # leave ~150 kB: room for a few runs' records, not all twelve
+        fp.write(b"\0" * (2 * 1024 * 1024 - 150 * 1024))
+    out = tiny_disk / "study"
+    r = mgd("study", study, "-o", out, "--workers", "0", "--quiet")
+    one_line_error(r, "no space left on the device", "journal.jsonl", "--resume")
+    assert sorted(p.name for p in out.iterdir()) == ["journal.jsonl"]   # no half-written results
+    filler.unlink()
+    r = mgd("study", study, "-o", out, "--workers", "0", "--resume", "--quiet")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    kept = int(r.stdout.split(" were in the journal already")[0].rsplit(" ", 1)[-1])
+    assert 0 < kept < 12
+    whole = tmp_path / "whole"
+    assert mgd("study", study, "-o", whole, "--workers", "0", "--quiet").returncode == 0
+    with xr.open_dataset(out / "results.nc", engine="h5netcdf") as a, \
+            xr.open_dataset(whole / "results.nc", engine="h5netcdf") as b:
+        for v in ("status", "accuracy", "cost", "cycles_to_target", "final_accuracy", "saturations"):
+            assert a[v].equals(b[v]), v
+
+
 def test_an_export_to_a_full_disk_leaves_no_partial_file(tiny_disk, tmp_path):
     trace = tmp_path / "t.h5"
     record(trace, cycles=40000, probes=("cost", "layer0.weight", "layer0.weight_integrator"))

@@ -166,17 +166,16 @@ def to_dataset(study: Study, records: dict):
 
 def write_results(ds, out) -> list[Path]:
     """DIR/results.nc and DIR/results.csv, each written beside and renamed
-    into place (a reader never sees half a file)."""
+    into place by safe_io.output: a reader never sees half a file, and a
+    write that fails (a full disk) leaves nothing behind."""
+    from ..safe_io import output
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     nc, table = out / RESULTS_NC, out / RESULTS_CSV
-    tmp = nc.with_suffix(".nc.tmp")
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    tmp.replace(nc)
-    tmp = table.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with output(nc) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+    with output(table, mode="w", newline="") as f:
         write_csv(ds, f)
-    tmp.replace(table)
     return [nc, table]
 
 

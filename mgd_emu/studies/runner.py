@@ -237,6 +237,7 @@ class Journal:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._f = None
+        self._failed = False   # a write failed (a full disk): closing may fail the same way
 
     def open(self) -> "Journal":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -261,14 +262,25 @@ class Journal:
         return self
 
     def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record, default=_json_value) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        try:
+            self._f.write(json.dumps(record, default=_json_value) + "\n")
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError:
+            self._failed = True
+            raise
 
     def close(self) -> None:
+        """Close the file. After a failed write, the failure of flushing the
+        rest of that record again is not raised: the first one was, and the
+        line cut short is dropped when the journal is next opened."""
         if self._f is not None:
-            self._f.close()
-            self._f = None
+            f, self._f = self._f, None
+            try:
+                f.close()
+            except OSError:
+                if not self._failed:
+                    raise
 
 
 def _json_value(v):
@@ -439,6 +451,7 @@ def _run(study, out, journal, records, tasks, refused, skipped, outcome, client,
 
     # the points the chip refuses fail at once: counted in the bar's start, not its rate
     bar = _Bar(study.n_runs, len(skipped) + len(refused), progress, study.name, done=len(skipped))
+    failing = False
     try:
         for rec in refused:
             record(rec)
@@ -453,6 +466,9 @@ def _run(study, out, journal, records, tasks, refused, skipped, outcome, client,
                     bar.finished(rec)
             else:
                 _run_dask(tasks, record, bar, outcome, client, log)
+    except BaseException:
+        failing = True
+        raise
     finally:
         bar.close()
         if journal is not None:
@@ -461,7 +477,13 @@ def _run(study, out, journal, records, tasks, refused, skipped, outcome, client,
         mine = {run_id(study, p, s) for p in study.points() for s in study.seeds}
         outcome.dataset = to_dataset(study, {i: r for i, r in records.items() if i in mine})
         if out is not None:
-            outcome.paths = write_results(outcome.dataset, out)
+            try:
+                outcome.paths = write_results(outcome.dataset, out)
+            except (OSError, ValueError):   # ValueError: safe_io.OutputError
+                # the results of a study stopped by an error (a full disk,
+                # say) are a courtesy: that error is the one to report
+                if not failing:
+                    raise
     return outcome
 
 
