@@ -334,6 +334,28 @@ def test_a_study_that_fills_the_disk_stops_with_one_line_and_resumes_once_there_
             assert a[v].equals(b[v]), v
 
 
+def test_a_study_whose_results_do_not_fit_says_so_without_crashing_and_resume_writes_them(tiny_disk, tmp_path):
+    import xarray as xr
+
+    study = tmp_path / "s.toml"   # a journal of ~23 kB, results.nc of ~45 kB
+    study.write_text('[study]\nchip = "xor_8bit"\nseeds = [0, 1, 2, 3, 4, 5]\ncycles = 30_000\n'
+                     'eval_every = 3_000\ntargets = [1.0]\n[grid]\n"formats.weight.frac_bits" = [4, 5]\n')
+    filler = tiny_disk / "filler"
+    with open(filler, "wb") as fp:  # leave ~40 kB: room for the journal, not for the results
+        fp.write(b"\0" * (2 * 1024 * 1024 - 40 * 1024))
+    out = tiny_disk / "study"
+    r = mgd("study", study, "-o", out, "--workers", "0", "--quiet", "--no-plot")
+    # one line and status 2: HDF5 writing to the full disk used to print a traceback for every
+    # object it could not flush and crash on exit (status 139)
+    one_line_error(r, "results.nc", "no space left on the device", "--resume")
+    assert sorted(p.name for p in out.iterdir()) == ["journal.jsonl"]
+    filler.unlink()
+    r = mgd("study", study, "-o", out, "--workers", "0", "--resume", "--quiet", "--no-plot")
+    assert r.returncode == 0 and "12 were in the journal already" in r.stdout, r.stdout + r.stderr[-2000:]
+    with xr.open_dataset(out / "results.nc", engine="h5netcdf") as ds:
+        assert (ds.status.values == "ok").all()
+
+
 def test_an_export_to_a_full_disk_leaves_no_partial_file(tiny_disk, tmp_path):
     trace = tmp_path / "t.h5"
     record(trace, cycles=40000, probes=("cost", "layer0.weight", "layer0.weight_integrator"))

@@ -117,14 +117,14 @@ def execute(task: dict) -> dict:
 
 def _save_progress(ck: str, emu, at, cost, acc) -> None:
     """A run's checkpoint (CK.npz, mgd_emu.checkpoint: no pickle) and its
-    evaluations so far (CK.json), each written beside and renamed into place."""
+    evaluations so far (CK.json), each written beside and renamed into place
+    by safe_io.output (a failed write, a full disk say, leaves nothing)."""
     from ..checkpoint import save_checkpoint
+    from ..safe_io import write_text
 
     Path(ck).parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(emu, ck + ".npz")
-    tmp = Path(ck + ".json.tmp")
-    tmp.write_text(json.dumps({"cycle": emu.cycle, "eval_cycles": at, "cost": cost, "accuracy": acc}))
-    tmp.replace(ck + ".json")
+    write_text(ck + ".json", json.dumps({"cycle": emu.cycle, "eval_cycles": at, "cost": cost, "accuracy": acc}))
 
 
 def _resume(ck: str, chip, seed: int):
