@@ -731,10 +731,12 @@ def cmd_study(args) -> int:
         outcome = studies.run_study(study, out, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                                     workers=args.workers or None, serial=args.workers == 0,
                                     resume=args.resume, progress=not quiet, log=log)
-    except (OSError, OutputError) as exc:   # a full disk, say: the runs recorded before it are kept
-        what = str(exc) if isinstance(exc, OutputError) else f"-o {out}: cannot be written ({describe(exc)})"
-        raise UserError(f"{what}; every run finished before it is in {out / JOURNAL}: once there is room, "
-                        f"`mgd-emu study {args.file} -o {out} --resume` runs the rest and writes the results") from None
+    except OutputError as exc:   # the journal or the results (a full disk, say): the runs recorded are kept
+        kept = ""
+        if (out / JOURNAL).exists():
+            kept = (f"; every run finished before it is in {out / JOURNAL}: once there is room, "
+                    f"`mgd-emu study {args.file} -o {out} --resume` runs the rest and writes the results")
+        raise UserError(f"{exc}{kept}") from None
     except KeyboardInterrupt:
         print(f"\nmgd-emu: interrupted; every finished run is in {out / JOURNAL}: "
               f"`mgd-emu study {args.file} -o {out} --resume` runs the rest", file=sys.stderr)

@@ -319,7 +319,10 @@ def test_a_study_that_fills_the_disk_stops_with_one_line_and_resumes_once_there_
         fp.write(b"\0" * (2 * 1024 * 1024 - 150 * 1024))
     out = tiny_disk / "study"
     r = mgd("study", study, "-o", out, "--workers", "0", "--quiet")
-    one_line_error(r, "no space left on the device", "journal.jsonl", "--resume")
+    # the journal's failure is the one reported, not the results' that followed it
+    one_line_error(r, f"the journal {out / 'journal.jsonl'}: cannot be written (no space left on the device)",
+                   "--resume")
+    assert "results.nc" not in r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["journal.jsonl"]   # no half-written results
     filler.unlink()
     r = mgd("study", study, "-o", out, "--workers", "0", "--resume", "--quiet")
@@ -347,8 +350,9 @@ def test_a_study_whose_results_do_not_fit_says_so_without_crashing_and_resume_wr
     r = mgd("study", study, "-o", out, "--workers", "0", "--quiet", "--no-plot")
     # one line and status 2: HDF5 writing to the full disk used to print a traceback for every
     # object it could not flush and crash on exit (status 139)
-    one_line_error(r, "results.nc", "no space left on the device", "--resume")
-    assert sorted(p.name for p in out.iterdir()) == ["journal.jsonl"]
+    one_line_error(r, "cannot be written (no space left on the device)", "--resume")
+    assert f"-o {out / 'results.nc'}:" in r.stderr or f"-o {out / 'results.csv'}:" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["journal.jsonl"]   # neither results file, nor a part
     filler.unlink()
     r = mgd("study", study, "-o", out, "--workers", "0", "--resume", "--quiet", "--no-plot")
     assert r.returncode == 0 and "12 were in the journal already" in r.stdout, r.stdout + r.stderr[-2000:]

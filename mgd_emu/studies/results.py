@@ -167,33 +167,28 @@ def to_dataset(study: Study, records: dict):
 def write_results(ds, out) -> list[Path]:
     """DIR/results.nc and DIR/results.csv, each written beside and renamed
     into place by safe_io.output: a reader never sees half a file, and a
-    write that fails (a full disk) leaves nothing behind.
+    write that fails (a full disk) leaves nothing behind. Both are written
+    before either is renamed, so that a failure does not leave one new file
+    beside the other of an older collection.
 
-    The netCDF file is built in memory and then written as bytes where
-    xarray can (2025.9 and later): HDF5 writing straight to a full disk
-    fails again on every later flush and close, and the process crashed
-    on exit (measured on a full tmpfs)."""
+    The netCDF file is built in memory and written as bytes: HDF5 writing
+    straight to a full disk fails again at every later flush and close, and
+    the process crashed on exit (measured on a full tmpfs)."""
+    import dask
+
     from ..safe_io import output
 
     out = Path(out)
     nc, table = out / RESULTS_NC, out / RESULTS_CSV
-    import dask
-
-    try:
-        # the dataset holds numpy arrays; with a dask client active, xarray
-        # would still ask for a distributed lock, which an in-memory target cannot name
-        with dask.config.set(scheduler="synchronous"):
-            image = ds.to_netcdf(engine="h5netcdf")
-    except ValueError:   # an older xarray writes netCDF4 bytes only through a path
-        image = None
-    if image is not None:
-        with output(nc, mode="wb") as f:
-            f.write(image)
-    else:
-        with output(nc) as tmp:
-            ds.to_netcdf(tmp, engine="h5netcdf")
-    with output(table, mode="w", newline="") as f:
-        write_csv(ds, f)
+    # numpy arrays, nothing for dask to compute. With a client of a scheduler
+    # in another process active, xarray asks that scheduler for a lock named
+    # after the target, which an in-memory target cannot give ("Semaphore or
+    # Lock ... not known"); the synchronous scheduler takes a local lock.
+    with dask.config.set(scheduler="synchronous"):
+        image = ds.to_netcdf(engine="h5netcdf")
+    with output(nc, mode="wb") as f_nc, output(table, mode="w", newline="") as f_csv:
+        f_nc.write(image)
+        write_csv(ds, f_csv)
     return [nc, table]
 
 

@@ -124,7 +124,8 @@ def _save_progress(ck: str, emu, at, cost, acc) -> None:
 
     Path(ck).parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(emu, ck + ".npz")
-    write_text(ck + ".json", json.dumps({"cycle": emu.cycle, "eval_cycles": at, "cost": cost, "accuracy": acc}))
+    write_text(ck + ".json", json.dumps({"cycle": emu.cycle, "eval_cycles": at, "cost": cost, "accuracy": acc}),
+               option="checkpoint")
 
 
 def _resume(ck: str, chip, seed: int):
@@ -240,14 +241,17 @@ class Journal:
         self._failed = False   # a write failed (a full disk): closing may fail the same way
 
     def open(self) -> "Journal":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            # a line cut short by a crash is dropped before appending
-            data = self.path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                with open(self.path, "r+b") as f:
-                    f.truncate(data.rfind(b"\n") + 1)
-        self._f = open(self.path, "a", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                # a line cut short by a crash is dropped before appending
+                data = self.path.read_bytes()
+                if data and not data.endswith(b"\n"):
+                    with open(self.path, "r+b") as f:
+                        f.truncate(data.rfind(b"\n") + 1)
+            self._f = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise self._error(exc) from None
         try:
             import fcntl
 
@@ -266,9 +270,15 @@ class Journal:
             self._f.write(json.dumps(record, default=_json_value) + "\n")
             self._f.flush()
             os.fsync(self._f.fileno())
-        except OSError:
+        except OSError as exc:
             self._failed = True
-            raise
+            raise self._error(exc) from None
+
+    def _error(self, exc: OSError):
+        from ..errors import describe
+        from ..safe_io import OutputError
+
+        return OutputError(f"the journal {self.path}: cannot be written ({describe(exc)})")
 
     def close(self) -> None:
         """Close the file. After a failed write, the failure of flushing the
@@ -561,7 +571,10 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def local_cluster(workers: int | None = None):
+DASHBOARD_PORT = 8787   # dask's own default
+
+
+def local_cluster(workers: int | None = None, dashboard_port: int = DASHBOARD_PORT):
     """A LocalCluster of worker processes, one thread each, NUMBA_NUM_THREADS=1.
 
     Its scheduler sends a worker its next run only when the last one ends
@@ -569,8 +582,9 @@ def local_cluster(workers: int | None = None):
     1-thread worker, so at the end of a study a fast worker can sit idle
     while a slow one still holds a run it has not started). Each worker
     preloads `mgd_emu.studies.preload` as it starts. The scheduler's HTTP
-    server (dask's dashboard) takes dask's port 8787 when it is free, else
-    any free port (dask would take one too, with a warning)."""
+    server (dask's dashboard) listens on this machine only (127.0.0.1), on
+    `dashboard_port` when it is free, else on any free port (dask would take
+    one too, with a warning)."""
     import logging
 
     import dask
@@ -586,7 +600,7 @@ def local_cluster(workers: int | None = None):
         # the user's own worker preloads (dask config) too: an explicit list replaces them
         preload = list(dask.config.get("distributed.worker.preload", None) or []) + ["mgd_emu.studies.preload"]
         with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
-            http = ":8787" if _port_free(8787) else ":0"
+            http = f"127.0.0.1:{dashboard_port if _port_free(dashboard_port) else 0}"
             return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=http,
                                 silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"}, preload=preload)
     finally:
@@ -595,10 +609,12 @@ def local_cluster(workers: int | None = None):
 
 
 def _port_free(port: int) -> bool:
-    """Whether a TCP port on every interface is free to listen on now."""
+    """Whether a TCP port of 127.0.0.1 is free to listen on now (one in
+    TIME_WAIT counts as free, as it does for the server that takes it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("", port))
+            probe.bind(("127.0.0.1", port))
         except OSError:
             return False
     return True
