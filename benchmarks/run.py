@@ -370,17 +370,17 @@ def bench_threads(rep: Report):
         serial, auto, forced = build(c, parallel=False), build(c), build(c, parallel=True)
         sol, sol_v1 = sol_of(c, parallel=True)
         r = {k: [] for k in ("serial", "auto", "forced", "sol1", "sol2", "v1_1", "v1_2")}
-        # alternate 1 and 2 threads, so that load from elsewhere hits both alike
-        for _ in range(1 if QUICK else 2):
+        # alternate 1 and 2 threads, so that load from elsewhere hits both alike;
+        # the 2-thread kernels in turn first after the switch (the first after it ran slower)
+        two = [("auto", auto.run), ("forced", forced.run), ("sol2", sol.run), ("v1_2", sol_v1.run)]
+        for repeat in range(1 if QUICK else 2):
             numba.set_num_threads(1)
             r["serial"].append(rate(serial.run, 10))
             r["sol1"].append(rate(sol.run, 10))
             r["v1_1"].append(rate(sol_v1.run, 10))
             numba.set_num_threads(2)
-            r["auto"].append(rate(auto.run, 10))
-            r["forced"].append(rate(forced.run, 10))
-            r["sol2"].append(rate(sol.run, 10))
-            r["v1_2"].append(rate(sol_v1.run, 10))
+            for key, run in (two if repeat % 2 == 0 else two[::-1]):
+                r[key].append(rate(run, 10))
         m = {k: statistics.median(v) for k, v in r.items()}
         rows.append(("-".join(map(str, layers)), P, "parallel" if auto.variant.parallel else "serial",
                      m["serial"] * P, m["auto"] * P, m["auto"] / m["serial"],
