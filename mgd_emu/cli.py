@@ -727,20 +727,32 @@ def cmd_study(args) -> int:
                  or f"a local cluster of {args.workers or studies.runner.cores()} worker processes")
         log(f"study {study.name}: {len(study.points())} point(s) x {len(study.seeds)} seed(s) = {study.n_runs} "
             f"runs of up to {study.cycles:,} cycles, on {where}; results in {out}")
+    import logging
+
+    import distributed  # noqa: F401 - its logging set-up first, then the level below
+
+    # the dask client logs a traceback when its scheduler goes away; the study says so in one line
+    client_log = logging.getLogger("distributed.client")
+    client_level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
     try:
         outcome = studies.run_study(study, out, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                                     workers=args.workers or None, serial=args.workers == 0,
                                     resume=args.resume, progress=not quiet, log=log)
-    except OutputError as exc:   # the journal or the results (a full disk, say): the runs recorded are kept
+    except (OutputError, studies.runner.SchedulerLost) as exc:
+        # the journal or the results could not be written (a full disk, say), or the
+        # scheduler went away: the runs recorded are kept
         kept = ""
         if (out / JOURNAL).exists():
-            kept = (f"; every run finished before it is in {out / JOURNAL}: once there is room, "
+            kept = (f"; every run finished before it is in {out / JOURNAL}: "
                     f"`mgd-emu study {args.file} -o {out} --resume` runs the rest and writes the results")
         raise UserError(f"{exc}{kept}") from None
     except KeyboardInterrupt:
         print(f"\nmgd-emu: interrupted; every finished run is in {out / JOURNAL}: "
               f"`mgd-emu study {args.file} -o {out} --resume` runs the rest", file=sys.stderr)
         return 130
+    finally:
+        client_log.setLevel(client_level)
     paths = list(outcome.paths)
     if not args.no_plot and outcome.dataset.attrs["runs_ok"]:
         png = out / "results.png"

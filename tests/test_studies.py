@@ -2,6 +2,7 @@
 results Dataset, the plots, and runs on a real dask LocalCluster of two
 worker processes (bit-identical to serial, a killed worker, an interrupted
 and resumed study, a failing grid point)."""
+import contextlib
 import json
 import os
 import signal
@@ -531,6 +532,52 @@ def test_a_study_whose_client_was_killed_resumes_without_repeating_a_finished_ru
     assert len(ids) == len(set(ids)) == 12          # no finished run was run again
     assert [x["kind"] for x in records].count("study") == 2
     same_results(open_results(out), serial_long)
+
+
+def test_a_study_whose_scheduler_goes_away_stops_with_one_line_records_no_lost_run_and_resumes(tmp_path):
+    dask_cmd = str(Path(sys.executable).parent / "dask")
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    sfile = tmp_path / "scheduler.json"
+    started = []
+    try:
+        sched = subprocess.Popen([dask_cmd, "scheduler", "--port", "0", "--no-dashboard", "--scheduler-file", sfile],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        started.append(sched)
+        deadline = time.time() + 60
+        while not sfile.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        started.append(subprocess.Popen(
+            [dask_cmd, "worker", "--scheduler-file", sfile, "--nworkers", "2", "--nthreads", "1", "--no-dashboard",
+             "--preload", "mgd_emu.studies.preload"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env))
+        path = write(tmp_path, study_text(cycles=3_000_000, every=500_000, seeds=(0, 1, 2, 3),
+                                          grid='"timing.tau_theta" = [1, 2, 4]'))
+        out = tmp_path / "o"
+        proc = subprocess.Popen([*MGD, "study", path, "-o", out, "--scheduler-file", sfile, "--quiet"],
+                                stderr=subprocess.PIPE, text=True, env=env)
+        journal = out / JOURNAL
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if journal.exists() and journal.read_text().count('"kind": "run"') >= 1:
+                break
+            time.sleep(0.02)
+        sched.kill()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        for p in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=60)
+    assert proc.returncode == 2, err[-3000:]
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err[-3000:]
+    assert "dask scheduler" in err and "unfinished (nothing is recorded for them)" in err and "--resume" in err
+    _, before = read_journal(journal)
+    assert 1 <= len(before) < 12 and all(r["status"] == "ok" for r in before.values())   # lost is not failed
+
+    r = run_cli("study", path, "-o", out, "--resume", "--workers", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["skipped"] == len(before) and data["ran"] == 12 - len(before) and data["failed"] == 0
 
 
 def test_a_worker_killed_mid_study_costs_only_its_run_and_the_study_completes(client, serial_long, tmp_path):

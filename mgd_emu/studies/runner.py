@@ -232,6 +232,11 @@ def _compile(emu) -> None:
 
 # -------------------------------------------------------------------- journal
 
+class SchedulerLost(StudyError):
+    """The dask scheduler went away with runs unfinished: they are not
+    failures (nothing is recorded for them), and resuming runs them."""
+
+
 class Journal:
     """Append-only JSON lines, each fsynced as written."""
 
@@ -519,9 +524,11 @@ def _connect(client, scheduler, scheduler_file, workers):
 
 def _run_dask(tasks, record, bar, outcome, client, log):
     from dask.distributed import as_completed
+    from distributed.comm.core import CommClosedError
 
     t0 = time.perf_counter()
     futures = []
+    recorded = 0
     try:
         if not client.scheduler_info().get("workers"):
             if log:
@@ -540,12 +547,16 @@ def _run_dask(tasks, record, bar, outcome, client, log):
         threads = sum(client.nthreads().values()) or 1
         bar.running(min(threads, len(futures)))
         pending = len(futures)
+        lost = 0
         for fut in as_completed(futures):
             pending -= 1
             task = by_key[fut.key]
+            if fut.status == "cancelled":   # not by us: the scheduler went away (or forgot it)
+                lost += 1
+                continue
             if fut.status == "finished":
                 rec = fut.result()
-            else:  # the task itself never raises: its worker died too often (KilledWorker), or it was lost
+            else:  # the task itself never raises: its worker died too often (KilledWorker)
                 try:
                     exc = fut.exception()
                 except BaseException as lost:  # noqa: BLE001 - cancelled: exception() raises it
@@ -554,13 +565,24 @@ def _run_dask(tasks, record, bar, outcome, client, log):
                 rec.update(kind="run", status="failed", error=error_line(exc), worker=None,
                            mgd_emu_version=__version__, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             record(rec)
+            recorded += 1
             fut.release()
             bar.running(min(threads, pending))
             bar.finished(rec)
+        if lost:
+            raise SchedulerLost(_scheduler_name(client), "", f"the dask scheduler went away with {lost} run(s) "
+                                "unfinished (nothing is recorded for them)")
+    except (CommClosedError, TimeoutError) as exc:   # the connection, or reconnecting, failed
+        raise SchedulerLost(_scheduler_name(client), "", f"lost the dask scheduler ({one_line(exc)}) with "
+                            f"{len(tasks) - recorded} run(s) unfinished (nothing is recorded for them)") from None
     finally:
         for fut in futures:
             if not fut.done():
                 fut.cancel()
+
+
+def _scheduler_name(client) -> str:
+    return str(getattr(client.scheduler, "address", None) or "the dask scheduler")
 
 
 def cores() -> int:
