@@ -729,12 +729,16 @@ def cmd_study(args) -> int:
             f"runs of up to {study.cycles:,} cycles, on {where}; results in {out}")
     import logging
 
-    import distributed  # noqa: F401 - its logging set-up first, then the level below
-
     # the dask client logs a traceback when its scheduler goes away; the study says so in one line
     client_log = logging.getLogger("distributed.client")
     client_level = client_log.level
-    client_log.setLevel(logging.CRITICAL)
+    if args.workers != 0:
+        import importlib
+
+        importlib.import_module("distributed")   # its logging set-up first, then the level below
+
+        client_level = client_log.level
+        client_log.setLevel(logging.CRITICAL)
     try:
         outcome = studies.run_study(study, out, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                                     workers=args.workers or None, serial=args.workers == 0,
@@ -744,7 +748,8 @@ def cmd_study(args) -> int:
         # scheduler went away: the runs recorded are kept
         kept = ""
         if (out / JOURNAL).exists():
-            kept = (f"; every run finished before it is in {out / JOURNAL}: "
+            when = "once there is room, " if isinstance(exc, OutputError) else ""
+            kept = (f"; every run finished before it is in {out / JOURNAL}: {when}"
                     f"`mgd-emu study {args.file} -o {out} --resume` runs the rest and writes the results")
         raise UserError(f"{exc}{kept}") from None
     except KeyboardInterrupt:

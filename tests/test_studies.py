@@ -534,43 +534,64 @@ def test_a_study_whose_client_was_killed_resumes_without_repeating_a_finished_ru
     same_results(open_results(out), serial_long)
 
 
-def test_a_study_whose_scheduler_goes_away_stops_with_one_line_records_no_lost_run_and_resumes(tmp_path):
-    dask_cmd = str(Path(sys.executable).parent / "dask")
-    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+def _start_scheduler(tmp_path, started):
+    """A `dask scheduler` process of its own (its process group in `started`); its scheduler file."""
     sfile = tmp_path / "scheduler.json"
+    started.append(subprocess.Popen([str(Path(sys.executable).parent / "dask"), "scheduler", "--port", "0",
+                                     "--no-dashboard", "--scheduler-file", sfile],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            json.loads(sfile.read_text())   # written whole
+            return sfile
+        time.sleep(0.05)
+    raise AssertionError("the dask scheduler did not write its scheduler file in 60 s")
+
+
+def _stop(started):
+    for p in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=60)
+
+
+def _one_error_line(err: str) -> str:
+    assert "Traceback" not in err, err[-3000:]
+    lines = [x for x in err.splitlines() if x.startswith("mgd-emu: error:")]
+    assert len(lines) == 1, err[-3000:]
+    return lines[0]
+
+
+def test_a_study_whose_scheduler_goes_away_stops_with_one_line_records_no_lost_run_and_resumes(tmp_path):
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
     started = []
     try:
-        sched = subprocess.Popen([dask_cmd, "scheduler", "--port", "0", "--no-dashboard", "--scheduler-file", sfile],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        started.append(sched)
-        deadline = time.time() + 60
-        while not sfile.exists() and time.time() < deadline:
-            time.sleep(0.05)
+        sfile = _start_scheduler(tmp_path, started)
         started.append(subprocess.Popen(
-            [dask_cmd, "worker", "--scheduler-file", sfile, "--nworkers", "2", "--nthreads", "1", "--no-dashboard",
-             "--preload", "mgd_emu.studies.preload"],
+            [str(Path(sys.executable).parent / "dask"), "worker", "--scheduler-file", sfile, "--nworkers", "2",
+             "--nthreads", "1", "--no-dashboard", "--preload", "mgd_emu.studies.preload"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env))
         path = write(tmp_path, study_text(cycles=3_000_000, every=500_000, seeds=(0, 1, 2, 3),
                                           grid='"timing.tau_theta" = [1, 2, 4]'))
         out = tmp_path / "o"
         proc = subprocess.Popen([*MGD, "study", path, "-o", out, "--scheduler-file", sfile, "--quiet"],
-                                stderr=subprocess.PIPE, text=True, env=env)
+                                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+        started.append(proc)
         journal = out / JOURNAL
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
             if journal.exists() and journal.read_text().count('"kind": "run"') >= 1:
                 break
             time.sleep(0.02)
-        sched.kill()
+        assert time.time() < deadline, "no run finished in 120 s"
+        os.killpg(started[0].pid, signal.SIGKILL)   # the scheduler
         _, err = proc.communicate(timeout=120)
     finally:
-        for p in started:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=60)
+        _stop(started)
     assert proc.returncode == 2, err[-3000:]
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err[-3000:]
-    assert "dask scheduler" in err and "unfinished (nothing is recorded for them)" in err and "--resume" in err
+    line = _one_error_line(err)
+    assert "dask scheduler" in line and "unfinished (nothing is recorded for them)" in line and "--resume" in line
     _, before = read_journal(journal)
     assert 1 <= len(before) < 12 and all(r["status"] == "ok" for r in before.values())   # lost is not failed
 
@@ -578,6 +599,30 @@ def test_a_study_whose_scheduler_goes_away_stops_with_one_line_records_no_lost_r
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["skipped"] == len(before) and data["ran"] == 12 - len(before) and data["failed"] == 0
+
+
+def test_a_study_whose_scheduler_goes_away_before_any_worker_came_stops_with_one_line(tmp_path):
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    started = []
+    try:
+        sfile = _start_scheduler(tmp_path, started)
+        out = tmp_path / "o"
+        proc = subprocess.Popen([*MGD, "study", write(tmp_path, study_text()), "-o", out, "--scheduler-file",
+                                 sfile, "--quiet"], stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+        started.append(proc)
+        deadline = time.time() + 60
+        while time.time() < deadline and not (out / JOURNAL).exists():   # then it waits for a worker
+            time.sleep(0.02)
+        time.sleep(0.5)
+        os.killpg(started[0].pid, signal.SIGKILL)   # the scheduler
+        # the client tries to reconnect for its 30 s timeout, then the study stops
+        _, err = proc.communicate(timeout=120)
+    finally:
+        _stop(started)
+    assert proc.returncode == 2, err[-3000:]
+    line = _one_error_line(err)
+    assert "lost the dask scheduler" in line and "4 run(s) unfinished" in line and "--resume" in line
 
 
 def test_a_worker_killed_mid_study_costs_only_its_run_and_the_study_completes(client, serial_long, tmp_path):

@@ -523,8 +523,9 @@ def _connect(client, scheduler, scheduler_file, workers):
 
 
 def _run_dask(tasks, record, bar, outcome, client, log):
+    from concurrent.futures import CancelledError
+
     from dask.distributed import as_completed
-    from distributed.comm.core import CommClosedError
 
     t0 = time.perf_counter()
     futures = []
@@ -538,6 +539,9 @@ def _run_dask(tasks, record, bar, outcome, client, log):
         t1 = time.perf_counter()
         _warm_up(client, tasks)
         outcome.compile_s = time.perf_counter() - t1
+        if client.status != "running":   # the warm-up's tasks were lost with the scheduler
+            raise SchedulerLost(_scheduler_name(client), "", f"lost the dask scheduler during the warm-up with "
+                                f"{len(tasks)} run(s) unfinished (nothing is recorded for them)")
         by_key = {}
         for task in tasks:
             fut = client.submit(execute, task, pure=False,
@@ -547,32 +551,41 @@ def _run_dask(tasks, record, bar, outcome, client, log):
         threads = sum(client.nthreads().values()) or 1
         bar.running(min(threads, len(futures)))
         pending = len(futures)
-        lost = 0
-        for fut in as_completed(futures):
-            pending -= 1
+        cancelled = {}   # why -> runs: the scheduler cancelled them (went away, restarted, forgot them)
+        done = as_completed(futures)
+        for fut in done:
             task = by_key[fut.key]
-            if fut.status == "cancelled":   # not by us: the scheduler went away (or forgot it)
-                lost += 1
+            if fut.status not in ("finished", "error", "cancelled"):
+                done.add(fut)   # lost with its worker after it finished: computed again
                 continue
-            if fut.status == "finished":
-                rec = fut.result()
-            else:  # the task itself never raises: its worker died too often (KilledWorker)
-                try:
-                    exc = fut.exception()
-                except BaseException as lost:  # noqa: BLE001 - cancelled: exception() raises it
-                    exc = lost
-                rec = {k: task[k] for k in ("run_id", "index", "values", "seed")}
-                rec.update(kind="run", status="failed", error=error_line(exc), worker=None,
-                           mgd_emu_version=__version__, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            pending -= 1
+            try:
+                if fut.status == "cancelled":
+                    fut.result()   # raises the cancellation, with its reason
+                if fut.status == "finished":
+                    rec = fut.result()
+                else:  # the task itself never raises: its worker died too often (KilledWorker)
+                    rec = {k: task[k] for k in ("run_id", "index", "values", "seed")}
+                    rec.update(kind="run", status="failed", error=error_line(fut.exception()), worker=None,
+                               mgd_emu_version=__version__, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            except CancelledError as why:
+                reason = getattr(why, "reason", None) or "cancelled"
+                cancelled[reason] = cancelled.get(reason, 0) + 1
+                continue
             record(rec)
             recorded += 1
             fut.release()
             bar.running(min(threads, pending))
             bar.finished(rec)
-        if lost:
-            raise SchedulerLost(_scheduler_name(client), "", f"the dask scheduler went away with {lost} run(s) "
-                                "unfinished (nothing is recorded for them)")
-    except (CommClosedError, TimeoutError) as exc:   # the connection, or reconnecting, failed
+        if cancelled:
+            n = sum(cancelled.values())
+            why = ("went away" if set(cancelled) == {"scheduler-connection-lost"} else
+                   "cancelled them (" + ", ".join(sorted(cancelled)) + ")")
+            raise SchedulerLost(_scheduler_name(client), "", f"the dask scheduler {why} with {n} run(s) unfinished "
+                                "(nothing is recorded for them)")
+    except BrokenPipeError:
+        raise
+    except OSError as exc:   # the connection to the scheduler (CommClosedError, a timeout) failed
         raise SchedulerLost(_scheduler_name(client), "", f"lost the dask scheduler ({one_line(exc)}) with "
                             f"{len(tasks) - recorded} run(s) unfinished (nothing is recorded for them)") from None
     finally:
