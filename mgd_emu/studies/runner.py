@@ -409,6 +409,12 @@ def run_study(study: Study, out=None, *, client=None, scheduler: str | None = No
     each. serial: run in this process, one run after another, without dask.
     resume: continue the journal in `out`, running only what it lacks.
     progress: a progress bar on stderr. log(text): one-line messages.
+
+    Raises StudyError for a study that cannot run, SchedulerLost (a
+    StudyError) when the dask scheduler goes away or cancels runs, and
+    safe_io.OutputError when the journal or the results cannot be written
+    (a full disk): in each case every run recorded before it is kept in the
+    journal, and resume=True runs the rest.
     """
     t_start = time.perf_counter()
     journal, done, records = None, set(), {}
