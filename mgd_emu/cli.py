@@ -729,16 +729,14 @@ def cmd_study(args) -> int:
             f"runs of up to {study.cycles:,} cycles, on {where}; results in {out}")
     import logging
 
-    # the dask client logs a traceback when its scheduler goes away; the study says so in one line
-    client_log = logging.getLogger("distributed.client")
-    client_level = client_log.level
     if args.workers != 0:
         import importlib
 
         importlib.import_module("distributed")   # its logging set-up first, then the level below
-
-        client_level = client_log.level
-        client_log.setLevel(logging.CRITICAL)
+    # the dask client logs a traceback when its scheduler goes away; the study says so in one line
+    client_log = logging.getLogger("distributed.client")
+    client_level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
     try:
         outcome = studies.run_study(study, out, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                                     workers=args.workers or None, serial=args.workers == 0,

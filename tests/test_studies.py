@@ -556,6 +556,14 @@ def _stop(started):
         p.wait(timeout=60)
 
 
+def _study_on(sfile, path, out, env, started):
+    """`mgd-emu study PATH -o OUT --scheduler-file SFILE --quiet`, in its own process group (in `started`)."""
+    proc = subprocess.Popen([*MGD, "study", path, "-o", out, "--scheduler-file", sfile, "--quiet"],
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    started.append(proc)
+    return proc
+
+
 def _one_error_line(err: str) -> str:
     assert "Traceback" not in err, err[-3000:]
     lines = [x for x in err.splitlines() if x.startswith("mgd-emu: error:")]
@@ -575,9 +583,7 @@ def test_a_study_whose_scheduler_goes_away_stops_with_one_line_records_no_lost_r
         path = write(tmp_path, study_text(cycles=3_000_000, every=500_000, seeds=(0, 1, 2, 3),
                                           grid='"timing.tau_theta" = [1, 2, 4]'))
         out = tmp_path / "o"
-        proc = subprocess.Popen([*MGD, "study", path, "-o", out, "--scheduler-file", sfile, "--quiet"],
-                                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-        started.append(proc)
+        proc = _study_on(sfile, path, out, env, started)
         journal = out / JOURNAL
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
@@ -607,10 +613,7 @@ def test_a_study_whose_scheduler_goes_away_before_any_worker_came_stops_with_one
     try:
         sfile = _start_scheduler(tmp_path, started)
         out = tmp_path / "o"
-        proc = subprocess.Popen([*MGD, "study", write(tmp_path, study_text()), "-o", out, "--scheduler-file",
-                                 sfile, "--quiet"], stderr=subprocess.PIPE, text=True, env=env,
-                                start_new_session=True)
-        started.append(proc)
+        proc = _study_on(sfile, write(tmp_path, study_text()), out, env, started)
         deadline = time.time() + 60
         while time.time() < deadline and not (out / JOURNAL).exists():   # then it waits for a worker
             time.sleep(0.02)
