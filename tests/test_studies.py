@@ -389,6 +389,21 @@ def test_a_study_on_the_cluster_is_bit_identical_to_serial(client, tmp_path):
     assert len(workers) == 2 and str(os.getpid()) not in " ".join(workers)
 
 
+def test_on_the_cluster_the_largest_runs_start_first_whatever_the_grids_order(client):
+    """Runs start in order of their work (cycles x parameters), largest first:
+    a study does not end waiting on a large run that started last."""
+    from dask.distributed import get_task_stream
+
+    study = loads_study(study_text(grid='"network.layers" = [[2, 2, 1], [2, 3, 1], [2, 24, 1]]'), "s.toml")
+    with get_task_stream(client) as stream:
+        ds = run_study(study, client=client).dataset
+    started = {t["key"].split("-")[2]: t["startstops"][0]["start"] for t in stream.data
+               if t["key"].startswith("mgd-run-")}
+    by_width = {width: [started[r] for r in ds.run_id.values[i]]
+                for i, width in enumerate((2, 3, 24))}
+    assert max(by_width[24]) < min(by_width[3] + by_width[2]) and min(by_width[3]) < min(by_width[2])
+
+
 
 def test_the_workers_of_a_host_compile_a_structure_once_then_load_it_together(tmp_path, monkeypatch):
     """warm_on_host: the first worker to take the structure's lock compiles;
