@@ -20,7 +20,7 @@ from mgd_emu.cli import split_values
 from mgd_emu.engine import Emulator
 from mgd_emu.studies import StudyError, collect, load_study, loads_study, open_results, read_journal, run_study
 from mgd_emu.studies.plot import fit_slope, plot_results, summarize
-from mgd_emu.studies.runner import JOURNAL
+from mgd_emu.studies.runner import JOURNAL, _Bar
 
 ROOT = Path(__file__).resolve().parents[1]
 MGD = [sys.executable, "-m", "mgd_emu.cli"]
@@ -179,6 +179,17 @@ def test_a_run_is_exactly_a_plain_emulator_run_evaluated_every_eval_every(tmp_pa
             assert {r: (s, w) for r, s, w in zip(ds.register.values, run.saturations.values, run.wraps.values)} \
                 == emu.events
             assert ds.n_parameters.isel({"timing.tau_theta": point.index[0]}).item() == chip.n_parameters == 9
+
+
+def test_the_progress_bars_time_left_is_weighted_by_each_runs_work():
+    """One large run of four done in 10 s, with 80 % of the study's work:
+    2.5 s left, not the 30 s a count of runs would say."""
+    bar = _Bar(4, 0, False, "s", work=100)
+    assert bar.seconds_left() is None   # nothing to go by before a run has finished
+    bar.t0 -= 10.0
+    bar.finished({"status": "ok"}, work=80)
+    assert bar.seconds_left() == pytest.approx(2.5, rel=0.01)
+    assert (bar.done, bar.failed) == (1, 0)
 
 
 def test_time_to_target_is_the_first_evaluation_reaching_it_and_stop_at_ends_the_run():

@@ -477,7 +477,8 @@ def _run(study, out, journal, records, tasks, refused, skipped, outcome, client,
         outcome.ran += 1
 
     # the points the chip refuses fail at once: counted in the bar's start, not its rate
-    bar = _Bar(study.n_runs, len(skipped) + len(refused), progress, study.name, done=len(skipped))
+    bar = _Bar(study.n_runs, len(skipped) + len(refused), progress, study.name, done=len(skipped),
+               work=sum(t["work"] for t in tasks))
     failing = False
     try:
         for rec in refused:
@@ -485,12 +486,13 @@ def _run(study, out, journal, records, tasks, refused, skipped, outcome, client,
             bar.finished(rec, advance=False)
         if tasks:
             if serial:
+                bar.start()
                 for n, task in enumerate(tasks):
                     bar.running(1)
                     rec = execute(task)
                     record(rec)
                     bar.running(int(n + 1 < len(tasks)))
-                    bar.finished(rec)
+                    bar.finished(rec, task["work"])
             else:
                 _run_dask(tasks, record, bar, outcome, client, log)
     except BaseException:
@@ -565,6 +567,7 @@ def _run_dask(tasks, record, bar, outcome, client, log):
             by_key[fut.key] = task
             futures.append(fut)
         threads = sum(client.nthreads().values()) or 1
+        bar.start()
         bar.running(min(threads, len(futures)))
         pending = len(futures)
         cancelled = {}   # why -> runs: the scheduler cancelled them (went away, restarted, forgot them)
@@ -592,7 +595,7 @@ def _run_dask(tasks, record, bar, outcome, client, log):
             recorded += 1
             fut.release()
             bar.running(min(threads, pending))
-            bar.finished(rec)
+            bar.finished(rec, task["work"])
         if cancelled:
             n = sum(cancelled.values())
             why = ("went away" if set(cancelled) == {"scheduler-connection-lost"} else
@@ -700,32 +703,52 @@ def _warm_up(client, tasks) -> None:
 
 
 class _Bar:
-    """Runs done / failed / running, elapsed and remaining (tqdm on stderr)."""
+    """Runs done / failed / running, elapsed, and the time left (tqdm on
+    stderr). The time left is weighted by each run's work (plan's "work"),
+    not counted in runs: with the largest runs first, a count would call the
+    study longer than it is until the small runs came through."""
 
-    def __init__(self, total, initial, enabled, name, done=0):
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} runs [{elapsed}{postfix}]"
+
+    def __init__(self, total, initial, enabled, name, done=0, work=0):
         self.done, self.failed, self.n_running = done, 0, 0
+        self.work_left, self.work_done = work, 0
+        self.t0 = time.perf_counter()
         self.bar = None
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit="run", file=sys.stderr, dynamic_ncols=True,
-                            desc=name, leave=False)
+            self.bar = tqdm(total=total, initial=initial, file=sys.stderr, dynamic_ncols=True, desc=name,
+                            leave=False, bar_format=self.FORMAT)
             self._post()
+
+    def start(self):
+        """The runs start now (after the workers' warm-up): the clock of the time left."""
+        self.t0 = time.perf_counter()
+
+    def seconds_left(self) -> float | None:
+        """Time so far x work left / work done; None before a run has finished."""
+        if self.work_done <= 0:
+            return None
+        return (time.perf_counter() - self.t0) * self.work_left / self.work_done
 
     def _post(self):
         if self.bar is not None:
-            self.bar.set_postfix_str(f"done={self.done} failed={self.failed} running={self.n_running}",
-                                     refresh=True)
+            left = self.seconds_left()
+            self.bar.set_postfix_str(f"done={self.done} failed={self.failed} running={self.n_running}" + (
+                f", about {self.bar.format_interval(left)} left" if left else ""), refresh=True)
 
     def running(self, n):
         self.n_running = n
         self._post()
 
-    def finished(self, rec, advance=True):
+    def finished(self, rec, work=0, advance=True):
         if rec["status"] == "ok":
             self.done += 1
         else:
             self.failed += 1
+        self.work_done += work
+        self.work_left -= work
         if self.bar is not None and advance:
             self.bar.update(1)
         self._post()
