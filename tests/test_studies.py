@@ -751,6 +751,8 @@ def test_a_retried_run_continues_from_its_checkpoint_bit_exactly(tmp_path):
         c, a = emu.evaluate()
         at.append(emu.cycle), cost.append(c), acc.append(a)
     _save_progress(task["checkpoint"], emu, at, cost, acc)
+    (replanned,), _, _ = plan(study, set(), tmp_path / "checkpoints")
+    assert replanned["work"] * 2 == task["work"]   # half its cycles left: half the work, for the order runs start in
     again = execute(task)
     assert again["resumed_from_cycle"] == 4_000
     for key in ("eval_cycles", "cost", "accuracy", "events", "final_accuracy", "cycles", "reached"):

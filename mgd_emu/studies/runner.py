@@ -133,6 +133,19 @@ def _save_progress(ck: str, emu, at, cost, acc) -> None:
                option="checkpoint")
 
 
+def _cycles_left(ck: str | None, cycles: int) -> int:
+    """Cycles a run has left: fewer than `cycles` when its checkpoint's
+    progress file (_save_progress) says it got part of the way (an estimate
+    for the order runs start in; _resume decides what really resumes)."""
+    if ck is None:
+        return cycles
+    try:
+        done = json.loads(Path(ck + ".json").read_text())["cycle"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return cycles
+    return max(cycles - done, 0) if isinstance(done, int) else cycles
+
+
 def _resume(ck: str, chip, seed: int):
     """(emulator, evaluations) from a run's checkpoint when it has a usable one
     of this chip and seed, else (None, [], [], []): the run starts over."""
@@ -392,14 +405,13 @@ def plan(study: Study, done: set[str], checkpoints: Path | None = None):
         toml = chip.to_toml()
         backprop = point.trainer == "backprop"   # the baseline: nothing to compile, nothing to checkpoint
         for seed, rid in todo:
+            ck = str(checkpoints / rid) if checkpoints and study.checkpoint_every and not backprop else None
             tasks.append({"run_id": rid, "index": list(point.index), "values": point.values, "seed": seed,
                           "chip": toml, "source": f"{study.chip_path} [{point.label}]", "trainer": point.trainer,
                           "structure": None if backprop else structure_key(chip), "cycles": study.cycles,
                           "eval_every": study.eval_every, "stop_at": study.stop_at, "targets": study.targets,
-                          "work": study.cycles * (chip.n_parameters + CYCLE_OVERHEAD_PARAMS),
-                          "checkpoint": str(checkpoints / rid) if checkpoints and study.checkpoint_every
-                          and not backprop else None,
-                          "checkpoint_every": study.checkpoint_every})
+                          "work": _cycles_left(ck, study.cycles) * (chip.n_parameters + CYCLE_OVERHEAD_PARAMS),
+                          "checkpoint": ck, "checkpoint_every": study.checkpoint_every})
     return tasks, refused, skipped
 
 
