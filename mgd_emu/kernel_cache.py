@@ -285,6 +285,22 @@ class KeyedFunctionCache(caching.FunctionCache):
 
 
 def cached(dispatcher, key: str):
-    """Cache a closure-built dispatcher (made without cache=True) on disk under `key`."""
-    dispatcher._cache = KeyedFunctionCache(dispatcher.py_func, key)
+    """Cache a closure-built dispatcher (made without cache=True) on disk under
+    `key`, under a symbol name of its own (name_apart)."""
+    dispatcher._cache = KeyedFunctionCache(dispatcher.py_func, key)   # its files keep the plain name
+    return name_apart(dispatcher, key)
+
+
+def name_apart(dispatcher, tag: str):
+    """Give a kernel built in a closure the symbol name `<qualname>[tag]`,
+    `tag` naming what it was built for, before it compiles.
+
+    Numba names a compiled function by its qualified name, its argument
+    types and a counter of the process that compiled it. Two closures of one
+    function built for different chips, compiled in two processes that
+    happened to count alike, got one name; loaded from the disk cache into
+    one process, the linker then resolved both to whichever came first, and
+    a chip ran another's synapse code (its results then depended on the
+    chips run before it in the process). One name must mean one code."""
+    dispatcher.py_func.__qualname__ += f"[{tag}]"
     return dispatcher

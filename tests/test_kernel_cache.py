@@ -185,3 +185,45 @@ def test_mgd_emu_cache_shows_the_folders_and_prune_deletes_only_other_versions(t
     assert "deleted 1 folder of other versions, 5.0 MB" in cache("--prune")
     assert not old.exists() and (current / "blocks" / "x.nbc").exists() and (root / "notes.txt").exists()
     assert "0 folders  0.0 MB" in cache()
+
+
+# Every kernel built in a closure (a cycle kernel per chip variant, the
+# general synapse rows per set of rules) compiles with one process-wide count
+# in its symbol name; two processes compiling in the same order count alike.
+# This makes a process do so: each such kernel gets the number 7.
+_COUNT_ALIKE = """
+from numba.core import bytecode
+from_function = bytecode.FunctionIdentity.from_function.__func__
+def counted_alike(cls, func):
+    fid = from_function(cls, func)
+    if "<locals>" in func.__qualname__:
+        fid.unique_id, fid.unique_name = 7, f"{fid.func_qualname}$7"
+    return fid
+bytecode.FunctionIdentity.from_function = classmethod(counted_alike)
+"""
+_RUN = """
+import hashlib, sys
+from mgd_emu import load_chip
+from mgd_emu.engine import Emulator
+for change in sys.argv[1:]:
+    key, value = change.split("=")
+    emu = Emulator(load_chip("hw_models/xor_8bit.toml", {key: value}), 5)
+    emu.run(2_000)
+    print(hashlib.sha256(emu.st.syn.theta.tobytes() + emu.st.syn.G.tobytes()).hexdigest())
+"""
+
+
+def test_chips_compiled_by_different_processes_each_run_their_own_kernel_in_one_process(tmp_path):
+    """Two chip variants on the general synapse path (a wrapping integrator,
+    an analog one), each compiled and cached by its own process, then both
+    loaded into one: each gives the bits it gives alone."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "MGD_EMU_CACHE_DIR": str(tmp_path)}
+
+    def run(code, *chips):
+        return subprocess.run([sys.executable, "-c", code, *chips], cwd=root, env=env, capture_output=True,
+                              text=True, check=True).stdout.split()
+
+    wrap, analog = "formats.integrator.overflow=wrap", "integrator.kind=analog"
+    alone = run(_COUNT_ALIKE + _RUN, wrap) + run(_COUNT_ALIKE + _RUN, analog)
+    assert run(_RUN, wrap, analog) == alone

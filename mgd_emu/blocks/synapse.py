@@ -25,7 +25,7 @@ from .prng import gaussian, xorshift64star_next
 from ..fixedpoint import (FC_FIXED, FC_ROUNDING, ROUND_STOCHASTIC, format_constants,
                           quantize_sat_fc, rounding_tag, with_rounding)
 from .register import store_fc
-from ..kernel_cache import cached
+from ..kernel_cache import cached, name_apart
 
 REGISTERS = (
     Reg("theta", np.float64, ("n_params",), "weights and biases theta", fmt="weight",
@@ -398,7 +398,8 @@ def general_synapses(correlator, integrator, updater):
                 integrate_and_update(syn, b_off + j if bias else row + k, bias, layer,
                                      ej if bias else ej * a_d[k], w, kinds, cfg, fcs, events)
 
-    return weight_synapses_general, node_synapses_general
+    rules = ",".join(f"{r.py_func.__module__}.{r.py_func.__qualname__}" for r in (correlator, integrator, updater))
+    return name_apart(weight_synapses_general, rules), name_apart(node_synapses_general, rules)
 
 
 @njit(cache=True, _nrt=False, inline="always")
