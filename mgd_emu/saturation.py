@@ -16,17 +16,20 @@ WARN_FRACTION = 0.05
 
 
 def register_elements(chip) -> dict[str, int]:
-    """Elements of each register that `Emulator.events` names."""
+    """Elements of each register that `Emulator.events` names, as writes a
+    cycle: a dual-path chip writes its activations and its cost on both
+    paths, and counts both paths' events under one name."""
     sizes, bias = chip.layer_sizes, chip.network.bias
     node = chip.perturbation.mode == "node"
+    paths = 2 if chip.cost.baseline == "dual_path" else 1
     out = {}
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         w, b = fan_in * fan_out, fan_out if bias else 0
         out.update({f"layer{i}.weight": w, f"layer{i}.bias": b, f"layer{i}.weight_integrator": w,
                     f"layer{i}.bias_integrator": b, f"layer{i}.weight_velocity": w,
-                    f"layer{i}.bias_velocity": b, f"layer{i}.activation": fan_out,
+                    f"layer{i}.bias_velocity": b, f"layer{i}.activation": fan_out * paths,
                     f"layer{i}.perturbation": fan_out if node else w + b})
-    out.update({"input": sizes[0], "cost": 1, "cost_change": 1})
+    out.update({"input": sizes[0], "cost": paths, "cost_change": 1})
     return out
 
 
