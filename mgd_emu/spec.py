@@ -10,6 +10,8 @@ TOML writer and the README's reference table all read it.
 """
 from __future__ import annotations
 
+import copy
+
 import difflib
 import math
 from dataclasses import dataclass, field
@@ -509,7 +511,7 @@ def apply_overrides(raw: dict, overrides: Mapping[str, Any], source: str, flag: 
             node = child
         if len(parts) == 3 and parts[0] == "formats" and parts[2] == "kind" and value == "float":
             node.clear()
-        node[parts[-1]] = value
+        node[parts[-1]] = copy.deepcopy(value)   # a later key may set inside it: not the caller's table
     return raw
 
 

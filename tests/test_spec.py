@@ -71,6 +71,12 @@ def test_overrides_use_dotted_keys_and_the_same_validation():
     blamed("", {"timing.tau_x": 0}, "--set timing.tau_x=0", "timing.tau_x", "an integer in [1,")
 
 
+def test_an_override_table_is_copied_not_written_into_by_a_later_key():
+    table = {"kind": "fixed", "int_bits": 2, "frac_bits": 5}
+    chip = loads_chip("", overrides={"formats.weight": table, "formats.weight.frac_bits": 4})
+    assert chip.formats.weight.frac_bits == 4 and table == {"kind": "fixed", "int_bits": 2, "frac_bits": 5}
+
+
 def test_replace_returns_a_new_validated_chip():
     chip = loads_chip("")
     other = chip.replace({"optimizer.learning_rate": 0.5})

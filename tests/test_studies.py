@@ -71,6 +71,25 @@ def test_nested_and_quoted_chip_keys_are_the_same_key():
     a = loads_study(study_text(grid='"timing.tau_theta" = [1, 2]'), "s.toml")
     b = loads_study(study_text(grid="timing.tau_theta = [1, 2]"), "s.toml")
     assert a.dimensions == b.dimensions
+    # nested keys of a format set those keys; a quoted format table replaces the whole format
+    nested = loads_study(study_text(extra="[set]\nformats.weight.frac_bits = 4\nformats.weight.int_bits = 3"),
+                         "s.toml")
+    quoted = loads_study(study_text(extra='[set]\n"formats.weight.frac_bits" = 4\n"formats.weight.int_bits" = 3'),
+                         "s.toml")
+    assert nested.chip.to_toml() == quoted.chip.to_toml() and nested.chip.formats.weight.rounding == "stochastic"
+    whole = loads_study(study_text(extra='[set]\n"formats.weight" = { kind = "fixed", int_bits = 3, '
+                                   'frac_bits = 4 }'), "s.toml")
+    assert whole.chip.formats.weight.rounding == "nearest-even"
+
+
+def test_a_key_varied_inside_a_table_that_set_gives_whole_leaves_the_grid_values_as_written():
+    study = loads_study(study_text(grid='"formats.weight.frac_bits" = [4, 5]',
+                                   extra='[set]\n"formats.weight" = { kind = "fixed", int_bits = 2, frac_bits = 5 }'),
+                        "s.toml")
+    chips = [study.point_chip(p) for p in study.points()]
+    assert [c.formats.weight.frac_bits for c in chips] == [4, 5]
+    assert [p.values for p in study.points()] == [{"formats.weight.frac_bits": 4}, {"formats.weight.frac_bits": 5}]
+    assert study.set == {"formats.weight": {"kind": "fixed", "int_bits": 2, "frac_bits": 5}}
 
 
 def test_the_last_evaluation_is_at_the_cap_when_eval_every_does_not_divide_it():
@@ -106,6 +125,19 @@ def test_the_last_evaluation_is_at_the_cap_when_eval_every_does_not_divide_it():
      "s.toml: zip.w.optimizer.learning_rate: has 1 values; the other keys of [zip.w] have 2"),
     (("[grid]", "[zip]\nw = 3\n[grid]"), "s.toml: zip.w: must be a table of chip keys"),
     (("cycles = 4000", "cycles = 4000\n[set]\nfoo = 1"), "s.toml: set.foo: not a dotted chip key"),
+    (('"timing.tau_theta" = [1, 2]', 'timing.tau_theta = [1, 2]\n"timing.tau_theta" = [3]'),
+     "s.toml: grid.timing.tau_theta: is given twice (quoted and nested?)"),
+    (("[grid]", '[set]\ntiming.tau_theta = 2\n"timing.tau_theta" = 4\n[grid]'),
+     "s.toml: set.timing.tau_theta: is given twice"),
+    (('"timing.tau_theta" = [1, 2]', '"formats.weight" = [{ kind = "float" }, { kind = "fixed", int_bits = 2, '
+      'frac_bits = 5 }]\n"formats.weight.frac_bits" = [4, 5]'),
+     "s.toml: grid.formats.weight.frac_bits: and formats.weight in [grid] both vary one table"),
+    (("[grid]", '[set]\n"formats.weight.frac_bits" = 4\n[grid]\n"formats.weight" = [{ kind = "float" }]'),
+     "s.toml: grid.formats.weight: varies the whole table, which would undo formats.weight.frac_bits in [set]"),
+    (("[grid]", '[zip.accuracy]\n"network.layers" = [[2, 2, 1], [2, 4, 1]]\n[grid]'),
+     "s.toml: zip.accuracy: this group name is taken"),
+    (("[grid]", '[zip."a/b"]\n"network.layers" = [[2, 2, 1], [2, 4, 1]]\n[grid]'),
+     "s.toml: zip.a/b: this group name is taken"),
 ])
 def test_a_mistake_in_a_study_file_is_one_line_naming_file_and_key(tmp_path, change, where):
     text = study_text().replace(*change)
@@ -400,19 +432,22 @@ def test_a_study_on_the_cluster_is_bit_identical_to_serial(client, tmp_path):
     assert len(workers) == 2 and str(os.getpid()) not in " ".join(workers)
 
 
-def test_on_the_cluster_the_largest_runs_start_first_whatever_the_grids_order(client):
+def test_on_the_cluster_the_largest_runs_start_first_whatever_the_grids_order():
     """Runs start in order of their work (cycles x parameters), largest first:
-    a study does not end waiting on a large run that started last."""
-    from dask.distributed import get_task_stream
+    a study does not end waiting on a large run that started last. (One
+    worker, so that the order the runs start in is the order dask gives.)"""
+    from dask.distributed import Client, get_task_stream
+
+    from mgd_emu.studies import local_cluster
 
     study = loads_study(study_text(grid='"network.layers" = [[2, 2, 1], [2, 3, 1], [2, 24, 1]]'), "s.toml")
-    with get_task_stream(client) as stream:
-        ds = run_study(study, client=client).dataset
-    started = {t["key"].split("-")[2]: t["startstops"][0]["start"] for t in stream.data
-               if t["key"].startswith("mgd-run-")}
-    by_width = {width: [started[r] for r in ds.run_id.values[i]]
-                for i, width in enumerate((2, 3, 24))}
-    assert max(by_width[24]) < min(by_width[3] + by_width[2]) and min(by_width[3]) < min(by_width[2])
+    with local_cluster(1) as cluster, Client(cluster) as one_worker:
+        with get_task_stream(one_worker) as stream:
+            ds = run_study(study, client=one_worker).dataset
+    width = {r: w for w, ids in zip((2, 3, 24), ds.run_id.values) for r in ids}
+    runs = sorted((t["startstops"][0]["start"], t["key"].split("-")[2]) for t in stream.data
+                  if t["key"].startswith("mgd-run-"))
+    assert [width[r] for _, r in runs] == [24, 24, 3, 3, 2, 2]
 
 
 

@@ -271,19 +271,36 @@ def _drop_nested(table: dict, dotted: str) -> None:
     node.pop(parts[-1], None)
 
 
-def _flatten(table: Mapping, prefix: str = "") -> dict:
+def _flatten(table: Mapping, err, section: str, prefix: str = "", out=None) -> dict:
     """Dotted keys of a chip-key table: quoted ("timing.tau_x") or nested
-    (timing.tau_x unquoted) alike. A format table stays whole."""
-    out = {}
+    (timing.tau_x unquoted) alike, down to single values. A format table
+    given under one quoted key ("formats.weight" = { ... }) stays whole (it
+    replaces the chip's format); nested, its keys are keys like any other
+    (formats.weight.frac_bits = 4 sets one). A key given twice is refused."""
+    out = {} if out is None else out
     for k, v in table.items():
         key = f"{prefix}{k}"
-        parts = key.split(".")
-        is_format = len(parts) == 2 and parts[0] == "formats"
-        if isinstance(v, Mapping) and not is_format:
-            out.update(_flatten(v, key + "."))
+        whole_format = not prefix and len(k.split(".")) == 2 and k.startswith("formats.")
+        if isinstance(v, Mapping) and not whole_format:
+            _flatten(v, err, section, key + ".", out)
+        elif key in out:
+            raise err(f"{section}.{key}", "is given twice (quoted and nested?); a key is set in one place")
         else:
             out[key] = v
     return out
+
+
+def _overlap(key: str, other: str) -> bool:
+    """Whether one of the dotted keys holds the other (formats.weight holds formats.weight.frac_bits)."""
+    return key.startswith(other + ".") or other.startswith(key + ".")
+
+
+# Names of the results' variables and dimensions (results.to_dataset), which a zip group cannot take.
+RESULT_NAMES = frozenset({
+    "seed", "evaluation", "cycle", "target", "register", "accuracy", "cost", "cycles_to_target",
+    "chip_time_to_target", "saturations", "wraps", "status", "error", "run_id", "worker", "saturation_warning",
+    "n_parameters", "chip_hash", "final_accuracy", "final_cost", "cycles_run", "chip_time_s", "wall_s",
+    "startup_s", "cycles_per_s"})
 
 
 def chip_key_problem(key: str) -> str | None:
@@ -394,7 +411,7 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
     if not isinstance(description, str):
         raise err("study.description", f"must be a string, got {description!r}")
 
-    fixed = _flatten(raw.get("set", {}))
+    fixed = _flatten(raw.get("set", {}), err, "set")
     for key in fixed:
         if key == TRAINER:
             raise err(f"set.{key}", "is chosen per grid point: put it in [grid] or a [zip] group, "
@@ -404,14 +421,13 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
             raise err(f"set.{key}", problem)
     dims: list[Dimension] = []
     seen: dict[str, str] = {f"{k}": "set" for k in fixed}
-    for key, values in _flatten(raw.get("grid", {})).items():
+    for key, values in _flatten(raw.get("grid", {}), err, "grid").items():
         where = f"grid.{key}"
         problem = _trainer_problem(values) if key == TRAINER else chip_key_problem(key)
         if problem:
             raise err(where, problem)
         _check_values(err, where, values)
-        if key in seen:
-            raise err(where, f"is also in [{seen[key]}]; a key is set in one place")
+        _check_varied(err, where, key, seen)
         seen[key] = "grid"
         dims.append(Dimension(key, (key,), tuple((v,) for v in values)))
     zips = raw.get("zip", {})
@@ -419,9 +435,10 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
         if not isinstance(table, dict):
             raise err(f"zip.{group}", "must be a table of chip keys, each with a list of values, "
                       f"e.g. [zip.{group}] \"network.layers\" = [[2, 2, 1], [2, 4, 1]]")
-        if group in seen or group in SCHEMA or group in ("seed", "evaluation", "target", "register"):
-            raise err(f"zip.{group}", "this group name is taken; choose another")
-        flat = _flatten(table)
+        if group in seen or group in SCHEMA or group in RESULT_NAMES or "/" in group:
+            raise err(f"zip.{group}", "this group name is taken (a chip section, or a variable or dimension "
+                      "of the results) or has a '/'; choose another")
+        flat = _flatten(table, err, f"zip.{group}")
         if not flat:
             raise err(f"zip.{group}", "has no keys")
         n = None
@@ -435,8 +452,7 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
                 raise err(where, f"has {len(values)} values; the other keys of [zip.{group}] have {n} "
                           "(zipped keys vary together, value by value)")
             n = len(values)
-            if key in seen:
-                raise err(where, f"is also in [{seen[key]}]; a key is set in one place")
+            _check_varied(err, where, key, seen)
             seen[key] = f"zip.{group}"
         rows = tuple(zip(*flat.values()))
         if len(set(map(_canon, rows))) != len(rows):
@@ -450,6 +466,23 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
         raise err("study.chip" if not fixed else "set", f"the base chip is refused: {exc}") from None
     return Study(source, name, chip_path, chip, list(seeds), cycles, every, [float(t) for t in targets],
                  None if stop_at is None else float(stop_at), fixed, dims, description, raw, ck_every)
+
+
+def _check_varied(err, where: str, key: str, seen: dict) -> None:
+    """A key a grid or zip group varies, against the keys given before it
+    (seen: key -> "set", "grid" or "zip.GROUP"): each key in one place, and
+    never a table and one of its own keys both varied, or a table varied
+    whole that [set] gives one key of. (A key varied inside a table that
+    [set] gives whole is fine: the point's value goes into that table.)"""
+    if key in seen:
+        raise err(where, f"is also in [{seen[key]}]; a key is set in one place")
+    for other, section in seen.items():
+        if not _overlap(key, other) or (section == "set" and key.startswith(other + ".")):
+            continue
+        if section == "set":
+            raise err(where, f"varies the whole table, which would undo {other} in [set]: give that key in the "
+                      "grid's tables instead")
+        raise err(where, f"and {other} in [{section}] both vary one table: vary the whole table, or only its keys")
 
 
 def _canon(v) -> str:
