@@ -111,9 +111,8 @@ def execute(task: dict) -> dict:
             data=[emu.task.train.identity, emu.task.test.identity],
             wall_s=wall, startup_s=startup,
             cycles_per_s=(emu.cycle - (rec["resumed_from_cycle"] or 0)) / wall if wall > 0 else None)
-        if ck:
-            for suffix in (".npz", ".json"):
-                Path(ck + suffix).unlink(missing_ok=True)
+        # its checkpoint stays until the study has recorded the run (_run): a
+        # record lost on the way (the study interrupted meanwhile) resumes from it
     except Exception as exc:  # noqa: BLE001 - the run fails, the study goes on
         rec.update(status="failed", error=error_line(exc), wall_s=time.perf_counter() - t0)
     rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -486,6 +485,9 @@ def _run(study, out, journal, records, tasks, refused, skipped, outcome, client,
             journal.write(rec)
         if rec["status"] != "ok":
             outcome.failures.append(rec)
+        elif out is not None:   # recorded for good: its checkpoint is done with
+            for suffix in (".npz", ".json"):
+                (out.resolve() / CHECKPOINTS / (rec["run_id"] + suffix)).unlink(missing_ok=True)
         outcome.ran += 1
 
     # the points the chip refuses fail at once: counted in the bar's start, not its rate
