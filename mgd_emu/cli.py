@@ -712,6 +712,8 @@ def cmd_study(args) -> int:
     if args.workers is not None and (args.scheduler or args.scheduler_file):
         raise UserError("--workers starts a local cluster; --scheduler/--scheduler-file use an existing one: "
                         "give one of them")
+    if args.scheduler and args.scheduler_file:
+        raise UserError("--scheduler and --scheduler-file both name the scheduler: give one of them")
     if args.scheduler_file and not Path(args.scheduler_file).is_file():
         raise UserError(f"--scheduler-file {args.scheduler_file}: no such file")
     if args.workers is not None and args.workers < 0:
@@ -722,11 +724,10 @@ def cmd_study(args) -> int:
                         "to start the study)")
     quiet = args.quiet or args.json
     log = None if quiet else (lambda text: print(f"mgd-emu: {text}", file=sys.stderr))
-    if log:
-        where = ("this process" if args.workers == 0 else args.scheduler or args.scheduler_file
-                 or f"a local cluster of {args.workers or studies.runner.cores()} worker processes")
-        log(f"study {study.name}: {len(study.points())} point(s) x {len(study.seeds)} seed(s) = {study.n_runs} "
-            f"runs of up to {study.cycles:,} cycles, on {where}; results in {out}")
+    where = ("this process" if args.workers == 0 else args.scheduler or args.scheduler_file
+             or f"a local cluster of {args.workers or studies.runner.cores()} worker processes")
+    announce = (f"study {study.name}: {len(study.points())} point(s) x {len(study.seeds)} seed(s) = {study.n_runs} "
+                f"runs of up to {study.cycles:,} cycles, on {where}; results in {out}")
     import logging
 
     if args.workers != 0:
@@ -740,7 +741,7 @@ def cmd_study(args) -> int:
     try:
         outcome = studies.run_study(study, out, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                                     workers=args.workers or None, serial=args.workers == 0,
-                                    resume=args.resume, progress=not quiet, log=log)
+                                    resume=args.resume, progress=not quiet, log=log, announce=announce)
     except (OutputError, studies.runner.SchedulerLost) as exc:
         # the journal or the results could not be written (a full disk, say), or the
         # scheduler went away: the runs recorded are kept

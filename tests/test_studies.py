@@ -368,6 +368,26 @@ def test_cli_mistakes_are_one_line_with_status_2(tmp_path):
     assert r.returncode == 2 and "give one of them" in r.stderr
     r = run_cli("plot", tmp_path)
     assert r.returncode != 0 and "Traceback" not in r.stderr
+    r = run_cli("study", good, "--scheduler", "tcp://127.0.0.1:1", "--scheduler-file", good)
+    assert r.returncode == 2 and "give one of them" in r.stderr
+    r = run_cli("study", good, "-o", tmp_path / "o", "--scheduler-file", good)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"mgd-emu: error: {good}: is not a dask scheduler file (the JSON that `dask scheduler --scheduler-file FILE` "
+        "writes)"]
+
+
+def test_a_folder_holding_a_study_is_refused_in_one_line_to_a_new_start_or_another_studys_resume(tmp_path):
+    first = write(tmp_path, study_text(cycles=2_000, seeds=(0,), grid='"timing.tau_theta" = [1]'), "first.toml")
+    other = write(tmp_path, study_text(cycles=2_000, seeds=(0,), grid='"timing.tau_theta" = [1]'), "other.toml")
+    assert run_cli("study", first, "-o", tmp_path / "o", "--workers", "0", "--quiet").returncode == 0
+    r = run_cli("study", first, "-o", tmp_path / "o", "--workers", "0")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"mgd-emu: error: {tmp_path / 'o' / JOURNAL}: this folder holds a study already: add --resume to continue "
+        "it, or choose another output folder"]
+    r = run_cli("study", other, "-o", tmp_path / "o", "--workers", "0", "--resume")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert f"holds the study 'first' ({first}), not 'other'" in r.stderr
+    assert open_results(tmp_path / "o").attrs["study_name"] == "first"   # its results untouched
 
 
 def test_a_scheduler_that_cannot_be_reached_is_one_line_and_leaves_nothing_behind(tmp_path, monkeypatch):

@@ -416,7 +416,7 @@ def plan(study: Study, done: set[str], checkpoints: Path | None = None):
 
 def run_study(study: Study, out=None, *, client=None, scheduler: str | None = None,
               scheduler_file: str | None = None, workers: int | None = None, serial: bool = False,
-              resume: bool = False, progress: bool = False, log=None) -> Outcome:
+              resume: bool = False, progress: bool = False, log=None, announce: str | None = None) -> Outcome:
     """Run every (grid point, seed) of `study` and return the results.
 
     out: folder for the journal and results (None: nothing is written, and
@@ -425,7 +425,10 @@ def run_study(study: Study, out=None, *, client=None, scheduler: str | None = No
     LocalCluster of `workers` processes (default: one per core), one thread
     each. serial: run in this process, one run after another, without dask.
     resume: continue the journal in `out`, running only what it lacks.
-    progress: a progress bar on stderr. log(text): one-line messages.
+    progress: a progress bar on stderr. log(text): one-line messages;
+    announce: one logged once the study is under way (the scheduler
+    reached, the journal open), so that a study refused before that says
+    only why.
 
     Raises StudyError for a study that cannot run, SchedulerLost (a
     StudyError) when the dask scheduler goes away or cancels runs, and
@@ -443,13 +446,18 @@ def run_study(study: Study, out=None, *, client=None, scheduler: str | None = No
             raise StudyError(str(jpath), "", "this folder holds a study already: add --resume to continue it, "
                              "or choose another output folder")
         if resume and jpath.exists():
-            _, records = read_journal(jpath)
+            headers, records = read_journal(jpath)
+            theirs = headers[-1]["study"] if headers else {}
+            if theirs and theirs.get("name") != study.name:
+                raise StudyError(str(jpath), "", f"holds the study {theirs.get('name')!r} ({theirs.get('source')}), "
+                                 f"not {study.name!r}: resume it with its own file (or name this one {theirs.get('name')!r}: "
+                                 "[study] name), or choose another output folder")
             done = {i for i, r in records.items() if r.get("status") == "ok"}
             mine = {run_id(study, p, s) for p in study.points() for s in study.seeds}
             other = len(set(records) - mine)
             if other and log:
-                log(f"{other} run(s) in {jpath} belong to another version of the study (base chip, cycles, "
-                    "eval_every, stop_at or grid changed) and are not part of these results")
+                log(f"{other} run(s) in {jpath} belong to another version of the study (base chip, seeds, "
+                    "cycles, eval_every, stop_at or grid changed) and are not part of these results")
     tasks, refused, skipped = plan(study, done, out.resolve() / CHECKPOINTS if out is not None else None)
     outcome = Outcome(study, out, None, skipped=len(skipped))
     # the cluster first: a scheduler that cannot be reached leaves nothing behind
@@ -465,6 +473,8 @@ def run_study(study: Study, out=None, *, client=None, scheduler: str | None = No
                            "study_hash": study.hash(), "mgd_emu_version": __version__,
                            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
                            "resume": bool(resume and done)})
+        if announce and log:
+            log(announce)
         return _run(study, out, journal, records, tasks, refused, skipped, outcome, client, serial, progress,
                     log, t_start)
     finally:
@@ -542,6 +552,9 @@ def _connect(client, scheduler, scheduler_file, workers):
         except (OSError, TimeoutError, ValueError) as exc:
             where = scheduler or scheduler_file
             raise StudyError(str(where), "", f"cannot connect to the dask scheduler ({one_line(exc)})") from None
+        except (AssertionError, KeyError, TypeError) as exc:   # what dask makes of a file that is not its own
+            raise StudyError(str(scheduler_file or scheduler), "", "is not a dask scheduler file (the JSON that "
+                             "`dask scheduler --scheduler-file FILE` writes)") from None
     cluster = local_cluster(workers)
     try:
         return Client(cluster), cluster, True
