@@ -552,7 +552,7 @@ def _connect(client, scheduler, scheduler_file, workers):
         except (OSError, TimeoutError, ValueError) as exc:
             where = scheduler or scheduler_file
             raise StudyError(str(where), "", f"cannot connect to the dask scheduler ({one_line(exc)})") from None
-        except (AssertionError, KeyError, TypeError) as exc:   # what dask makes of a file that is not its own
+        except (AssertionError, KeyError, TypeError):   # what dask makes of a file that is not its own
             raise StudyError(str(scheduler_file or scheduler), "", "is not a dask scheduler file (the JSON that "
                              "`dask scheduler --scheduler-file FILE` writes)") from None
     cluster = local_cluster(workers)
