@@ -320,7 +320,7 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
         "final_cost": cost, "final_accuracy": acc, "target_accuracy": until_accuracy, "eval_every": eval_every,
         "reached_cycle": reached, "reached_chip_time_s": reached / chip.timing.clock_hz if reached else None,
         "wall_s": wall, "startup_s": startup,
-        "cycles_per_s": emu.cycle / wall if wall > 0 else None,
+        "cycles_per_s": (emu.cycle - (resumed_from or 0)) / wall if wall > 0 else None,
         "overflow_events": {k: list(v) for k, v in emu.events.items() if v != (0, 0)},
         "saturation_warning": saturation_warning(emu.events, chip, emu.cycle),
         "data": {"train": emu.task.train.identity, "test": emu.task.test.identity},
@@ -435,9 +435,9 @@ def _run_checkpoint_options(args):
             raise UserError("the following arguments are required: chip, unless --resume FILE continues a "
                             "checkpointed run (see `mgd-emu run --help`)")
         return None
-    if args.chip or args.set or args.probe:
+    if args.chip or args.set or args.probe or args.seed is not None:
         raise UserError("--resume FILE continues the chip, seed and probes saved in FILE: "
-                        "give no CHIP, --set or --probe with it")
+                        "give no CHIP, --set, --seed or --probe with it")
     from .checkpoint import CheckpointError, load_checkpoint
 
     try:
@@ -878,7 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
     def run_options(s, cycles, eval_every, demo=False):
         s.add_argument("--cycles", type=_positive, default=cycles, metavar="N",
                        help=f"cycles to run at most (default {cycles:,})")
-        s.add_argument("--seed", type=_seed, default=0, metavar="S", help="chip seed (default 0)")
+        s.add_argument("--seed", type=_seed, default=None, metavar="S", help="chip seed (default 0)")
         s.add_argument("--eval-every", type=_positive, default=eval_every, metavar="N",
                        help=f"evaluate test accuracy every N cycles (default {eval_every:,})")
         s.add_argument("--until-accuracy", type=_accuracy, default=None, metavar="A",
@@ -1040,6 +1040,8 @@ def _main(argv) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "seed", 0) is None and not getattr(args, "resume", None):
+        args.seed = 0   # --resume takes the checkpoint's seed (None: not given)
     try:
         return args.func(args)
     except (ChipError, UserError, TraceError, ProbeError, OutputError, ResourceError) as err:

@@ -845,11 +845,14 @@ def test_run_checkpoints_and_resume_continue_bit_exactly(tmp_path, capsys):
     rest = json.loads(capsys.readouterr().out)
     assert rest["resumed_from_cycle"] == 10_000 and rest["seed"] == 2
     assert rest["history"] == whole["history"][2:]
+    assert rest["cycles_per_s"] == pytest.approx(10_000 / rest["wall_s"])   # the cycles this run ran
     for key in ("final_cost", "final_accuracy", "overflow_events", "cycles"):
         assert rest[key] == whole[key], key
     assert main(["run", "--resume", str(ck), "--cycles", "20000", *common]) == 2      # already there
     assert "at cycle 20,000 already" in capsys.readouterr().err
     assert main(["run", "xor_8bit", "--resume", str(ck), *common]) == 2
+    assert main(["run", "--resume", str(ck), "--seed", "5", "--cycles", "30000", *common]) == 2
+    assert "give no CHIP, --set, --seed or --probe" in capsys.readouterr().err
     assert main(["run", "xor_8bit", "--checkpoint-every", "5000", *common]) == 2
     ck.write_bytes(b"not a checkpoint")
     assert main(["run", "--resume", str(ck), "--cycles", "30000", *common]) == 2
