@@ -84,7 +84,17 @@ def find_chip(name: str) -> Path:
     if path.exists() or path.suffix == ".toml" and path.parent != Path("."):
         return path
     shipped = HW_MODELS / (name if name.endswith(".toml") else name + ".toml")
-    return shipped if shipped.exists() else path
+    if shipped.exists():
+        return shipped
+    if "/" not in name and not name.endswith(".toml"):   # meant as a shipped chip's name
+        import difflib
+
+        names = sorted(p.stem for p in HW_MODELS.glob("*.toml"))
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(f"{name}: no such file, and no shipped chip of that name ({hint}the shipped chips: "
+                        f"{', '.join(names)}; `mgd-emu chips` describes them)")
+    return path
 
 
 def _overrides(items) -> dict:

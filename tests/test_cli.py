@@ -121,6 +121,8 @@ def test_user_mistakes_get_one_clear_line(tmp_path):
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("[timing]\ntau_thta = 4\n")
     fails("run", tmp_path / "missing.toml", words=["missing.toml", "no such file"])
+    fails("run", "xor_8bt", words=["xor_8bt: no such file, and no shipped chip", "did you mean 'xor_8bit'?",
+                                   "digits_8bit, nist7x7_8bit"])
     fails("run", bad_toml, words=["bad.toml", "TOML syntax error", "line 1"])
     fails("run", unknown, words=["timing.tau_thta", "did you mean 'tau_theta'"])
     fails("run", "xor_8bit", "--set", "formats.weight.frac_bits=40", words=["formats.weight.frac_bits", "0..32", "got 40"])

@@ -224,6 +224,16 @@ def test_the_progress_bars_time_left_is_weighted_by_each_runs_work():
     assert (bar.done, bar.failed) == (1, 0)
 
 
+def test_without_a_terminal_the_progress_is_a_line_at_every_tenth_of_the_runs(capsys):
+    bar = _Bar(20, 0, True, "s", work=20)   # stderr is pytest's capture, not a terminal
+    for _ in range(20):
+        bar.finished({"status": "ok"}, work=1)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"mgd-emu: s: {n}/20 runs" for n in range(2, 21, 2)]
+    assert lines[-1].endswith("done=20 failed=0 running=0")
+
+
 def test_time_to_target_is_the_first_evaluation_reaching_it_and_stop_at_ends_the_run():
     text = study_text(cycles=300_000, every=10_000, seeds=(0, 1, 2), grid='"timing.tau_theta" = [1]',
                       extra="stop_at = 1.0")

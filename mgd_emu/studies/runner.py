@@ -516,7 +516,7 @@ def _run(study, out, journal, records, tasks, refused, skipped, outcome, client,
                     rec = execute(task)
                     record(rec)
                     bar.running(int(n + 1 < len(tasks)))
-                    bar.finished(rec, task["work"])
+                    bar.finished(rec, task["work"], startup=rec.get("startup_s"))
             else:
                 _run_dask(tasks, record, bar, outcome, client, log)
     except BaseException:
@@ -730,19 +730,23 @@ def _warm_up(client, tasks) -> None:
 
 
 class _Bar:
-    """Runs done / failed / running, elapsed, and the time left (tqdm on
-    stderr). The time left is weighted by each run's work (plan's "work"),
-    not counted in runs: with the largest runs first, a count would call the
-    study longer than it is until the small runs came through."""
+    """Runs done / failed / running, elapsed, and the time left: a tqdm bar
+    on stderr when it is a terminal, else (a batch job's log) a line at every
+    tenth of the runs. The time left is weighted by each run's work (plan's
+    "work"), not counted in runs: with the largest runs first, a count would
+    call the study longer than it is until the small runs came through."""
 
     FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} runs [{elapsed}{postfix}]"
 
     def __init__(self, total, initial, enabled, name, done=0, work=0):
         self.done, self.failed, self.n_running = done, 0, 0
+        self.total, self.n, self.name = total, initial, name
         self.work_left, self.work_done = work, 0
-        self.t0 = time.perf_counter()
+        self.t0 = self.t_begin = time.perf_counter()
         self.bar = None
-        if enabled:
+        self.lines = enabled and not sys.stderr.isatty()
+        self.next_line = initial + max(total // 10, 1)
+        if enabled and not self.lines:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=initial, file=sys.stderr, dynamic_ncols=True, desc=name,
@@ -759,26 +763,43 @@ class _Bar:
             return None
         return (time.perf_counter() - self.t0) * self.work_left / self.work_done
 
+    def _status(self) -> str:
+        from tqdm import tqdm
+
+        left = self.seconds_left()
+        return f"done={self.done} failed={self.failed} running={self.n_running}" + (
+            f", about {tqdm.format_interval(left)} left" if left else "")
+
     def _post(self):
         if self.bar is not None:
-            left = self.seconds_left()
-            self.bar.set_postfix_str(f"done={self.done} failed={self.failed} running={self.n_running}" + (
-                f", about {self.bar.format_interval(left)} left" if left else ""), refresh=True)
+            self.bar.set_postfix_str(self._status(), refresh=True)
 
     def running(self, n):
         self.n_running = n
         self._post()
 
-    def finished(self, rec, work=0, advance=True):
+    def finished(self, rec, work=0, advance=True, startup=0.0):
+        """A run ended; startup: seconds of it spent building (and compiling),
+        left out of the time left (a serial study compiles in its first runs)."""
+        self.t0 += startup or 0.0
         if rec["status"] == "ok":
             self.done += 1
         else:
             self.failed += 1
         self.work_done += work
         self.work_left -= work
-        if self.bar is not None and advance:
-            self.bar.update(1)
+        if advance:
+            self.n += 1
+            if self.bar is not None:
+                self.bar.update(1)
         self._post()
+        if self.lines and advance and (self.n >= self.next_line or self.n == self.total):
+            from tqdm import tqdm
+
+            self.next_line = self.n + max(self.total // 10, 1)
+            print(f"mgd-emu: {self.name}: {self.n}/{self.total} runs, "
+                  f"{tqdm.format_interval(time.perf_counter() - self.t_begin)} elapsed, {self._status()}",
+                  file=sys.stderr, flush=True)
 
     def close(self):
         if self.bar is not None:
