@@ -351,6 +351,23 @@ def test_plot_draws_what_fits_the_grid(tmp_path, grid):
     assert png.stat().st_size > 10_000
 
 
+def test_a_heatmap_marks_points_not_run_yet_apart_from_failed_ones(tmp_path, monkeypatch):
+    from mgd_emu.studies import plot as study_plot
+
+    study = loads_study(study_text(grid='"timing.tau_theta" = [1, 2]\n"formats.weight.frac_bits" = [5, 40]',
+                                   cycles=2_000, seeds=(0,)), "s.toml")
+    out = tmp_path / "o"
+    run_study(study, out, serial=True)                  # frac_bits = 40 is refused: those points fail
+    lines = (out / JOURNAL).read_text().splitlines(keepends=True)
+    ok = [line for line in lines if '"status": "ok"' in line]
+    (out / JOURNAL).write_text("".join([lines[0], ok[0]] + [x for x in lines if '"failed"' in x]))
+    drawn = []
+    monkeypatch.setattr(study_plot, "save_figure",
+                        lambda fig, path, dpi: drawn.extend(t.get_text() for ax in fig.axes for t in ax.texts))
+    plot_results(collect(out), tmp_path / "r.png", target=0.75)
+    assert drawn.count("not run") == 2 and drawn.count("failed") == 4   # one ok point, one not run, two failed
+
+
 # -------------------------------------------------------------- command line
 
 def run_cli(*args, cwd=None, timeout=300):
@@ -796,6 +813,17 @@ def test_collect_writes_results_from_the_journal_of_a_study_in_progress(tmp_path
     ds = open_results(out)
     assert ds.attrs["runs_ok"] == 2 and ds.attrs["runs_missing"] == 2 and ds.attrs["complete"] == 0
     assert main(["study", str(path), "-o", str(tmp_path / "none"), "--collect"]) == 2
+
+
+def test_a_study_folder_opens_as_its_journal_when_the_journal_is_newer_than_its_results(tmp_path):
+    out = tmp_path / "o"
+    run_study(loads_study(study_text(cycles=2_000, seeds=(0,)), "s.toml"), out, serial=True)
+    assert open_results(out).attrs["runs_ok"] == 2
+    journal = out / JOURNAL
+    lines = journal.read_text().splitlines(keepends=True)
+    time.sleep(0.01)
+    journal.write_text("".join(lines[:2]))   # as a resumed study still running may hold it: one run so far
+    assert open_results(out).attrs["runs_ok"] == 1
 
 
 def test_a_retried_run_continues_from_its_checkpoint_bit_exactly(tmp_path):

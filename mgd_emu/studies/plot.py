@@ -218,12 +218,15 @@ def _heat(ax, ds, dims, values, title, cycles=False, counts=None):
     else:
         im = ax.imshow(shown, cmap="magma", vmin=0, vmax=1, aspect="auto")
         ax.figure.colorbar(im, ax=ax)
+    status = ds["status"].values   # (*grid, seed): a point without a successful run failed, or has not run yet
+    no_run = np.where((status == "failed").any(axis=-1), "failed", "not run")
     for i in range(v.shape[0]):
         for j in range(v.shape[1]):
             if cycles:
-                text = _cycles(v[i, j]) if np.isfinite(v[i, j]) else ("not\nreached" if np.isinf(v[i, j]) else "failed")
+                text = _cycles(v[i, j]) if np.isfinite(v[i, j]) else ("not\nreached" if np.isinf(v[i, j]) else
+                                                                      no_run[i, j])
             else:
-                text = f"{counts[0][i, j]}/{counts[1][i, j]}" if counts[1][i, j] else "failed"
+                text = f"{counts[0][i, j]}/{counts[1][i, j]}" if counts[1][i, j] else no_run[i, j]
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color=_ink(im, v[i, j]))
     ax.set_yticks(range(len(ylabels)), ylabels, fontsize=8)
     ax.set_xticks(range(len(xlabels)), xlabels, fontsize=8)

@@ -239,15 +239,17 @@ def collect(out) -> "object":
 
 def open_results(path):
     """A results Dataset: a results.nc file, or a study folder (its
-    results.nc if present, else collected from its journal)."""
+    results.nc, or collected from its journal when there is none or the
+    journal is newer: a study resumed and still running)."""
     import xarray as xr
 
     path = Path(path)
     if path.is_dir():
-        if (path / RESULTS_NC).exists():
-            path = path / RESULTS_NC
-        elif (path / JOURNAL).exists():
+        nc, journal = path / RESULTS_NC, path / JOURNAL
+        if journal.exists() and (not nc.exists() or journal.stat().st_mtime > nc.stat().st_mtime):
             return collect(path)
+        if nc.exists():
+            path = nc
         else:
             raise StudyError(str(path), "", f"is not a study folder (no {RESULTS_NC} or {JOURNAL})")
     elif path.name == JOURNAL:
