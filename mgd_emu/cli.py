@@ -795,6 +795,19 @@ def _study_points(study, s) -> list[dict]:
              "median_final_accuracy": fin(s["acc_median"][p.index])} for p in study.points()]
 
 
+def _short_label(study, point, limit=40) -> str:
+    """A grid point for the summary table: each dimension's keys and values,
+    or NAME[i] (its i-th value, as in the CSV) where they would run past `limit`
+    characters (a zip group of format tables, say)."""
+    from .spec import toml_literal
+
+    parts = []
+    for dim, i in zip(study.dimensions, point.index):
+        text = ", ".join(f"{k}={toml_literal(point.values[k])}" for k in dim.keys)
+        parts.append(text if len(text) <= limit else f"{dim.name}[{i}]")
+    return ", ".join(parts) or "base chip"
+
+
 def _print_study(study, outcome, s, paths, failures, max_rows=40) -> None:
     import numpy as np
 
@@ -807,10 +820,11 @@ def _print_study(study, outcome, s, paths, failures, max_rows=40) -> None:
           f"compile {outcome.compile_s:.1f} s)")
     t = s["target"]
     points = study.points()
-    w = min(60, max(12, *(len(p.label) for p in points)))
+    labels = [_short_label(study, p) for p in points]
+    w = min(60, max(12, *(len(x) for x in labels)))
     print(f"\n{'grid point':<{w}}  {'runs ok':>7}  {'final accuracy (median, range)':>30}  "
           f"{'cycles to ' + format(t, 'g') + ' (median, reached)':>32}")
-    for p in points[:max_rows]:
+    for p, label in zip(points[:max_rows], labels):
         i = p.index
         if s["n_ok"][i] == 0:
             acc, reach = "-", "-"
@@ -818,9 +832,11 @@ def _print_study(study, outcome, s, paths, failures, max_rows=40) -> None:
             acc = f"{s['acc_median'][i]:.3f} ({s['acc_lo'][i]:.2f}-{s['acc_hi'][i]:.2f})"
             m = s["median"][i]
             reach = f"{(f'{m:,.0f}' if np.isfinite(m) else 'not reached')} ({s['reached'][i]}/{s['n_ok'][i]})"
-        print(f"{p.label:<{w}}  {int(s['n_ok'][i]):>3}/{len(study.seeds):<3}  {acc:>30}  {reach:>32}")
+        print(f"{label:<{w}}  {int(s['n_ok'][i]):>3}/{len(study.seeds):<3}  {acc:>30}  {reach:>32}")
     if len(points) > max_rows:
         print(f"... {len(points) - max_rows} more points: see the CSV")
+    if any(x != p.label for x, p in zip(labels, points)):
+        print("NAME[i]: the i-th values of that grid key or [zip.NAME] group (the CSV has them in full)")
     if "saturation_warning" in ds:
         warned = int((ds["saturation_warning"].values != "").sum())
         if warned:

@@ -430,6 +430,17 @@ def test_a_scheduler_that_cannot_be_reached_is_one_line_and_leaves_nothing_behin
     assert not (tmp_path / "o" / JOURNAL).exists()
 
 
+def test_the_summary_table_names_a_long_zip_group_by_its_index():
+    from mgd_emu.cli import _short_label
+
+    study = loads_study(study_text(grid='"timing.tau_theta" = [1, 2]', extra=(
+        '[zip.number]\n"formats.weight" = [{ kind = "float" }, { kind = "fixed", int_bits = 2, frac_bits = 5 }]\n'
+        '"formats.bias" = [{ kind = "float" }, { kind = "fixed", int_bits = 2, frac_bits = 5 }]')), "s.toml")
+    assert [_short_label(study, p) for p in study.points()] == [
+        "timing.tau_theta=1, number[0]", "timing.tau_theta=1, number[1]",
+        "timing.tau_theta=2, number[0]", "timing.tau_theta=2, number[1]"]
+
+
 def test_cli_serial_study_writes_results_and_plot_and_json(tmp_path):
     path = write(tmp_path, study_text())
     r = run_cli("study", path, "-o", tmp_path / "o", "--workers", "0", "--json")
