@@ -714,10 +714,27 @@ def cmd_study(args) -> int:
     if args.collect:
         if not (out / JOURNAL).exists():
             raise UserError(f"--collect: {out / JOURNAL} does not exist (give the study's folder with -o)")
+        ds = studies.collect(out)
+        a = ds.attrs
+        if a["study_name"] != study.name:
+            raise UserError(f"--collect: {out / JOURNAL} holds the study {a['study_name']!r}, not {study.name!r} "
+                            f"({args.file})")
         with _writing(out, "-o"):
-            paths = studies.write_results(studies.collect(out), out)
-        for path in paths:
-            print(path)
+            paths = studies.write_results(ds, out)
+            if not args.no_plot and a["runs_ok"]:
+                paths.append(study_plot.plot_results(ds, out / "results.png"))
+        state = (f"{a['runs_ok']} of {a['runs']} runs ok, {a['runs_failed']} failed, {a['runs_missing']} not run"
+                 + ("" if a["complete"] else " (incomplete)"))
+        if args.json:
+            json.dump({"study": a["study_name"], "output": str(out), "runs": a["runs"], "runs_ok": a["runs_ok"],
+                       "runs_failed": a["runs_failed"], "runs_missing": a["runs_missing"],
+                       "complete": bool(a["complete"]), "results": [str(p) for p in paths]}, sys.stdout, indent=2)
+            print()
+        else:
+            if not args.quiet:
+                print(f"mgd-emu: collected {out / JOURNAL}: {state}", file=sys.stderr)
+            for path in paths:
+                print(path)
         return 0
     if args.workers is not None and (args.scheduler or args.scheduler_file):
         raise UserError("--workers starts a local cluster; --scheduler/--scheduler-file use an existing one: "

@@ -820,10 +820,18 @@ def test_collect_writes_results_from_the_journal_of_a_study_in_progress(tmp_path
     for name in ("results.nc", "results.csv"):
         (out / name).unlink()
     assert main(["study", str(path), "-o", str(out), "--collect"]) == 0
-    assert capsys.readouterr().out.split() == [str(out / "results.nc"), str(out / "results.csv")]
+    said = capsys.readouterr()
+    assert said.out.split() == [str(out / "results.nc"), str(out / "results.csv"), str(out / "results.png")]
+    assert said.err.strip() == f"mgd-emu: collected {out / JOURNAL}: 2 of 4 runs ok, 0 failed, 2 not run (incomplete)"
     ds = open_results(out)
     assert ds.attrs["runs_ok"] == 2 and ds.attrs["runs_missing"] == 2 and ds.attrs["complete"] == 0
+    assert main(["study", str(path), "-o", str(out), "--collect", "--json", "--no-plot"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["runs_ok"], data["runs_missing"], data["complete"]) == (2, 2, False) and len(data["results"]) == 2
     assert main(["study", str(path), "-o", str(tmp_path / "none"), "--collect"]) == 2
+    other = write(tmp_path, study_text(), "other.toml")
+    assert main(["study", str(other), "-o", str(out), "--collect"]) == 2
+    assert "holds the study 's', not 'other'" in capsys.readouterr().err
 
 
 def test_a_study_folder_opens_as_its_journal_when_the_journal_is_newer_than_its_results(tmp_path):

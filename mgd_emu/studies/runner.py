@@ -788,11 +788,13 @@ class _Bar:
             self.failed += 1
         self.work_done += work
         self.work_left -= work
+        if self.bar is not None:   # the counts first: the bar redraws as it advances
+            self.bar.set_postfix_str(self._status(), refresh=not advance)
         if advance:
             self.n += 1
             if self.bar is not None:
                 self.bar.update(1)
-        self._post()
+                self.bar.refresh()
         if self.lines and advance and (self.n >= self.next_line or self.n == self.total):
             from tqdm import tqdm
 
