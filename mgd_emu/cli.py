@@ -166,8 +166,9 @@ def _check_output(path: Path, option: str, folder: bool = False, inputs=()) -> P
 
 
 def _image_target(text: str | None, default: Path, stem: str, option: str, inputs=()) -> Path:
-    """The image a plot goes to: `text` (a file with an image suffix, or an
-    existing folder, then FOLDER/STEM.png) or `default`; checked writable."""
+    """The image a plot goes to: `text` (a file with an image suffix, or a
+    folder, existing or written with a trailing '/', then FOLDER/STEM.png) or
+    `default`; checked writable."""
     from .plot import IMAGE_FORMATS
 
     path = default
@@ -175,7 +176,7 @@ def _image_target(text: str | None, default: Path, stem: str, option: str, input
         if not text:
             raise UserError(f"{option}: the path is empty; give a file name such as run.png")
         path = Path(text)
-        if path.is_dir():
+        if path.is_dir() or text.endswith("/"):
             path = path / f"{stem}.png"
     fmt = path.suffix[1:].lower()
     if fmt not in IMAGE_FORMATS:
@@ -877,7 +878,8 @@ def cmd_plot_study(args) -> int:
     ds = studies.open_results(src)
     stem = "results" if src.is_dir() or src.name == "journal.jsonl" else src.stem
     default = (src if src.is_dir() else src.parent) / f"{stem}.png"
-    out = _image_target(args.output, default, stem, "-o")
+    # into a folder of its own choosing, a study's picture is named after the study
+    out = _image_target(args.output, default, ds.attrs.get("study_name", stem) if stem == "results" else stem, "-o")
     target = args.target
     targets = [float(x) for x in ds["target"].values]
     if target is not None and target not in targets:

@@ -453,6 +453,8 @@ def test_cli_serial_study_writes_results_and_plot_and_json(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 10_000
     r = run_cli("plot", tmp_path / "o", "--target", "0.5")
     assert r.returncode == 2 and "the study recorded targets 0.75, 1" in r.stderr
+    r = run_cli("plot", tmp_path / "o", "-o", f"{tmp_path / 'pictures'}/")   # a folder, made; named after the study
+    assert r.returncode == 0 and r.stdout.split() == [str(tmp_path / "pictures" / "s.png")]
 
 
 # ------------------------------------------------- a real cluster, 2 workers
