@@ -78,3 +78,21 @@ def test_the_table_and_figure(tmp_path):
     assert "Final test accuracy" in text
     png = plot_scaling(ds, tmp_path / "s.png", panels="trainer")
     assert png.stat().st_size > 10_000
+
+
+def test_the_command_checks_its_outputs_and_dimensions_first_in_one_line_and_writes_all_or_nothing(tmp_path, capsys):
+    from mgd_emu.studies.scaling import main
+
+    results = tmp_path / "results.nc"
+    synthetic().to_netcdf(results, engine="h5netcdf")
+    fig, table = tmp_path / "f.png", tmp_path / "t.md"
+    assert main([str(results), "--panels", "trainr", "-o", str(fig)]) == 2
+    assert "--panels trainr: not a dimension of the study (its dimensions: network.layers, trainer)" in \
+        capsys.readouterr().err
+    assert main([str(results), "-o", str(tmp_path / "f.txt")]) == 2
+    assert main([str(results), "-o", str(tmp_path / "no" / "f.png")]) == 2
+    assert "no writable folder" in capsys.readouterr().err
+    assert main([str(results), "-o", str(fig), "--table", str(tmp_path)]) == 2     # a folder: refused first
+    assert not fig.exists()
+    assert main([str(results), "-o", str(fig), "--table", str(table), "--panels", "trainer"]) == 0
+    assert fig.stat().st_size > 10_000 and "| mgd |" in table.read_text()

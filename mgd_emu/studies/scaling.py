@@ -23,6 +23,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,17 +256,47 @@ def main(argv=None) -> int:
     ap.add_argument("--table", help="write the markdown tables here (default: stdout)")
     ap.add_argument("--title")
     args = ap.parse_args(argv)
+
+    def error(text) -> int:
+        print(f"mgd-emu: error: {' '.join(str(text).split())}", file=sys.stderr)
+        return 2
+
+    from ..plot import IMAGE_FORMATS
+
+    # the outputs are checked before any work, so that a mistake costs nothing and leaves nothing
+    for flag, path in (("-o", args.output), ("--table", args.table)):
+        if path is None:
+            continue
+        where = Path(path).resolve().parent
+        if flag == "-o" and Path(path).suffix[1:].lower() not in IMAGE_FORMATS:
+            return error(f"-o {path}: not an image file name (allowed: "
+                         f"{', '.join('.' + f for f in IMAGE_FORMATS)})")
+        if Path(path).is_dir() or not where.is_dir() or not os.access(where, os.W_OK):
+            return error(f"{flag} {path}: cannot be written (" + ("a folder" if Path(path).is_dir() else
+                         f"no writable folder {where}") + ")")
     try:
         ds = open_results(args.results)
-        if args.output:
-            plot_scaling(ds, args.output, args.target, args.over, args.panels, args.title)
+        dims = grid_dimensions(ds)
+        for flag, dim in (("--over", args.over), ("--panels", args.panels)):
+            if dim is not None and dim not in dims:
+                return error(f"{flag} {dim}: not a dimension of the study (its dimensions: {', '.join(dims)})")
         text = scaling_markdown(ds, args.target, args.over)
     except (StudyError, ValueError, KeyError) as exc:
-        print(f"mgd-emu: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    if args.table:
-        Path(args.table).write_text(text, encoding="utf-8")
-    else:
+        return error(exc)
+    written = []
+    try:
+        if args.output:
+            written.append(plot_scaling(ds, args.output, args.target, args.over, args.panels, args.title))
+        if args.table:
+            written.append(Path(args.table))
+            Path(args.table).write_text(text, encoding="utf-8")
+    except (OSError, ValueError, KeyError) as exc:
+        for path in written:   # all of them or none
+            Path(path).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            return error(f"{exc.filename or args.output or args.table}: cannot be written ({exc.strerror or exc})")
+        return error(exc)
+    if not args.table:
         sys.stdout.write(text)
     return 0
 
