@@ -548,6 +548,9 @@ def cmd_plot(args) -> int:
     from .trace import open_trace
 
     trace = Path(args.trace)
+    if args.target is not None:
+        raise UserError(f"--target is for study results (the accuracy whose cycles to reach are drawn); "
+                        f"{trace} is a trace")
     out = _image_target(args.output, trace.with_suffix(".png"), trace.stem, "-o", inputs=[trace])
     t = open_trace(trace)
     with _writing(out, "-o"):
