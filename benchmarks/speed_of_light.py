@@ -697,7 +697,13 @@ class SpeedOfLightV1:
 
 
 if __name__ == "__main__":  # a quick look: python benchmarks/speed_of_light.py
+    import argparse
     import time
+
+    argparse.ArgumentParser(description="A quick look at the speed-of-light kernels: cycles/s and "
+                            "synapse-cycles/s of each (v2 integer, v2 integer with stochastic rounding, "
+                            "v2 float, v1 float) on four layer shapes, both modes. "
+                            "benchmarks/run.py compares the emulator with them.").parse_args()
 
     for sizes in ([2, 2, 1], [49, 8, 4], [64, 64, 10], [784, 256, 10]):
         for mode in ("weight", "node"):
