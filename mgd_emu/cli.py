@@ -522,7 +522,8 @@ def cmd_inspect(args) -> int:
               f"test cost {info['final_cost']:.5f}")
     print(f"signals         {len(info['signals'])}")
     for name, s in info["signals"].items():
-        print(f"  {name:<26} {s['format']:<34} subset {s['shape']:<10} {s['samples']:>10,} samples"
+        probed = f"{name}[{s['index']}]" if s["index"] else name
+        print(f"  {probed:<26} {s['format']:<34} shape {s['shape']:<10} {s['samples']:>10,} samples"
               f"  every {s['every']}")
     if info["overflow_events"]:
         print("overflow events " + ", ".join(f"{k}: {a} saturated, {b} wrapped"
