@@ -267,9 +267,14 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
     from .trace import END_COMPLETED, TraceWriter, target_reached
 
     try:
-        parse_probes(list(chip.trace.probes) + list(probes), chip)
+        parsed = parse_probes(list(chip.trace.probes) + list(probes), chip)
     except ProbeError as exc:
         raise UserError(f"--probe: {exc}") from None
+    first = emu.cycle if emu is not None else 0
+    late = [p.name for p in parsed if p.start >= cycles or (p.stop is not None and p.stop <= first)]
+    if late and not quiet and checkpoint is None:   # with a checkpoint, a later --resume may reach the window
+        print(f"mgd-emu: warning: the window of {', '.join(late)} lies outside cycles {first:,}-{cycles - 1:,} of "
+              "this run: it records nothing", file=sys.stderr)
     check_chip_fits(chip, probes)
     from .engine import Emulator
 

@@ -330,3 +330,13 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(trace,
         fails(*run, "-o", tmp_path / "x.foo", words=["'.foo' is not supported", ".png", ".svg"])
         fails(*run, "-o", tmp_path / "noext", words=["no image suffix", ".png"])
     # compare refuses before it runs anything: the one error line is all it printed
+
+
+def test_a_probe_window_outside_the_run_is_warned_of(tmp_path):
+    out = mgd("run", "xor_8bit", "--cycles", "1000", "--eval-every", "500", "--probe", "cost window=5000:6000",
+              "--trace", tmp_path / "t.h5", "--no-plot")
+    assert "mgd-emu: warning: the window of cost lies outside cycles 0-999 of this run: it records nothing" \
+        in out.stderr
+    inside = mgd("run", "xor_8bit", "--cycles", "1000", "--eval-every", "500", "--probe", "cost window=500:600",
+                 "--trace", tmp_path / "u.h5", "--no-plot")
+    assert "warning" not in inside.stderr
