@@ -55,7 +55,7 @@ class Comparison:
         """One row per design point: final accuracy over the seeds, cycles to
         reach `target` per seed, saturation/wrap events, emulation speed."""
         w = max(12, *(len(lab) for lab in self.labels))
-        head = (f"{'design point':<{w}}  {'final accuracy':>22}  {'cycles to ' + format(target, '.0%') + ' per seed':<34}"
+        head = (f"{'design point':<{w}}  {'final accuracy (mean, range)':>28}  {'cycles to ' + format(target, '.0%') + ' per seed':<34}"
                 f"  {'overflow events':>15}  {'cycles/s':>10}")
         lines = [f"{len(self.seeds)} seed(s) {', '.join(map(str, self.seeds))}; {self.cycles:,} cycles; "
                  f"test accuracy every {self.eval_every:,} cycles", head, "-" * len(head)]
@@ -66,7 +66,7 @@ class Comparison:
             reach = ", ".join(f"{r.reached(target):,}" if r.reached(target) is not None else "-" for r in runs)
             events = sum(a + b for r in runs for a, b in r.events.values())
             speed = sum(int(r.cycles[-1]) for r in runs) / max(sum(r.wall_s for r in runs), 1e-9)
-            lines.append(f"{label:<{w}}  {acc:>22}  {reach:<34}  {events:>15,}  {speed:>10,.0f}")
+            lines.append(f"{label:<{w}}  {acc:>28}  {reach:<34}  {events:>15,}  {speed:>10,.0f}")
         return "\n".join(lines)
 
     def to_json(self, target: float = 1.0) -> dict:
