@@ -353,13 +353,14 @@ def _print_summary(s: dict, out=sys.stdout) -> None:
     p(f"final accuracy  {s['final_accuracy']:.3f}   test cost {s['final_cost']:.5f}")
     if s["target_accuracy"] is not None:
         r, every = s["reached_cycle"], s["eval_every"]
+        label = f"accuracy {s['target_accuracy']:g}"
         if r:
             # Accuracy is evaluated every `every` cycles: the target was first
             # met somewhere after the previous evaluation.
             near = f" (to within {every:,} cycles: accuracy is evaluated every {every:,})" if every > 1 else ""
-            p(f"accuracy {s['target_accuracy']:g}    first reached at cycle {r:,} = {_si(r / hz)} of chip time{near}")
+            p(f"{label:<16}first reached at cycle {r:,} = {_si(r / hz)} of chip time{near}")
         else:
-            p(f"accuracy {s['target_accuracy']:g}    not reached in {s['cycles']:,} cycles")
+            p(f"{label:<16}not reached in {s['cycles']:,} cycles")
     p(f"cycles          {s['cycles']:,} = {_si(s['chip_time_s'])} of chip time at {hz:.4g} Hz")
     rate = f"{s['cycles_per_s']:,.0f}" if s["cycles_per_s"] else "-"
     p(f"wall time       {_eta(s['wall_s'])}, {rate} emulated cycles/s (+{s['startup_s']:.2f} s start-up)")
