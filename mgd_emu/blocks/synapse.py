@@ -28,7 +28,7 @@ from .register import store_fc
 from ..kernel_cache import cached, name_apart
 
 REGISTERS = (
-    Reg("theta", np.float64, ("n_params",), "weights and biases theta", fmt="weight",
+    Reg("theta", np.float64, ("n_params",), "parameters theta", fmt="weight",
         public="params:weight,bias"),
     Reg("G", np.float64, ("n_params",), "integrators G", fmt="integrator",
         public="params:weight_integrator,bias_integrator"),
