@@ -178,7 +178,9 @@ def _line(ax, ds, dim, med, lo, hi, ylabel, log=False, fraction=None):
     finite = np.isfinite(med)
     ax.plot(x[finite], med[finite], marker="o", label="median over seeds")
     band = np.isfinite(lo) & np.isfinite(hi)
-    ax.fill_between(x, np.where(band, lo, np.nan), np.where(band, hi, np.nan), alpha=0.25, label="seed range")
+    # cycles to a target: the range over the seeds that reached it (the others are counted by "% reached")
+    ax.fill_between(x, np.where(band, lo, np.nan), np.where(band, hi, np.nan), alpha=0.25,
+                    label="seed range" if fraction is None else "range of the seeds that reached it")
     if fraction is not None:
         for xi, m, f in zip(x, med, fraction):
             if np.isfinite(f) and f < 1:
