@@ -266,15 +266,19 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
     from .probes import ProbeError, parse_probes
     from .trace import END_COMPLETED, TraceWriter, target_reached
 
-    try:
-        parsed = parse_probes(list(chip.trace.probes) + list(probes), chip)
+    tr = chip.trace
+    try:   # with the chip's [trace] defaults, as the emulator parses them
+        parsed = parse_probes(list(tr.probes) + list(probes), chip, tr.every, tr.window_start,
+                              tr.window_stop if tr.window_stop > 0 else None)
     except ProbeError as exc:
         raise UserError(f"--probe: {exc}") from None
     first = emu.cycle if emu is not None else 0
-    late = [p.name for p in parsed if p.start >= cycles or (p.stop is not None and p.stop <= first)]
-    if late and not quiet and checkpoint is None:   # with a checkpoint, a later --resume may reach the window
-        print(f"mgd-emu: warning: the window of {', '.join(late)} lies outside cycles {first:,}-{cycles - 1:,} of "
-              "this run: it records nothing", file=sys.stderr)
+    ended = [p.name for p in parsed if p.stop is not None and p.stop <= first]
+    # a window past this run: a later --resume of its checkpoint may reach it
+    late = [p.name for p in parsed if p.start >= cycles and checkpoint is None and p.name not in ended]
+    if (ended or late) and not quiet:
+        print(f"mgd-emu: warning: the window of {', '.join(ended + late)} lies outside cycles "
+              f"{first:,}-{cycles - 1:,} of this run: it records nothing", file=sys.stderr)
     check_chip_fits(chip, probes)
     from .engine import Emulator
 
@@ -358,9 +362,9 @@ def _print_summary(s: dict, out=sys.stdout) -> None:
             # Accuracy is evaluated every `every` cycles: the target was first
             # met somewhere after the previous evaluation.
             near = f" (to within {every:,} cycles: accuracy is evaluated every {every:,})" if every > 1 else ""
-            p(f"{label:<16}first reached at cycle {r:,} = {_si(r / hz)} of chip time{near}")
+            p(f"{label:<15} first reached at cycle {r:,} = {_si(r / hz)} of chip time{near}")
         else:
-            p(f"{label:<16}not reached in {s['cycles']:,} cycles")
+            p(f"{label:<15} not reached in {s['cycles']:,} cycles")
     p(f"cycles          {s['cycles']:,} = {_si(s['chip_time_s'])} of chip time at {hz:.4g} Hz")
     rate = f"{s['cycles_per_s']:,.0f}" if s["cycles_per_s"] else "-"
     p(f"wall time       {_eta(s['wall_s'])}, {rate} emulated cycles/s (+{s['startup_s']:.2f} s start-up)")
@@ -555,11 +559,11 @@ def cmd_plot(args) -> int:
     from .trace import open_trace
 
     trace = Path(args.trace)
+    out = _image_target(args.output, trace.with_suffix(".png"), trace.stem, "-o", inputs=[trace])
+    t = open_trace(trace)
     if args.target is not None:
         raise UserError(f"--target is for study results (the accuracy whose cycles to reach are drawn); "
                         f"{trace} is a trace")
-    out = _image_target(args.output, trace.with_suffix(".png"), trace.stem, "-o", inputs=[trace])
-    t = open_trace(trace)
     with _writing(out, "-o"):
         png = plot_trace(t, out)
     print(png)

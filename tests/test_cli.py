@@ -340,3 +340,6 @@ def test_a_probe_window_outside_the_run_is_warned_of(tmp_path):
     inside = mgd("run", "xor_8bit", "--cycles", "1000", "--eval-every", "500", "--probe", "cost window=500:600",
                  "--trace", tmp_path / "u.h5", "--no-plot")
     assert "warning" not in inside.stderr
+    chips_window = mgd("run", "xor_8bit", "--cycles", "1000", "--eval-every", "500", "--set", "trace.window_start=5000",
+                       "--probe", "cost", "--trace", tmp_path / "v.h5", "--no-plot")   # the chip's own [trace] window
+    assert "the window of cost lies outside cycles 0-999" in chips_window.stderr

@@ -80,6 +80,14 @@ def test_nested_and_quoted_chip_keys_are_the_same_key():
     whole = loads_study(study_text(extra='[set]\n"formats.weight" = { kind = "fixed", int_bits = 3, '
                                    'frac_bits = 4 }'), "s.toml")
     assert whole.chip.formats.weight.rounding == "nearest-even"
+    # unquoted, a table that names its kind is a whole format, as in a chip file
+    unquoted = loads_study(study_text(extra='[set]\nformats.weight = { kind = "fixed", int_bits = 3, '
+                                      'frac_bits = 4 }'), "s.toml")
+    assert unquoted.chip.to_toml() == whole.chip.to_toml()
+    # a key after its whole table is applied inside it
+    inside = loads_study(study_text(extra='[set]\n"formats.weight" = { kind = "fixed", int_bits = 3, '
+                                    'frac_bits = 4 }\n"formats.weight.frac_bits" = 5'), "s.toml")
+    assert inside.chip.formats.weight.frac_bits == 5 and inside.chip.formats.weight.rounding == "nearest-even"
 
 
 def test_a_key_varied_inside_a_table_that_set_gives_whole_leaves_the_grid_values_as_written():
@@ -137,7 +145,10 @@ def test_the_last_evaluation_is_at_the_cap_when_eval_every_does_not_divide_it():
     (("[grid]", '[zip.accuracy]\n"network.layers" = [[2, 2, 1], [2, 4, 1]]\n[grid]'),
      "s.toml: zip.accuracy: this group name is taken"),
     (("[grid]", '[zip."a/b"]\n"network.layers" = [[2, 2, 1], [2, 4, 1]]\n[grid]'),
-     "s.toml: zip.a/b: this group name is taken"),
+     "s.toml: zip.a/b: a group name is a word"),
+    (("[grid]", '[zip.""]\n"network.layers" = [[2, 2, 1], [2, 4, 1]]\n[grid]'), "s.toml: zip.: a group name is a word"),
+    (("[grid]", '[set]\n"formats.weight.frac_bits" = 3\n"formats.weight" = { kind = "float" }\n[grid]'),
+     "s.toml: set.formats.weight: sets the whole table after set.formats.weight.frac_bits"),
 ])
 def test_a_mistake_in_a_study_file_is_one_line_naming_file_and_key(tmp_path, change, where):
     text = study_text().replace(*change)
@@ -222,6 +233,8 @@ def test_the_progress_bars_time_left_is_weighted_by_each_runs_work():
     bar.finished({"status": "ok"}, work=80)
     assert bar.seconds_left() == pytest.approx(2.5, rel=0.01)
     assert (bar.done, bar.failed) == (1, 0)
+    bar.finished({"status": "failed"}, work=10)   # failed at once: its work is no longer left, nor a measure of the rate
+    assert bar.seconds_left() == pytest.approx(10 * 10 / 80, rel=0.01) and bar.failed == 1
 
 
 def test_without_a_terminal_the_progress_is_a_line_at_every_tenth_of_the_runs(capsys):

@@ -786,7 +786,8 @@ class _Bar:
             self.done += 1
         else:
             self.failed += 1
-        self.work_done += work
+        if rec["status"] == "ok":   # a failed run may have ended at once: not a measure of the rate
+            self.work_done += work
         self.work_left -= work
         if self.bar is not None:   # the counts first: the bar redraws as it advances
             self.bar.set_postfix_str(self._status(), refresh=not advance)

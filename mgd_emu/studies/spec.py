@@ -34,6 +34,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -274,13 +275,18 @@ def _drop_nested(table: dict, dotted: str) -> None:
 def _flatten(table: Mapping, err, section: str, prefix: str = "", out=None) -> dict:
     """Dotted keys of a chip-key table: quoted ("timing.tau_x") or nested
     (timing.tau_x unquoted) alike, down to single values. A format table
-    given under one quoted key ("formats.weight" = { ... }) stays whole (it
-    replaces the chip's format); nested, its keys are keys like any other
-    (formats.weight.frac_bits = 4 sets one). A key given twice is refused."""
+    stays whole, replacing the chip's format, when given under one quoted key
+    ("formats.weight" = { ... }) or, nested, when it names its `kind` (as a
+    chip file writes a format: formats.weight = { kind = "fixed", ... });
+    otherwise its keys are keys like any other (formats.weight.frac_bits = 4
+    sets only that). TOML reads the unquoted forms alike, hence the rule. A
+    key given twice is refused."""
     out = {} if out is None else out
     for k, v in table.items():
         key = f"{prefix}{k}"
-        whole_format = not prefix and len(k.split(".")) == 2 and k.startswith("formats.")
+        parts = key.split(".")
+        whole_format = (len(parts) == 2 and parts[0] == "formats"
+                        and (not prefix or (isinstance(v, Mapping) and "kind" in v)))
         if isinstance(v, Mapping) and not whole_format:
             _flatten(v, err, section, key + ".", out)
         elif key in out:
@@ -412,7 +418,11 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
         raise err("study.description", f"must be a string, got {description!r}")
 
     fixed = _flatten(raw.get("set", {}), err, "set")
-    for key in fixed:
+    for n, key in enumerate(fixed):
+        for other in list(fixed)[:n]:   # a key inside a table set before it is applied after it: fine
+            if other.startswith(key + "."):
+                raise err(f"set.{key}", f"sets the whole table after set.{other}, one of its keys, and would undo "
+                          "it: give that key inside the table, or after it")
         if key == TRAINER:
             raise err(f"set.{key}", "is chosen per grid point: put it in [grid] or a [zip] group, "
                       'e.g. [grid] trainer = ["mgd", "backprop"]')
@@ -435,9 +445,12 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
         if not isinstance(table, dict):
             raise err(f"zip.{group}", "must be a table of chip keys, each with a list of values, "
                       f"e.g. [zip.{group}] \"network.layers\" = [[2, 2, 1], [2, 4, 1]]")
-        if group in seen or group in SCHEMA or group in RESULT_NAMES or "/" in group:
-            raise err(f"zip.{group}", "this group name is taken (a chip section, or a variable or dimension "
-                      "of the results) or has a '/'; choose another")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", group):
+            raise err(f"zip.{group}", "a group name is a word: letters, digits, '_' and '-', starting with a "
+                      "letter or '_'")
+        if group in seen or group in SCHEMA or group in RESULT_NAMES or group == TRAINER:
+            raise err(f"zip.{group}", "this group name is taken (a chip section, a key, or a variable or "
+                      "dimension of the results); choose another")
         flat = _flatten(table, err, f"zip.{group}")
         if not flat:
             raise err(f"zip.{group}", "has no keys")
