@@ -452,6 +452,11 @@ def test_the_summary_table_names_a_long_zip_group_by_its_index():
     assert [_short_label(study, p) for p in study.points()] == [
         "timing.tau_theta=1, number[0]", "timing.tau_theta=1, number[1]",
         "timing.tau_theta=2, number[0]", "timing.tau_theta=2, number[1]"]
+    from mgd_emu.studies.plot import _axis_name, _labels   # and so do the plots' ticks, legends and axes
+
+    ds = run_study(study, serial=True).dataset
+    assert _labels(ds, "number")[0] == ["number[0]", "number[1]"] and _labels(ds, "timing.tau_theta")[0] == ["1", "2"]
+    assert _axis_name(ds, "number") == "number: formats.weight / formats.bias"
 
 
 def test_cli_serial_study_writes_results_and_plot_and_json(tmp_path):

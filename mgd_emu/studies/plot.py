@@ -79,6 +79,9 @@ def _nanmedian(a):
     return out
 
 
+LONG_LABEL = 40   # characters: a dimension's values (or a zip group's keys) longer than this are named by index
+
+
 def grid_dimensions(ds) -> list[str]:
     return json.loads(ds.attrs["grid_dimensions"])
 
@@ -90,6 +93,8 @@ def _labels(ds, dim) -> tuple[list[str], np.ndarray | None]:
     from ..spec import toml_literal
 
     labels = [" / ".join(toml_literal(v) for v in row) for row in d["values"]]
+    if max(map(len, labels)) > LONG_LABEL:   # a zip group of format tables, say: by index, as in the summary
+        labels = [f"{dim}[{i}]" for i in range(len(labels))]
     vals = None
     if len(d["keys"]) == 1 and all(isinstance(r[0], (int, float)) and not isinstance(r[0], bool) for r in d["values"]):
         vals = np.array([r[0] for r in d["values"]], dtype=float)
@@ -99,7 +104,10 @@ def _labels(ds, dim) -> tuple[list[str], np.ndarray | None]:
 def _axis_name(ds, dim) -> str:
     study = json.loads(ds.attrs["study"])
     d = next(x for x in study["dimensions"] if x["name"] == dim)
-    return dim if d["keys"] == [dim] else f"{dim}: {' / '.join(d['keys'])}"
+    if d["keys"] == [dim]:
+        return dim
+    keys = " / ".join(d["keys"])
+    return f"{dim}: {keys}" if len(keys) <= LONG_LABEL else f"{dim} (zip group of {len(d['keys'])} keys)"
 
 
 def plot_results(ds, out, target: float | None = None) -> Path:
@@ -252,7 +260,7 @@ def _lines(ax, ds, dims, values, ylabel, log=False):
     combos = list(np.ndindex(*(len(r[0]) for r in rest)))
     for n, combo in enumerate(combos[:MAX_LINES]):
         y = values[(slice(None), *combo)]
-        label = ", ".join(f"{d}={r[i]}" for (r, d), i in zip(rest, combo))
+        label = ", ".join(r[i] if r[i].startswith(f"{d}[") else f"{d}={r[i]}" for (r, d), i in zip(rest, combo))
         ax.plot(x, np.where(np.isfinite(y), y, np.nan), marker="o", label=label)
     if len(combos) > MAX_LINES:
         ax.text(0.01, 0.01, f"first {MAX_LINES} of {len(combos)} combinations", transform=ax.transAxes, fontsize=7)
