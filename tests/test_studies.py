@@ -651,11 +651,7 @@ def test_a_study_whose_client_was_killed_resumes_without_repeating_a_finished_ru
     proc = subprocess.Popen([*MGD, "study", path, "-o", out, "--scheduler", client.scheduler.address, "--quiet"],
                             stderr=subprocess.PIPE, text=True, env=env)
     journal = out / JOURNAL
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if journal.exists() and journal.read_text().count('"kind": "run"') >= 2:
-            break
-        time.sleep(0.02)
+    _wait_for_runs(journal, 2, proc)
     proc.kill()                        # a killed client: nothing runs on the way out
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
@@ -703,6 +699,22 @@ def _study_on(sfile, path, out, env, started):
     return proc
 
 
+def _wait_for_runs(journal: Path, n: int, proc=None, timeout: float = 120) -> bool:
+    """Wait until the journal holds n finished runs (or `proc` has ended); whether it does."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and (proc is None or proc.poll() is None):
+        if journal.exists() and journal.read_text().count('"kind": "run"') >= n:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _kill_scheduler(proc, started) -> str:
+    """SIGKILL the scheduler (started[0]) under the study `proc`; the study's stderr once it has ended."""
+    os.killpg(started[0].pid, signal.SIGKILL)
+    return proc.communicate(timeout=120)[1]
+
+
 def _one_error_line(err: str) -> str:
     assert "Traceback" not in err, err[-3000:]
     lines = [x for x in err.splitlines() if x.startswith("mgd-emu: error:")]
@@ -724,14 +736,8 @@ def test_a_study_whose_scheduler_goes_away_stops_with_one_line_records_no_lost_r
         out = tmp_path / "o"
         proc = _study_on(sfile, path, out, env, started)
         journal = out / JOURNAL
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            if journal.exists() and journal.read_text().count('"kind": "run"') >= 1:
-                break
-            time.sleep(0.02)
-        assert time.time() < deadline, "no run finished in 120 s"
-        os.killpg(started[0].pid, signal.SIGKILL)   # the scheduler
-        _, err = proc.communicate(timeout=120)
+        assert _wait_for_runs(journal, 1, proc), "no run finished in 120 s"
+        err = _kill_scheduler(proc, started)
     finally:
         _stop(started)
     assert proc.returncode == 2, err[-3000:]
@@ -757,9 +763,7 @@ def test_a_study_whose_scheduler_goes_away_before_any_worker_came_stops_with_one
         while time.time() < deadline and not (out / JOURNAL).exists():   # then it waits for a worker
             time.sleep(0.02)
         time.sleep(0.5)
-        os.killpg(started[0].pid, signal.SIGKILL)   # the scheduler
-        # the client tries to reconnect for its 30 s timeout, then the study stops
-        _, err = proc.communicate(timeout=120)
+        err = _kill_scheduler(proc, started)   # the client tries to reconnect for 30 s, then the study stops
     finally:
         _stop(started)
     assert proc.returncode == 2, err[-3000:]
@@ -813,11 +817,7 @@ def test_ctrl_c_in_a_terminal_stops_a_local_cluster_study_cleanly(tmp_path):
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
     proc = subprocess.Popen([*MGD, "study", path, "-o", out, "--workers", "2"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if (out / JOURNAL).exists() and (out / JOURNAL).read_text().count('"kind": "run"') >= 1:
-            break
-        time.sleep(0.02)
+    _wait_for_runs(out / JOURNAL, 1, proc)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
