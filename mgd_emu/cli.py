@@ -827,16 +827,18 @@ def _study_points(study, s) -> list[dict]:
              "median_final_accuracy": fin(s["acc_median"][p.index])} for p in study.points()]
 
 
-def _short_label(study, point, limit=40) -> str:
+def _short_label(study, point) -> str:
     """A grid point for the summary table: each dimension's keys and values,
-    or NAME[i] (its i-th value, as in the CSV) where they would run past `limit`
-    characters (a zip group of format tables, say)."""
+    or NAME[i] (its i-th value, as in the CSV) where they would run past
+    LONG_LABEL characters (a zip group of format tables, say), as the plots
+    label it."""
     from .spec import toml_literal
+    from .studies.plot import LONG_LABEL
 
     parts = []
     for dim, i in zip(study.dimensions, point.index):
         text = ", ".join(f"{k}={toml_literal(point.values[k])}" for k in dim.keys)
-        parts.append(text if len(text) <= limit else f"{dim.name}[{i}]")
+        parts.append(text if len(text) <= LONG_LABEL else f"{dim.name}[{i}]")
     return ", ".join(parts) or "base chip"
 
 
