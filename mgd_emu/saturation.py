@@ -6,13 +6,25 @@ element written outside its format's range. Divided by the writes a run made
 such as the weights when tau_theta > 1, so the fraction is then a lower
 bound), it says how often a register sits on its rail. A register that
 saturates in a large fraction of its writes is a format too narrow for the
-chip (typically activations or integrators after widening a network; see
-docs/scaling.md).
+chip (typically integrators after widening a network; see docs/scaling.md),
+with one exception: an activation register whose format holds its function's
+whole range but the last LSB at an end, in fine steps (u0.8 for a sigmoid,
+s0.7 for tanh), saturates only when a neuron is driven within one LSB of its
+function's limit, where the function is nearly flat. That is a neuron driven hard
+(common once a chip has learned; weights too large if it does not learn), which
+a wider format would not change, and the warning says so.
 """
 from __future__ import annotations
 
 # a register saturating in at least this fraction of its writes is reported
 WARN_FRACTION = 0.05
+
+# The limits of the bounded activation functions (the values they approach or reach).
+ACTIVATION_LIMITS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hard_sigmoid": (0.0, 1.0)}
+# An activation format is fine enough to tell a neuron driven to a limit when
+# its LSB is at most this fraction of the function's range: within one LSB of
+# a limit the function's slope is then small (a sigmoid's 1/16 of its largest).
+FINE_LSB = 1 / 64
 
 
 def register_elements(chip) -> dict[str, int]:
@@ -33,6 +45,26 @@ def register_elements(chip) -> dict[str, int]:
     return out
 
 
+def driven_to_their_limits(chip) -> set[str]:
+    """The activation registers whose saturations can only be outputs within
+    one LSB of their function's limits, where the function is nearly flat: a
+    bounded function, in a fixed-point format that holds its range to one LSB
+    at each end, with an LSB at most FINE_LSB of that range."""
+    f = chip.formats.activation
+    if not f.is_fixed:
+        return set()
+    last = len(chip.layer_sizes) - 2
+    out = set()
+    for i in range(last + 1):
+        kind = chip.network.output_activation if i == last else chip.network.activation
+        if kind in ACTIVATION_LIMITS:
+            lo, hi = ACTIVATION_LIMITS[kind]
+            holds = f.min_value <= lo + f.lsb and f.max_value >= hi - f.lsb
+            if holds and f.lsb <= FINE_LSB * (hi - lo):
+                out.add(f"layer{i}.activation")
+    return out
+
+
 def saturation_fractions(events: dict, chip, cycles: int) -> dict[str, float]:
     """Saturations per write (events / (cycles x elements)) of each register that saturated."""
     elements = register_elements(chip)
@@ -50,7 +82,19 @@ def saturation_warning(events: dict, chip, cycles: int, threshold: float = WARN_
     heavy = {k: f for k, f in saturation_fractions(events, chip, cycles).items() if f >= threshold}
     if not heavy:
         return None
-    worst = sorted(heavy.items(), key=lambda kv: -kv[1])
-    listed = ", ".join(f"{k} {100 * f:.0f} %" for k, f in worst)
-    return (f"registers saturate in a large fraction of their writes ({listed}): their formats are too narrow "
-            f"for this chip (see docs/scaling.md, widening an 8-bit chip)")
+    pinned = driven_to_their_limits(chip)
+
+    def listed(names):
+        return ", ".join(f"{k} {100 * heavy[k]:.0f} %" for k in sorted(names, key=lambda k: -heavy[k]))
+
+    narrow = [k for k in heavy if k not in pinned]
+    at_limits = [k for k in heavy if k in pinned]
+    parts = []
+    if narrow:
+        parts.append(f"registers saturate in a large fraction of their writes ({listed(narrow)}): their formats "
+                     f"are too narrow for this chip")
+    if at_limits:
+        parts.append(f"neurons sit within one LSB of their activation function's limit in a large fraction of "
+                     f"writes ({listed(at_limits)}), where they pass almost no gradient: common in a chip that has "
+                     f"learned, a sign of weights too large in one that does not; a wider format would not change it")
+    return "; ".join(parts) + " (see docs/scaling.md, widening an 8-bit chip)"
