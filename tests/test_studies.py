@@ -381,6 +381,23 @@ def test_a_heatmap_marks_points_not_run_yet_apart_from_failed_ones(tmp_path, mon
     assert drawn.count("not run") == 2 and drawn.count("failed") == 4   # one ok point, one not run, two failed
 
 
+
+def test_a_one_key_plot_marks_points_without_a_result_at_the_foot_of_the_axis(tmp_path, monkeypatch):
+    from mgd_emu.studies import plot as study_plot
+
+    study = loads_study(study_text(grid='"formats.weight.frac_bits" = [4, 5, 40]', cycles=2_000, seeds=(0,)),
+                        "s.toml")
+    out = tmp_path / "o"
+    run_study(study, out, serial=True)                  # frac_bits = 40 is refused: that point fails
+    lines = (out / JOURNAL).read_text().splitlines(keepends=True)
+    (out / JOURNAL).write_text("".join(x for x in lines if '"index": [0]' not in x))   # frac_bits = 4: not run
+    drawn = []
+    monkeypatch.setattr(study_plot, "save_figure",
+                        lambda fig, path, dpi: drawn.extend(t.get_text() for ax in fig.axes for t in ax.texts))
+    plot_results(collect(out), tmp_path / "r.png", target=0.75)
+    assert drawn.count("failed") == 2 and drawn.count("not run") == 2   # on both panels, cycles and accuracy
+
+
 # -------------------------------------------------------------- command line
 
 def run_cli(*args, cwd=None, timeout=300):

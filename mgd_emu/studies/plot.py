@@ -195,6 +195,9 @@ def _line(ax, ds, dim, med, lo, hi, ylabel, log=False, fraction=None):
                 y = m if np.isfinite(m) else (np.nanmax(hi) if np.isfinite(hi).any() else 1)
                 ax.annotate(f"{f:.0%} reached", (xi, y), textcoords="offset points", xytext=(0, 6),
                             ha="center", fontsize=7, color="C3")
+    _mark_no_result(ax, ds, x)
+    pad = 0.05 * (x.max() - x.min()) or 0.5   # every grid value on the axis, drawn or not
+    ax.set_xlim(x.min() - pad, x.max() + pad)
     if vals is None:
         ax.set_xticks(x, labels, rotation=30 if max(map(len, labels)) > 6 else 0, ha="right" if
                       max(map(len, labels)) > 6 else "center", fontsize=8)
@@ -205,6 +208,25 @@ def _line(ax, ds, dim, med, lo, hi, ylabel, log=False, fraction=None):
         _log_labels(ax.yaxis, _cycles)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def _no_result(ds) -> np.ndarray:
+    """Per grid point: "" where a run succeeded, else "failed" (a run failed)
+    or "not run" (none has run yet)."""
+    status = ds["status"].values   # (*grid, seed)
+    why = np.where((status == "failed").any(axis=-1), "failed", "not run")
+    return np.where((status == "ok").any(axis=-1), "", why)
+
+
+def _mark_no_result(ax, ds, x) -> None:
+    """Write "failed" or "not run" at the foot of the axis for a point of a
+    one-key grid without a successful run, which has no value to draw."""
+    for xi, why in zip(x, _no_result(ds)):
+        if why:
+            colour = "C3" if why == "failed" else "0.4"
+            ax.axvline(xi, color=colour, linestyle=":", linewidth=1)   # also keeps the point in the x range
+            ax.annotate(why, (xi, 0.03), xycoords=("data", "axes fraction"), ha="center", va="bottom",
+                        fontsize=8, color=colour, backgroundcolor="w")
 
 
 def _heat(ax, ds, dims, values, title, cycles=False, counts=None):
@@ -228,8 +250,7 @@ def _heat(ax, ds, dims, values, title, cycles=False, counts=None):
     else:
         im = ax.imshow(shown, cmap="magma", vmin=0, vmax=1, aspect="auto")
         ax.figure.colorbar(im, ax=ax)
-    status = ds["status"].values   # (*grid, seed): a point without a successful run failed, or has not run yet
-    no_run = np.where((status == "failed").any(axis=-1), "failed", "not run")
+    no_run = _no_result(ds)
     for i in range(v.shape[0]):
         for j in range(v.shape[1]):
             if cycles:
