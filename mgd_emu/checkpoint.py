@@ -4,7 +4,8 @@
 
     {"format": "mgd-emu-checkpoint", "version": VERSION, "chip": TOML text,
      "source": str, "seed": int, "state": {name: numpy array},
-     "probes": [probe text, ...]}            # optional: probes beyond the chip's [trace]
+     "probes": [probe text, ...],            # optional: probes beyond the chip's [trace]
+     "rules": {"updater": "module.name", ...}}   # optional: the user synapse rules of the run
 
 `save_checkpoint(emu, path)` writes it as an NPZ file (numpy's zip of .npy
 arrays; the metadata is one JSON string) through safe_io (a temporary name
@@ -66,7 +67,7 @@ def validate_checkpoint(ckpt, where: str = "checkpoint") -> None:
     version = ckpt.get("version")
     if type(version) is not int or version != VERSION:
         raise _fail(where, f"checkpoint version {str(version)[:20]!r} is not supported (this mgd-emu reads {VERSION})")
-    allowed = {"format", "version", "chip", "source", "seed", "state", "probes"}
+    allowed = {"format", "version", "chip", "source", "seed", "state", "probes", "rules"}
     extra = sorted(map(str, set(ckpt) - allowed))
     if extra:
         raise _fail(where, f"unknown key(s) {', '.join(extra)[:200]} (allowed: {', '.join(sorted(allowed))})")
@@ -88,6 +89,10 @@ def validate_checkpoint(ckpt, where: str = "checkpoint") -> None:
         raise _fail(where, f"its chip description is invalid ({exc})") from None
     except (RecursionError, MemoryError, ValueError) as exc:
         raise _fail(where, f"its chip description cannot be read ({type(exc).__name__})") from None
+    rules = ckpt.get("rules", {})
+    if not isinstance(rules, dict) or not all(k in ("correlator", "integrator", "updater") and isinstance(v, str)
+                                              for k, v in rules.items()):
+        raise _fail(where, "key 'rules' must map correlator / integrator / updater to the names of the run's rules")
     probes = ckpt.get("probes", [])
     if not isinstance(probes, (list, tuple)) or not all(isinstance(p, str) for p in probes):
         raise _fail(where, "key 'probes' must be a list of probe texts")
@@ -204,6 +209,8 @@ def save_checkpoint(emu, path, inputs=()) -> Path:
     meta = {"format": ckpt["format"], "version": ckpt["version"], "chip": ckpt["chip"],
             "source": str(ckpt.get("source", "")), "seed": int(ckpt["seed"]),
             "probes": _probes_beyond_chip(emu)}
+    if "rules" in ckpt:
+        meta["rules"] = ckpt["rules"]
     arrays = {"meta": np.array(json.dumps(meta))}
     for name, arr in ckpt["state"].items():
         arrays[f"state.{name}"] = np.ascontiguousarray(arr)
@@ -239,7 +246,8 @@ def read_checkpoint(path) -> dict:
             meta = json.loads(str(z["meta"][()]))
             if not isinstance(meta, dict):
                 raise ValueError("metadata is not a JSON object")
-            ckpt = {k: meta[k] for k in ("format", "version", "chip", "source", "seed", "probes") if k in meta}
+            ckpt = {k: meta[k] for k in ("format", "version", "chip", "source", "seed", "probes", "rules")
+                    if k in meta}
             if ckpt.get("format") != FORMAT or ckpt.get("version") != VERSION:
                 validate_checkpoint({**ckpt, "state": {}}, where)  # says what is wrong
             # the sizes the zip declares, against a fresh build, before reading the arrays
@@ -277,13 +285,14 @@ def _expected_bytes(ckpt, where) -> int:
     return state_bytes(chip)
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, rules=None):
     """The Emulator saved in `path`, validated (validate_checkpoint) and
-    restored with its probes; CheckpointError for anything else."""
+    restored with its probes (and `rules`, the user synapse rules of the run
+    if it had any); CheckpointError for anything else."""
     from .engine import Emulator
 
     ckpt = read_checkpoint(path)
     try:
-        return Emulator.restore(ckpt)
+        return Emulator.restore(ckpt, rules=rules)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {str(exc).removeprefix('checkpoint: ')}") from None

@@ -27,7 +27,7 @@ from .cycle import DEFAULT_ORDER, NO_STEP_LIMIT, cycle_kernel, prepare
 from .errors import critical, raise_deferred
 from .evaluate import forward_blocked
 from .fixedpoint import Format
-from .rules import SynapseRules
+from .rules import RuleError, SynapseRules
 from .probes import compile_probes, parse_probes, registers_by_name
 from .spec import Chip
 from .tasks import make_task
@@ -66,6 +66,9 @@ class Emulator:
         self.seed = operator.index(seed)
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer 0..{MAX_SEED}, got {seed}")
+        if rules is not None and not isinstance(rules, SynapseRules):
+            raise RuleError(f"rules= takes mgd_emu.rules.SynapseRules(correlator=..., integrator=..., "
+                            f"updater=...), not a {type(rules).__name__}")
         self.rules = rules if rules is not None else SynapseRules()
         self.rules.check()
         self.task = make_task(chip.task.name, **chip.task_params())
@@ -345,22 +348,36 @@ class Emulator:
         holds every register and generator state by "block.field"."""
         state = {f"{b}.{r.name}": getattr(getattr(self.st, b), r.name).copy()
                  for b, (_, regs) in BLOCKS.items() for r in regs if r.role in CHECKPOINT_ROLES}
-        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "chip": self.chip.to_toml(),
-                "source": self.chip.source, "seed": self.seed, "probes": [p.text for p in self.probes],
-                "state": state}
+        out = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "chip": self.chip.to_toml(),
+               "source": self.chip.source, "seed": self.seed, "probes": [p.text for p in self.probes],
+               "state": state}
+        if self.rules.custom:   # their names: restore() refuses other rules
+            out["rules"] = self.rules.names()
+        return out
 
     @classmethod
     def restore(cls, checkpoint: dict, rules: SynapseRules | None = None) -> "Emulator":
         """The emulator a checkpoint() was taken of, with its probes. Refuses
         (checkpoint.CheckpointError, a ValueError) anything
         checkpoint.validate_checkpoint does not accept. rules: the user synapse rules the run used (a
-        checkpoint holds data only, never code)."""
+        checkpoint holds data only, never code: it records their names, and
+        rules of other names, or none for a run that had some, are refused)."""
         from . import spec as spec_mod
         from .checkpoint import validate_checkpoint
 
         # format, version, every array's name, dtype and shape against the
         # chip's registers, the values the kernels rely on, the probes
         validate_checkpoint(checkpoint)
+        saved, given = checkpoint.get("rules", {}), (rules or SynapseRules()).names()
+        if saved != given:
+            from .checkpoint import CheckpointError
+
+            def said(names):
+                return ", ".join(f"{k}={v}" for k, v in names.items()) or "the built-in rules"
+
+            raise CheckpointError(f"checkpoint: it was taken of a run with {said(saved)}; restore it with the same "
+                                  f"rules (Emulator.restore(checkpoint, rules=SynapseRules(...)) from Python), not "
+                                  f"{said(given)}")
         chip = spec_mod.loads_chip(checkpoint["chip"], checkpoint.get("source", "<checkpoint>"))
         extra = [p for p in checkpoint.get("probes", []) if p not in chip.trace.probes]
         emu = cls(chip, checkpoint["seed"], probes=extra, rules=rules)

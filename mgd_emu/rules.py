@@ -71,6 +71,13 @@ class SynapseRules:
     def custom(self) -> bool:
         return any(f is not None for f in (self.correlator, self.integrator, self.updater))
 
+    def names(self) -> dict:
+        """{"correlator" | "integrator" | "updater": "module.qualname"} of the
+        user's rules (the built-in ones are left out): what a checkpoint
+        records, since it holds data only, never code."""
+        return {name: f"{f.py_func.__module__}.{f.py_func.__qualname__}" if hasattr(f, "py_func") else repr(f)
+                for name in SIGNATURES if (f := getattr(self, name)) is not None}
+
     def check(self) -> None:
         """Refuse, with one line, a rule that is not a Numba function of the
         documented signature returning a float, or that does not compile."""
@@ -85,8 +92,9 @@ class SynapseRules:
             params = list(inspect.signature(f.py_func).parameters.values())
             if len(params) != len(args) or any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
                                                for p in params):
-                raise RuleError(f"{label}: takes ({', '.join(p.name for p in params)}); a {name} takes "
-                                f"{len(args)} floats ({', '.join(args)}) and returns one")
+                given = str(inspect.signature(f.py_func))[1:-1]   # with *args, the keyword-only "*", defaults
+                raise RuleError(f"{label}: takes ({given}); {_article(name)} {name} takes exactly {len(args)} "
+                                f"positional floats ({', '.join(args)}) and returns one")
             sig = (numba.float64,) * len(args)
             try:
                 f.compile(sig)
@@ -99,3 +107,7 @@ class SynapseRules:
             if not isinstance(ret, (numba.types.Float, numba.types.Integer, numba.types.Boolean)):
                 raise RuleError(f"{label}: returns {ret}; a {name} returns one number (the next "
                                 f"register value)")
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"

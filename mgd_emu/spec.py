@@ -672,7 +672,9 @@ def _format(source, path, v) -> dict:
     for key, allowed in (("rounding", ROUNDINGS), ("overflow", OVERFLOWS)):
         val = v.get(key, FORMAT_DEFAULTS[key])
         if val not in allowed:
-            raise ChipError(source, f"{path}.{key}", f"must be one of {', '.join(allowed)}, got {val!r}")
+            close = difflib.get_close_matches(str(val), list(allowed), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ChipError(source, f"{path}.{key}", f"must be one of {', '.join(allowed)}, got {val!r}{hint}")
         out[key] = val
     return out
 

@@ -83,7 +83,8 @@ def test_a_user_integrator_changes_what_the_integrators_hold():
 
 @pytest.mark.parametrize("bad, message", [
     (lambda theta, step, eta: theta, "decorate it with @numba.njit"),
-    (numba.njit(lambda theta, step: theta), "takes (theta, step); a updater takes 3 floats"),
+    (numba.njit(lambda theta, step: theta), "takes (theta, step); an updater takes exactly 3 positional floats"),
+    (numba.njit(lambda theta, step, *, eta: theta), "takes (theta, step, *, eta); an updater takes exactly 3"),
     (numba.njit(lambda theta, step, eta: "up"), "returns one number"),
     (numba.njit(lambda theta, step, eta: theta.nope), "does not compile for float64 arguments"),
 ])
@@ -92,3 +93,28 @@ def test_a_rule_that_cannot_run_is_refused_in_one_line_before_any_cycle(bad, mes
         Emulator(XOR8, 0, rules=SynapseRules(updater=bad))
     assert message in str(err.value) and "\n" not in str(err.value)
     assert str(err.value).startswith("rules.updater")
+
+
+@pytest.mark.parametrize("rules", [sign_only, {"updater": sign_only}, "sign_only"])
+def test_rules_of_another_kind_than_synapse_rules_are_refused_in_one_line(rules):
+    with pytest.raises(RuleError, match=r"^rules= takes mgd_emu\.rules\.SynapseRules\(correlator=\.\.\., "):
+        Emulator(XOR8, 0, rules=rules)
+
+
+def test_a_checkpoint_names_the_user_rules_of_its_run_and_is_refused_with_others(tmp_path):
+    from mgd_emu.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    rules = SynapseRules(updater=sign_only)
+    emu = Emulator(XOR8, 1, rules=rules).run(500)
+    cp = emu.checkpoint()
+    assert cp["rules"] == {"updater": f"{__name__}.sign_only"}
+    same_bits(Emulator.restore(cp, rules=rules).run(300), emu.run(300))
+    with pytest.raises(CheckpointError, match=r"taken of a run with updater=.*sign_only; restore it with the same "
+                                              r"rules .* not the built-in rules"):
+        Emulator.restore(cp)
+    with pytest.raises(CheckpointError, match="taken of a run with the built-in rules"):
+        Emulator.restore(Emulator(XOR8, 1).checkpoint(), rules=rules)
+    save_checkpoint(emu, tmp_path / "ck.npz")               # the names travel in the file too
+    with pytest.raises(CheckpointError, match=r"ck\.npz: it was taken of a run with updater="):
+        load_checkpoint(tmp_path / "ck.npz")
+    assert load_checkpoint(tmp_path / "ck.npz", rules=rules).cycle == emu.cycle

@@ -29,7 +29,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
-from .properties import _emulator, assert_registers_in_range, assert_same_state
+from .properties import _build, _emulator, _restore, assert_registers_in_range, assert_same_state
 from .strategies import MAX_SEED
 
 
@@ -38,11 +38,13 @@ class EmulatorMachine(RuleBasedStateMachine):
     read registers on one emulator of `chip`.
 
     Class attributes to set: `chip` (required), `max_cycles` (the most one
-    run rule advances, default 300). ``self.emu`` is the emulator under
-    test, ``self.seed`` its seed."""
+    run rule advances, default 300), `rules` (user synapse rules,
+    mgd_emu.rules.SynapseRules; default the built-in ones). ``self.emu`` is
+    the emulator under test, ``self.seed`` its seed."""
 
     chip = None
     max_cycles = 300
+    rules = None
 
     checkpoints = Bundle("checkpoints")
 
@@ -51,7 +53,7 @@ class EmulatorMachine(RuleBasedStateMachine):
         if self.chip is None:
             raise TypeError(f"{type(self).__name__}.chip is not set: subclass EmulatorMachine with chip = ...")
         self.seed = seed
-        self.emu = _emulator()(self.chip, seed)
+        self.emu = _build(_emulator(), self.chip, seed, rules=self.rules)
 
     @rule(data=st.data())
     def run(self, data):
@@ -64,12 +66,13 @@ class EmulatorMachine(RuleBasedStateMachine):
     @rule(target=checkpoints)
     def checkpoint(self):
         cp = self.emu.checkpoint()
-        return cp, _emulator().restore(cp)  # the checkpoint and the state it holds, to compare with later
+        # the checkpoint and the state it holds, to compare with later
+        return cp, _restore(_emulator(), cp, self.rules)
 
     @rule(saved=checkpoints)
     def restore(self, saved):
         cp, at_checkpoint = saved
-        self.emu = _emulator().restore(cp)
+        self.emu = _restore(_emulator(), cp, self.rules)
         assert_same_state(self.emu, at_checkpoint, "a restored checkpoint is the state it was taken from")
 
     @rule()
@@ -78,7 +81,8 @@ class EmulatorMachine(RuleBasedStateMachine):
         cost, accuracy = self.emu.evaluate()
         assert math.isfinite(cost) or math.isnan(cost), f"evaluate() gave cost {cost}"
         assert 0.0 <= accuracy <= 1.0, f"evaluate() gave accuracy {accuracy}"
-        assert_same_state(self.emu, _emulator().restore(before), "evaluate() must leave the state untouched")
+        assert_same_state(self.emu, _restore(_emulator(), before, self.rules),
+                          "evaluate() must leave the state untouched")
 
     @rule()
     def read_registers(self):
@@ -92,7 +96,7 @@ class EmulatorMachine(RuleBasedStateMachine):
 
     @rule()
     def agrees_with_one_run(self):
-        straight = _emulator()(self.chip, self.seed).run(self.emu.cycle)
+        straight = _build(_emulator(), self.chip, self.seed, rules=self.rules).run(self.emu.cycle)
         assert_same_state(self.emu, straight, f"seed {self.seed}: the emulator after its rules vs one run of "
                                               f"{self.emu.cycle} cycles")
 

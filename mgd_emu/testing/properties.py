@@ -1,6 +1,9 @@
 """Ready-made properties: plain functions that raise AssertionError with a
 message naming what differs, and the measurements they are built on.
 
+Every property that builds emulators takes `rules=`: user synapse rules
+(mgd_emu.rules.SynapseRules) to run instead of the built-in ones.
+
 They use only the emulator's public API (registers, codes, events, checkpoint,
 run, run_steps, evaluate, samples) and the float64 oracle `mgd_emu.reference`.
 """
@@ -24,6 +27,16 @@ def _emulator():
     return Emulator
 
 
+def _build(Emulator, *args, rules=None, **kw):
+    """Emulator(*args, **kw), with rules= only when given (an engine class a
+    test stands in for the real one need not take it)."""
+    return Emulator(*args, **kw) if rules is None else Emulator(*args, rules=rules, **kw)
+
+
+def _restore(Emulator, checkpoint, rules=None):
+    return Emulator.restore(checkpoint) if rules is None else Emulator.restore(checkpoint, rules=rules)
+
+
 def _at(index) -> str:
     """An element's index as [0, 1] ("" for a scalar register)."""
     return "[" + ", ".join(str(int(i)) for i in index) + "]" if index else ""
@@ -39,6 +52,13 @@ def assert_registers_in_range(emu, names=None) -> None:
     """Every fixed-point register (or those in `names`) holds a value of its
     format: a whole number of LSBs, with a code in [min_code, max_code]."""
     regs, codes = emu.registers, emu.codes
+    unknown = [n for n in (names or ()) if n not in regs]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(regs), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (the chip's registers: {', '.join(regs)})"
+        raise ValueError(f"no register {unknown[0]!r}{hint}")
     for name in (codes if names is None else names):
         fmt = emu.register_format(name)
         if fmt is None or not fmt.is_fixed:
@@ -118,13 +138,13 @@ def assert_same_state(a, b, where: str = "") -> None:
         raise AssertionError(f"hidden state {d} differs at cycle {a.cycle} (every register agrees){at}")
 
 
-def assert_split_runs_bit_exact(chip: Chip, seed: int, splits, steps: bool = False) -> None:
+def assert_split_runs_bit_exact(chip: Chip, seed: int, splits, steps: bool = False, rules=None) -> None:
     """Running sum(splits) cycles in one call and in len(splits) calls (zeros
     allowed) give bit-identical emulators; with steps=True, measurement steps
     (`run_steps`) instead of cycles."""
     Emulator = _emulator()
     splits = [int(n) for n in splits]
-    one, parts = Emulator(chip, seed), Emulator(chip, seed)
+    one, parts = _build(Emulator, chip, seed, rules=rules), _build(Emulator, chip, seed, rules=rules)
     advance = "run_steps" if steps else "run"
     getattr(one, advance)(sum(splits))
     for n in splits:
@@ -132,17 +152,17 @@ def assert_split_runs_bit_exact(chip: Chip, seed: int, splits, steps: bool = Fal
     assert_same_state(one, parts, f"{_where(chip, seed)}: one {advance}({sum(splits)}) vs {advance} of {splits}")
 
 
-def assert_restore_bit_exact(chip: Chip, seed: int, before: int, after: int) -> None:
+def assert_restore_bit_exact(chip: Chip, seed: int, before: int, after: int, rules=None) -> None:
     """A checkpoint taken after `before` cycles and restored runs the next
     `after` cycles bit-identically to the emulator it was taken from, and
     restoring it does not depend on what the original did since."""
     Emulator = _emulator()
-    a = Emulator(chip, seed).run(before)
+    a = _build(Emulator, chip, seed, rules=rules).run(before)
     cp = a.checkpoint()
-    at_checkpoint = Emulator.restore(cp)
+    at_checkpoint = _restore(Emulator, cp, rules)
     assert_same_state(a, at_checkpoint, f"{_where(chip, seed)}: restored at cycle {before}")
     a.run(after)
-    b = Emulator.restore(cp).run(after)
+    b = _restore(Emulator, cp, rules).run(after)
     assert_same_state(a, b, f"{_where(chip, seed)}: checkpoint at cycle {before}, then {after} cycles")
 
 
@@ -243,6 +263,9 @@ def frozen_chip(chip: Chip, steps: int, window: int | None = None) -> Chip:
     over = {"optimizer.learning_rate": 0.0, "timing.tau_x": HOLD}
     if chip.integrator.kind == "digital":
         tau_p = chip.timing.tau_p
+        if window is not None and window % tau_p:
+            raise ValueError(f"window={window} must be a multiple of the chip's timing.tau_p = {tau_p} (the "
+                             f"integrators clear every window steps: timing.tau_theta = window)")
         over["timing.tau_theta"] = window if window is not None else tau_p * (steps // tau_p + 1)
     elif window is not None:
         raise ValueError("window applies to a digital integrator (an analog one never clears)")
@@ -254,12 +277,15 @@ class GradientEstimate:
     """What a frozen chip's integrators measured. `total`: the correlator outputs
     summed over `count` steps (digital), or the leaky integrator's value
     (analog, count 1); `gradient`: the exact gradient of the held sample;
-    `windows`: with a window, each window's sum ([windows, P]), else None."""
+    `windows`: with a window, each window's sum ([windows, P]), else None;
+    `saturations`: the integrator writes that saturated or wrapped (nonzero:
+    the sums were clipped by formats.integrator, not measured)."""
 
     total: np.ndarray
     count: int
     gradient: np.ndarray
     windows: np.ndarray | None = None
+    saturations: int = 0   # integrator writes that saturated or wrapped during the measurement
 
     @property
     def standard_error(self) -> float:
@@ -285,37 +311,58 @@ class GradientEstimate:
         return float(np.linalg.norm(self.mean - self.gradient) / np.linalg.norm(self.gradient))
 
 
-def gradient_estimate(chip: Chip, seed: int, steps: int, window: int | None = None) -> GradientEstimate:
+def gradient_estimate(chip: Chip, seed: int, steps: int, window: int | None = None,
+                      rules=None) -> GradientEstimate:
     """Run `frozen_chip(chip, steps, window)` for `steps` measurement steps and
-    collect its integrators. With a window, each window's integrators are read
-    one step before they clear (window - 1 correlations each) and summed."""
+    collect its integrators. With a window, steps // window windows run, and
+    each window's integrators are read one step before they clear (window - 1
+    correlations each) and summed. `rules`: user synapse rules
+    (mgd_emu.rules.SynapseRules) to measure instead of the built-in ones."""
     Emulator = _emulator()
-    emu = Emulator(frozen_chip(chip, steps, window), seed)
+    emu = Emulator(frozen_chip(chip, steps, window), seed, rules=rules)
     grad = gradient_vector(emu)
     if window is None:
         emu.run_steps(steps)
-        total, count = integrator_vector(emu), steps if chip.integrator.kind == "digital" else 1
-    else:
-        if window < 2:
-            raise ValueError("window must be >= 2 (a window of 1 clears before it can be read)")
-        sums = []
-        while (len(sums) + 1) * (window - 1) <= steps:
-            emu.run_steps(window - 1)
-            sums.append(integrator_vector(emu))
-            emu.run_steps(1)
-        if not sums:
-            raise ValueError(f"steps={steps} is less than one window of {window}")
-        sums = np.array(sums)
-        return GradientEstimate(sums.sum(axis=0), len(sums) * (window - 1), grad, sums)
-    return GradientEstimate(np.asarray(total, float), count, grad)
+        return GradientEstimate(np.asarray(integrator_vector(emu), float),
+                                steps if chip.integrator.kind == "digital" else 1, grad,
+                                saturations=_integrator_events(emu))
+    if window < 2:
+        raise ValueError("window must be >= 2 (a window of 1 clears before it can be read)")
+    if steps < window:
+        raise ValueError(f"steps={steps} is less than one window of {window}")
+    sums = []
+    for _ in range(steps // window):
+        emu.run_steps(window - 1)
+        sums.append(integrator_vector(emu))
+        emu.run_steps(1)
+    sums = np.array(sums)
+    return GradientEstimate(sums.sum(axis=0), len(sums) * (window - 1), grad, sums, _integrator_events(emu))
+
+
+def _integrator_events(emu) -> int:
+    return sum(sat + wrap for name, (sat, wrap) in emu.events.items() if name.endswith("_integrator"))
+
+
+def _clipped(est: GradientEstimate, chip: Chip, seed, steps: int, window) -> None:
+    """Refuse to judge a measurement whose integrators saturated or wrapped."""
+    if est.saturations:
+        fmt = chip.formats.integrator
+        advice = ("a shorter window" if window is not None else
+                  "window=W to clear the integrators every W steps")
+        raise ValueError(f"the integrators saturated or wrapped {est.saturations:,} times in the {steps:,} steps "
+                         f"({_where(chip, seed)}; formats.integrator is {fmt.describe()}, up to "
+                         f"{fmt.max_value:g}): the sums were clipped by the format, so they do not measure the "
+                         f"rule; use {advice}, or a wider formats.integrator")
 
 
 def assert_gradient_aligned(chip: Chip, seed: int, steps: int, min_cosine: float,
-                            window: int | None = None) -> float:
+                            window: int | None = None, rules=None) -> float:
     """At frozen weights (`frozen_chip`), the integrated estimate after `steps`
     steps has cosine >= min_cosine with the exact gradient of the held sample.
-    Returns the measured cosine."""
-    est = gradient_estimate(chip, seed, steps, window)
+    Returns the measured cosine. Refuses (ValueError) a measurement whose
+    integrators saturated or wrapped."""
+    est = gradient_estimate(chip, seed, steps, window, rules)
+    _clipped(est, chip, seed, steps, window)
     c = est.cosine
     if not c >= min_cosine:
         raise AssertionError(f"gradient estimate after {steps} steps has cosine {c:.4f} with the exact gradient, "
@@ -325,7 +372,7 @@ def assert_gradient_aligned(chip: Chip, seed: int, steps: int, min_cosine: float
 
 
 def assert_correlator_unbiased(chip: Chip, seed: int, steps: int, tolerance: float = 0.1,
-                               window: int | None = None, z: float = 4.0) -> float:
+                               window: int | None = None, z: float = 4.0, rules=None) -> float:
     """With ``perturbation.normalization = "power"`` the correlator output is an
     unbiased estimate of the gradient: at frozen weights its mean over `steps`
     steps is within `tolerance` * |gradient| of the exact gradient, plus, with
@@ -340,11 +387,22 @@ def assert_correlator_unbiased(chip: Chip, seed: int, steps: int, tolerance: flo
     choose steps >= 4 P / tolerance**2. With a window the noise is measured
     and allowed for (z = 4: an unbiased rule fails about once in 10**4), so
     `tolerance` bounds the bias alone, and a small gradient, whose relative
-    noise is large, is not mistaken for a bias."""
+    noise is large, is not mistaken for a bias.
+
+    A narrow integrator saturates over many steps (s4.11 holds +-16): such a
+    measurement is refused (ValueError); use a window. Refused too: an analog
+    integrator (its value is a leaky average, not a mean). A highpass
+    baseline passes only tau_hp / (tau_hp + 1) of the cost change, so its
+    mean is that fraction of the gradient and it fails this check, as it
+    should."""
+    if chip.integrator.kind != "digital":
+        raise ValueError(f"the mean correlator output is measured with a digital integrator "
+                         f"({chip.name or chip.source} has an {chip.integrator.kind} one, a leaky average)")
     if chip.perturbation.normalization != "power":
         raise ValueError(f'the mean correlator output is the gradient only with perturbation.normalization = '
                          f'"power" ({chip.name or chip.source} has "{chip.perturbation.normalization}")')
-    est = gradient_estimate(chip, seed, steps, window)
+    est = gradient_estimate(chip, seed, steps, window, rules)
+    _clipped(est, chip, seed, steps, window)
     g = float(np.linalg.norm(est.gradient))
     err = est.relative_error
     noise = z * est.standard_error if window is not None else 0.0
@@ -374,15 +432,16 @@ def _probe_key(index: str):
     return tuple(key)
 
 
-def assert_probes_record_the_registers(chip: Chip, seed: int, probes, cycles: int, checks: int = 8) -> None:
+def assert_probes_record_the_registers(chip: Chip, seed: int, probes, cycles: int, checks: int = 8,
+                                       rules=None) -> None:
     """A run with `probes` leaves every register as a run without them, each
     probe samples exactly the cycles of its schedule (from its window start,
     every k-th, before its window stop and the run's end), and a sample is the
     (indexed) register as it was during that cycle, checked at up to `checks`
     sampled cycles per probe."""
     Emulator = _emulator()
-    probed = Emulator(chip, seed, probes=list(probes)).run(cycles)
-    plain = Emulator(chip, seed).run(cycles)
+    probed = Emulator(chip, seed, probes=list(probes), rules=rules).run(cycles)
+    plain = _build(Emulator, chip, seed, rules=rules).run(cycles)
     for name, value in plain.registers.items():
         if not np.array_equal(value, probed.registers[name], equal_nan=True):
             raise AssertionError(f"probing {list(probes)} changed {name} after {cycles} cycles ({_where(chip, seed)})")
@@ -405,7 +464,7 @@ def assert_probes_record_the_registers(chip: Chip, seed: int, probes, cycles: in
         pick = sorted(set(np.linspace(0, len(schedule) - 1, min(checks, len(schedule))).astype(int).tolist()))
         for j in pick:
             wanted.setdefault(schedule[j], []).append((text, name, index, values[j]))
-    replay = Emulator(chip, seed)
+    replay = _build(Emulator, chip, seed, rules=rules)
     for cycle in sorted(wanted):
         replay.run(cycle - replay.cycle)
         regs = replay.registers
@@ -421,7 +480,7 @@ def assert_probes_record_the_registers(chip: Chip, seed: int, probes, cycles: in
 # -- training ----------------------------------------------------------------------
 
 def assert_trains(chip: Chip, seeds, accuracy: float, cycles: int, at_least: int,
-                  eval_every: int = 1000) -> dict:
+                  eval_every: int = 1000, rules=None) -> dict:
     """Training reaches test accuracy >= `accuracy` within `cycles` cycles
     (evaluated every `eval_every` cycles) on at least `at_least` of `seeds`.
     Returns {seed: first cycle the accuracy was reached, or None}; stops early
@@ -432,7 +491,7 @@ def assert_trains(chip: Chip, seeds, accuracy: float, cycles: int, at_least: int
         raise ValueError(f"at_least must be 1..{len(seeds)}, got {at_least}")
     reached, best = {}, {}
     for n, seed in enumerate(seeds):
-        emu = Emulator(chip, seed)
+        emu = _build(Emulator, chip, seed, rules=rules)
         reached[seed], best[seed] = None, emu.evaluate()[1]
         while emu.cycle < cycles:
             emu.run(min(eval_every, cycles - emu.cycle))
