@@ -307,7 +307,7 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
             if writer:
                 writer.evaluation(emu.cycle, cost, acc)
             bar.set_postfix(cost=f"{cost:.4f}", accuracy=f"{acc:.3f}", refresh=False)
-            if checkpoint and emu.cycle % checkpoint_every == 0:
+            if checkpoint and (emu.cycle - first) % checkpoint_every == 0:   # counted from where this run began
                 from .checkpoint import save_checkpoint
 
                 save_checkpoint(emu, checkpoint, inputs)
@@ -316,12 +316,24 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
                 break
     except BaseException as exc:
         bar.close()
+        notes = []   # said on the same line as the error or the signal (main)
+        if checkpoint and isinstance(exc, KeyboardInterrupt):   # SIGINT, SIGTERM, SIGHUP too (Interrupted)
+            # a signal stops the run between kernel calls: the state is whole, and "where the run ends"
+            from .checkpoint import save_checkpoint
+
+            try:
+                save_checkpoint(emu, checkpoint, inputs)
+                notes.append(f"the checkpoint {checkpoint} holds cycle {emu.cycle:,} "
+                             f"(`mgd-emu run --resume {checkpoint} --cycles {cycles}` continues it)")
+            except (OutputError, OSError) as save_error:
+                notes.append(f"the checkpoint could not be saved ({save_error})")
         if writer:
             writer.__exit__(type(exc), exc, None)
             if writer.failed is None:
-                # said on the same line as the error or the signal (main)
-                exc.mgd_note = (f"the trace {trace_path} holds the {emu.cycle:,} cycles run so far "
+                notes.insert(0, f"the trace {trace_path} holds the {emu.cycle:,} cycles run so far "
                                 "and is marked incomplete")
+        if notes:
+            exc.mgd_note = "; ".join(notes)
         raise
     wall = time.perf_counter() - t_run
     bar.close()
@@ -380,9 +392,14 @@ def _print_summary(s: dict, out=sys.stdout) -> None:
             p(f"{label:<16}{s[key]}")
 
 
-def _trace_target(args, chip):
+def _same_file(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b) or (a.exists() and b.exists() and os.path.samefile(a, b))
+
+
+def _trace_target(args, chip, resumed=None):
     """Where the run's trace goes: --trace PATH; else, when anything is probed
-    (--probe, the chip's [trace] section, the demo), the default path; else None."""
+    (--probe, the chip's [trace] section, the demo, or the probes a --resume
+    checkpoint carries), the default path; else None."""
     from .trace import default_trace_path
 
     if args.trace is not None:
@@ -390,8 +407,8 @@ def _trace_target(args, chip):
             raise UserError("--trace: the path is empty; give a file name such as traces/run.h5 "
                             "(or leave --trace out for the default)")
         return Path(args.trace)
-    if args.probe or chip.trace.probes or getattr(args, "always_trace", False):
-        return default_trace_path(chip, args.seed)
+    if args.probe or chip.trace.probes or getattr(args, "always_trace", False) or (resumed and resumed.probes):
+        return default_trace_path(chip, resumed.seed if resumed is not None else args.seed)
     return None
 
 
@@ -401,19 +418,30 @@ def cmd_run(args) -> int:
     probes = list(args.probe or [])
     if getattr(args, "always_trace", False) and not probes and not chip.trace.probes:
         probes = DEMO_PROBES
-    trace_path = _trace_target(args, chip)
+    trace_path = _trace_target(args, chip, resumed)
     inputs = [find_chip(args.chip)] if getattr(args, "chip", None) else []
+    if getattr(args, "resume", None):
+        inputs.append(Path(args.resume))   # its own --checkpoint may save over it: not an input there
     png = None
+    checkpoint = Path(args.checkpoint) if getattr(args, "checkpoint", None) else None
     if trace_path is not None:
         _check_output(trace_path, "--trace", inputs=inputs)
         if not args.no_plot:  # the plot beside the trace: checked before the run, not after it
             png = _check_output(trace_path.with_suffix(".png"), "plot", inputs=[*inputs, trace_path])
-        if args.trace is None and not args.probe and chip.trace.probes and not (args.quiet or args.json):
+    for other, what in ((trace_path, "the --trace path"), (png, "the trace's plot")):
+        if checkpoint is not None and other is not None and _same_file(checkpoint, other):
+            raise UserError(f"--checkpoint {checkpoint}: is also {what} ({other}); one would replace the "
+                            f"other: give the checkpoint another file name")
+    if trace_path is not None and args.trace is None and not (args.quiet or args.json):
+        if not args.probe and chip.trace.probes:
             print(f"mgd-emu: recording the probes of the chip's [trace] section "
                   f"({len(chip.trace.probes)}) into {trace_path}", file=sys.stderr)
+        elif resumed is not None:
+            print(f"mgd-emu: recording the probes of {args.resume} ({len(resumed.probes)}) from cycle "
+                  f"{resumed.cycle:,} into {trace_path}", file=sys.stderr)
     note = "mgd-emu " + " ".join(sys.argv[1:])
     summary = train(chip, args.seed, args.cycles, args.eval_every, args.until_accuracy, args.quiet,
-                    probes, trace_path, note, inputs=inputs, emu=resumed,
+                    probes, trace_path, note, inputs=inputs[:1] if resumed is None else [], emu=resumed,
                     checkpoint=getattr(args, "checkpoint", None),
                     checkpoint_every=getattr(args, "checkpoint_every", None) or args.eval_every)
     if png is not None:

@@ -4,7 +4,8 @@ Every output (plot, VCD, GTKWave file, golden vectors, manifest, checkpoint,
 a study's results, and the trace's creation) is written by `output()`:
 
 1. refused if it is (or would replace) any input of the same command
-   (`refuse_inputs`: the same path or the same file through a link);
+   (`refuse_inputs`: the same path or the same file through a link), or a
+   trace another run is writing (`refuse_live_trace`: its lock is held);
 2. written to a temporary name in the same folder (`.NAME.tmp-PID-` and a random suffix);
 3. renamed over NAME only when the writing succeeded (fsync'd first), so a
    reader sees the old file or the whole new one, never a part;
@@ -58,6 +59,14 @@ def refuse_inputs(out, inputs, option: str = "-o") -> None:
                               "it would be overwritten: give another path")
 
 
+def refuse_live_trace(out, option: str = "-o") -> None:
+    """LockedError if `out` is a trace a live run is writing (its lock held)."""
+    holder = writer_alive(out)
+    if holder:
+        raise LockedError(f"{option} {out}: is a trace being written by a run ({holder}); "
+                          "it would be replaced: give another path")
+
+
 def temp_name(path: Path) -> Path:
     return path.parent / f".{path.name}.tmp-{os.getpid()}-{os.urandom(3).hex()}"
 
@@ -74,6 +83,7 @@ def output(path, inputs=(), option: str = "-o", mode: str | None = None, encodin
     goes on (an OSError as OutputError naming `path`)."""
     path = Path(path)
     refuse_inputs(path, inputs, option)
+    refuse_live_trace(path, option)
     if path.is_dir():
         raise OutputError(f"{option} {path}: is a directory; give a file name")
     try:
@@ -127,6 +137,8 @@ def check_writable(path, inputs=(), option: str = "-o", folder: bool = False) ->
     if not str(path):
         raise OutputError(f"{option}: the path is empty")
     refuse_inputs(path, inputs, option)
+    if not folder:
+        refuse_live_trace(path, option)
     if folder and path.exists() and not path.is_dir():
         raise OutputError(f"{option} {path}: is a file; this output is a folder of files")
     if not folder and path.is_dir():

@@ -115,6 +115,58 @@ def test_ctrl_c_stops_a_run_and_leaves_an_incomplete_trace(tmp_path):
     assert not t.complete and t.attrs["end_reason"] == "interrupted (SIGINT)" and t.cycles_completed > 0
 
 
+
+def test_ctrl_c_saves_the_checkpoint_where_the_run_stopped_and_says_how_to_continue(tmp_path):
+    from mgd_emu.checkpoint import load_checkpoint
+
+    ck = tmp_path / "ck.npz"
+    child = subprocess.Popen([sys.executable, "-m", "mgd_emu.cli", "run", "xor_8bit", "--cycles", "10000000000",
+                              "--eval-every", "20000", "--checkpoint", str(ck), "--checkpoint-every", "100000000",
+                              "--quiet"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ck.exists() and time.time() < deadline:   # the first save: 1e8 cycles in
+        time.sleep(0.2)
+    time.sleep(1.0)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    saved = load_checkpoint(ck).cycle
+    assert saved > 100_000_000 and saved % 20_000 == 0, saved          # where it stopped, not the last periodic save
+    assert f"the checkpoint {ck} holds cycle {saved:,} (`mgd-emu run --resume {ck} --cycles 10000000000`" in err
+
+
+def test_a_checkpoint_path_that_is_the_trace_or_its_plot_or_a_resumed_checkpoint_is_refused(tmp_path):
+    t = tmp_path / "t.h5"
+    fails("run", "xor_8bit", "--cycles", "1000", "--probe", "cost", "--trace", t, "--checkpoint", t,
+          words=["is also the --trace path"])
+    fails("run", "xor_8bit", "--cycles", "1000", "--probe", "cost", "--trace", t, "--checkpoint", tmp_path / "t.png",
+          words=["is also the trace's plot"])
+    ck = tmp_path / "ck.npz"
+    mgd("run", "xor_8bit", "--cycles", "2000", "--eval-every", "1000", "--probe", "cost", "--checkpoint", ck,
+        "--trace", tmp_path / "first.h5", "--no-plot", "--quiet")
+    fails("run", "--resume", ck, "--cycles", "4000", "--trace", ck, words=["is an input of this command"])
+    assert load_ok(ck)
+
+
+def load_ok(path) -> bool:
+    from mgd_emu.checkpoint import load_checkpoint
+
+    return load_checkpoint(path).cycle == 2000
+
+
+def test_a_resumed_run_records_the_probes_its_checkpoint_carries(tmp_path):
+    from mgd_emu.checkpoint import load_checkpoint
+
+    ck = tmp_path / "ck.npz"
+    mgd("run", "xor_8bit", "--cycles", "2500", "--eval-every", "500", "--probe", "cost every=100",
+        "--checkpoint", ck, "--trace", tmp_path / "first.h5", "--no-plot", "--quiet")
+    out = mgd("run", "--resume", ck, "--cycles", "9500", "--eval-every", "1000", "--checkpoint", ck,
+              "--checkpoint-every", "2000", "--no-plot", "--json", cwd=tmp_path)
+    trace = Path(tmp_path, json.loads(out.stdout)["trace"])
+    cycles, _ = open_trace(trace).values("cost")
+    assert cycles[0] == 2500 and cycles[-1] == 9400                   # the carried probe, from the resumed cycle
+    assert load_checkpoint(ck).cycle == 9500
+
 def test_user_mistakes_get_one_clear_line(tmp_path):
     bad_toml = tmp_path / "bad.toml"
     bad_toml.write_text("[network\nlayers = [2, 2, 1]\n")
