@@ -386,13 +386,43 @@ def test_a_highpass_baseline_loses_gain_and_so_is_biased():
 
 def test_with_windows_the_noise_is_measured_and_allowed_for_but_a_bias_is_not():
     est = gradient_estimate(POWER, 2, 8000, window=16)
-    assert est.windows.shape == (8000 // 15, 9) and 0 < est.standard_error < 0.05 * np.linalg.norm(est.gradient)
+    assert est.windows.shape == (8000 // 16, 9) and 0 < est.standard_error < 0.05 * np.linalg.norm(est.gradient)
     assert np.isnan(gradient_estimate(POWER, 2, 800).standard_error)  # one sum: no spread to measure
     assert assert_correlator_unbiased(POWER, 2, 8000, tolerance=0.0, window=16) >= 0.0
     hp = POWER.replace({"cost.baseline": "highpass", "cost.tau_hp": 1.6})
     with pytest.raises(AssertionError, match=r"above the tolerance 0.1 \+ 4.0 standard errors \(0\.0\d+ \|gradient\|\)"):
         assert_correlator_unbiased(hp, 2, 8000, tolerance=0.1, window=16)
 
+
+
+def test_a_measurement_clipped_by_a_narrow_integrator_is_refused_and_a_window_is_suggested():
+    node = load_chip(ROOT / "hw_models/xor_node.toml")     # s4.11 integrators: +-16
+    assert gradient_estimate(node, 1, 3000).saturations > 0
+    with pytest.raises(ValueError, match=r"integrators saturated or wrapped [\d,]+ times in the 3,000 steps .* "
+                                         r"use window=W"):
+        assert_gradient_aligned(node, 1, 3000, 0.5)
+    assert gradient_estimate(node, 1, 3000, window=10).saturations == 0
+
+
+def test_an_analog_integrators_leaky_average_is_not_asked_to_be_an_unbiased_mean():
+    with pytest.raises(ValueError, match="digital integrator"):
+        assert_correlator_unbiased(POWER.replace({"integrator.kind": "analog", "timing.tau_theta": 200}), 1, 100)
+
+
+def test_the_properties_run_user_rules_when_given_them():
+    import numba
+
+    from mgd_emu.rules import SynapseRules
+
+    @numba.njit
+    def backwards(c, p, kappa):
+        return -c * p * kappa
+
+    rules = SynapseRules(correlator=backwards)
+    assert gradient_estimate(POWER, 1, 2000, rules=rules).cosine < -0.9
+    with pytest.raises(AssertionError, match="cosine -0"):
+        assert_gradient_aligned(POWER, 1, 2000, 0.9, rules=rules)
+    assert_restore_bit_exact(XOR8, 1, 300, 200, rules=rules)
 
 def test_unbiasedness_is_only_asked_of_power_normalisation():
     with pytest.raises(ValueError, match='normalization = "power"'):

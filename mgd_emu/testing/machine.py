@@ -38,13 +38,13 @@ class EmulatorMachine(RuleBasedStateMachine):
     read registers on one emulator of `chip`.
 
     Class attributes to set: `chip` (required), `max_cycles` (the most one
-    run rule advances, default 300), `rules` (user synapse rules,
+    run rule advances, default 300), `synapse_rules` (user synapse rules,
     mgd_emu.rules.SynapseRules; default the built-in ones). ``self.emu`` is
     the emulator under test, ``self.seed`` its seed."""
 
     chip = None
     max_cycles = 300
-    rules = None
+    synapse_rules = None
 
     checkpoints = Bundle("checkpoints")
 
@@ -53,7 +53,7 @@ class EmulatorMachine(RuleBasedStateMachine):
         if self.chip is None:
             raise TypeError(f"{type(self).__name__}.chip is not set: subclass EmulatorMachine with chip = ...")
         self.seed = seed
-        self.emu = _build(_emulator(), self.chip, seed, rules=self.rules)
+        self.emu = _build(_emulator(), self.chip, seed, rules=self.synapse_rules)
 
     @rule(data=st.data())
     def run(self, data):
@@ -67,12 +67,12 @@ class EmulatorMachine(RuleBasedStateMachine):
     def checkpoint(self):
         cp = self.emu.checkpoint()
         # the checkpoint and the state it holds, to compare with later
-        return cp, _restore(_emulator(), cp, self.rules)
+        return cp, _restore(_emulator(), cp, self.synapse_rules)
 
     @rule(saved=checkpoints)
     def restore(self, saved):
         cp, at_checkpoint = saved
-        self.emu = _restore(_emulator(), cp, self.rules)
+        self.emu = _restore(_emulator(), cp, self.synapse_rules)
         assert_same_state(self.emu, at_checkpoint, "a restored checkpoint is the state it was taken from")
 
     @rule()
@@ -81,7 +81,7 @@ class EmulatorMachine(RuleBasedStateMachine):
         cost, accuracy = self.emu.evaluate()
         assert math.isfinite(cost) or math.isnan(cost), f"evaluate() gave cost {cost}"
         assert 0.0 <= accuracy <= 1.0, f"evaluate() gave accuracy {accuracy}"
-        assert_same_state(self.emu, _restore(_emulator(), before, self.rules),
+        assert_same_state(self.emu, _restore(_emulator(), before, self.synapse_rules),
                           "evaluate() must leave the state untouched")
 
     @rule()
@@ -96,7 +96,7 @@ class EmulatorMachine(RuleBasedStateMachine):
 
     @rule()
     def agrees_with_one_run(self):
-        straight = _build(_emulator(), self.chip, self.seed, rules=self.rules).run(self.emu.cycle)
+        straight = _build(_emulator(), self.chip, self.seed, rules=self.synapse_rules).run(self.emu.cycle)
         assert_same_state(self.emu, straight, f"seed {self.seed}: the emulator after its rules vs one run of "
                                               f"{self.emu.cycle} cycles")
 
