@@ -747,6 +747,17 @@ def _study_modules():
     return studies, study_plot
 
 
+def _resume_command(args) -> str:
+    """The study's command line as given (its --set overrides and where it
+    runs included), with --resume: what continues this study."""
+    import shlex
+
+    argv = list(getattr(args, "argv", None) or ["study", str(args.file)])
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return shlex.join(["mgd-emu", *argv])
+
+
 def cmd_study(args) -> int:
     studies, study_plot = _study_modules()
     from .studies.runner import JOURNAL
@@ -819,12 +830,12 @@ def cmd_study(args) -> int:
         if (out / JOURNAL).exists():
             when = "once there is room, " if isinstance(exc, OutputError) else ""
             kept = (f"; every run finished before it is in {out / JOURNAL}: {when}"
-                    f"`mgd-emu study {args.file} -o {out} --resume` runs the rest and writes the results")
+                    f"`{_resume_command(args)}` runs the rest and writes the results")
         raise UserError(f"{exc}{kept}") from None
-    except KeyboardInterrupt:
-        print(f"\nmgd-emu: interrupted; every finished run is in {out / JOURNAL}: "
-              f"`mgd-emu study {args.file} -o {out} --resume` runs the rest", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:   # SIGINT, SIGTERM, SIGHUP (errors.Interrupted)
+        print(f"\nmgd-emu: interrupted by {signal_name(exc)}; every finished run is in {out / JOURNAL}: "
+              f"`{_resume_command(args)}` runs the rest", file=sys.stderr)
+        return exit_status(exc)
     finally:
         client_log.setLevel(client_level)
     paths = list(outcome.paths)
@@ -1129,6 +1140,7 @@ def _main(argv) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # as typed, for the hints that repeat it
     if getattr(args, "seed", 0) is None and not getattr(args, "resume", None):
         args.seed = 0   # --resume takes the checkpoint's seed (None: not given)
     try:

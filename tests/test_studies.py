@@ -364,6 +364,19 @@ def test_plot_draws_what_fits_the_grid(tmp_path, grid):
     assert png.stat().st_size > 10_000
 
 
+
+def test_the_log_log_panel_fits_one_slope_per_line_never_across_methods(tmp_path):
+    from mgd_emu.studies.plot import _size_groups
+
+    study = loads_study(study_text(grid='"optimizer.learning_rate" = [0.05, 0.1]\n'
+                                        '"network.layers" = [[2, 2, 1], [2, 4, 1]]', cycles=1_000, seeds=(0,)), "s.toml")
+    ds = run_study(study, tmp_path / "o", serial=True).dataset
+    params = ds["n_parameters"].values                  # (learning rate, layers): 9 and 17 parameters
+    groups = _size_groups(ds, params)
+    assert [name for name, _ in groups] == ["optimizer.learning_rate=0.05", "optimizer.learning_rate=0.1"]
+    for k, (_, index) in enumerate(groups):             # each line: one learning rate, both sizes
+        assert list(params[index]) == [9, 17] and index[0] == k
+
 def test_a_heatmap_marks_points_not_run_yet_apart_from_failed_ones(tmp_path, monkeypatch):
     from mgd_emu.studies import plot as study_plot
 
@@ -838,7 +851,7 @@ def test_ctrl_c_in_a_terminal_stops_a_local_cluster_study_cleanly(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
-    assert err.rstrip().endswith("runs the rest")
+    assert "interrupted by SIGINT" in err and err.rstrip().endswith("--workers 2 --resume` runs the rest")  # as typed
     finished = len(read_journal(out / JOURNAL)[1])
     assert 1 <= finished < 16
     partial = open_results(out / "results.nc")    # the runs so far, written on the way out

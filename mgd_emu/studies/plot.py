@@ -16,6 +16,7 @@ many cycles): a median is shown only where more than half the seeds reached it.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -146,7 +147,7 @@ def plot_results(ds, out, target: float | None = None) -> Path:
         elif kind == "lines_accuracy":
             _lines(ax, ds, dims, s["acc_median"], "median final test accuracy")
         elif kind == "loglog":
-            _loglog(ax, params, s["median"], t)
+            _loglog(ax, ds, params, s["median"], t)
         if kind in ("line_cycles", "lines_cycles", "loglog") and not np.isfinite(s["median"]).any():
             ax.text(0.5, 0.5, f"no grid point reached accuracy {t:g}\non more than half of its seeds",
                     ha="center", va="center", transform=ax.transAxes, color="0.3")
@@ -282,7 +283,8 @@ def _lines(ax, ds, dims, values, ylabel, log=False):
     for n, combo in enumerate(combos[:MAX_LINES]):
         y = values[(slice(None), *combo)]
         label = ", ".join(r[i] if r[i].startswith(f"{d}[") else f"{d}={r[i]}" for (r, d), i in zip(rest, combo))
-        ax.plot(x, np.where(np.isfinite(y), y, np.nan), marker="o", label=label)
+        ax.plot(x, np.where(np.isfinite(y), y, np.nan), color=f"C{n % 10}", marker=MARKERS[(n // 10) % len(MARKERS)],
+                linestyle=LINESTYLES[(n // 10) % len(LINESTYLES)], label=label)   # 10 colours, then new markers
     if len(combos) > MAX_LINES:
         ax.text(0.01, 0.01, f"first {MAX_LINES} of {len(combos)} combinations", transform=ax.transAxes, fontsize=7)
     if vals is None:
@@ -315,24 +317,77 @@ def fit_slope(p, cycles) -> tuple[float, float] | None:
     return float(slope), float(intercept)
 
 
-def _loglog(ax, params, med, target):
-    p, c = params.ravel().astype(float), med.ravel()
-    keep = (p > 0) & np.isfinite(c) & (c > 0)
-    ax.loglog(p[keep], c[keep], "o", label="median over seeds, per point")
-    fit = fit_slope(p, c)
-    if fit is not None:
-        slope, b = fit
-        xs = np.geomspace(p[keep].min(), p[keep].max(), 50)
-        ax.loglog(xs, 10 ** b * xs ** slope, "-", label=f"fit: slope {slope:.2f}")
-        gm_p, gm_c = np.exp(np.mean(np.log(p[keep]))), np.exp(np.mean(np.log(c[keep])))
+# Lines beyond the ten colours of the colour cycle take the next marker and line style.
+MARKERS = "os^vDP*Xph"
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _size_groups(ds, params) -> list[tuple[str, tuple]]:
+    """The lines of a log-log panel: one per combination of the grid
+    dimensions along which P does not change (a method, a format), each a
+    (label, index into the grid) with slices along the dimensions that set P."""
+    dims = grid_dimensions(ds)
+    known = np.where(params > 0, params, np.nan)   # 0: a point without a successful run
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN slices
+        sizes = [i for i in range(params.ndim) if params.shape[i] > 1
+                 and np.any(np.nanmax(known, axis=i) != np.nanmin(known, axis=i))]
+    others = [i for i in range(params.ndim) if i not in sizes]
+    groups = []
+    for combo in np.ndindex(*(params.shape[i] for i in others)):
+        index = [slice(None)] * params.ndim
+        names = []
+        for i, k in zip(others, combo):
+            index[i] = k
+            if params.shape[i] > 1:
+                label = _labels(ds, dims[i])[0][k]
+                names.append(label if label.startswith(f"{dims[i]}[") else f"{dims[i]}={label}")
+        groups.append((", ".join(names), tuple(index)))
+    return groups
+
+
+def _loglog(ax, ds, params, med, target):
+    """Median cycles to the target against P, and a least-squares slope per
+    line: points that differ in anything but size (a method, a format) are
+    never fitted together."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    p_all, c_all = params.ravel().astype(float), med.ravel()
+    keep_all = (p_all > 0) & np.isfinite(c_all) & (c_all > 0)
+    groups = _size_groups(ds, params)
+    fitted = False
+    for n, (name, index) in enumerate(groups):
+        p, c = params[index].ravel().astype(float), med[index].ravel()
+        keep = (p > 0) & np.isfinite(c) & (c > 0)
+        if not keep.any():
+            continue
+        colour, marker = f"C{n % 10}", MARKERS[(n // 10) % len(MARKERS)]
+        fit = fit_slope(p, c)
+        what = f"{name}: " if name else ""
+        label = f"{what}slope {round(fit[0], 2) + 0.0:.2f}" if fit is not None else f"{what}one size reached it"
+        ax.loglog(p[keep], c[keep], marker, color=colour, label=label if len(groups) > 1 else
+                  "median over seeds, per point")
+        if fit is not None:
+            fitted = True
+            slope, b = fit
+            xs = np.geomspace(p[keep].min(), p[keep].max(), 50)
+            ax.loglog(xs, 10 ** b * xs ** slope, "-", color=colour,
+                      label=None if len(groups) > 1 else f"fit: slope {slope:.2f}")
+    p, c = p_all[keep_all], c_all[keep_all]
+    if fitted:
+        xs = np.geomspace(p.min(), p.max(), 50)
+        gm_p, gm_c = np.exp(np.mean(np.log(p))), np.exp(np.mean(np.log(c)))
         ax.loglog(xs, gm_c * xs / gm_p, "--", color="0.5", label="linear in P (slope 1)")
-    elif keep.any():
-        ax.text(0.5, 0.1, "fewer than two parameter counts reached it: no fit", ha="center",
+    elif keep_all.any():
+        ax.text(0.5, 0.1, "fewer than two parameter counts reached it on any line: no fit", ha="center",
                 transform=ax.transAxes, color="0.3", fontsize=8)
+    keep = keep_all
+    p = p_all
     ax.set_xlabel("parameters P")
     ax.set_ylabel(f"cycles to accuracy {target:g}")
     _log_labels(ax.yaxis, _cycles)
     ax.set_xticks(np.unique(p[keep]), [f"{v:g}" for v in np.unique(p[keep])])
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
