@@ -850,20 +850,28 @@ def cmd_study(args) -> int:
                    "ran": outcome.ran, "skipped": outcome.skipped, "failed": len(failures),
                    "startup_s": outcome.startup_s, "compile_s": outcome.compile_s, "wall_s": outcome.wall_s,
                    "results": [str(p) for p in paths], "failures": failures,
-                   "points": _study_points(study, s)}, sys.stdout, indent=2, default=_json_default)
+                   "points": _study_points(study, s, outcome.dataset)}, sys.stdout, indent=2, default=_json_default)
         print()
     else:
         _print_study(study, outcome, s, paths, failures)
     return 1 if failures else 0
 
 
-def _study_points(study, s) -> list[dict]:
+def _study_points(study, s, ds) -> list[dict]:
+    """Each grid point's summary: at the highest target (`target`, as the
+    table shows it), and at every target of the study (`targets`)."""
     import numpy as np
 
+    from .studies.plot import summarize
+
     fin = lambda v: float(v) if np.isfinite(v) else None
-    return [{"values": p.values, "runs_ok": int(s["n_ok"][p.index]), "reached": int(s["reached"][p.index]),
-             "median_cycles_to_target": fin(s["median"][p.index]),
-             "median_final_accuracy": fin(s["acc_median"][p.index])} for p in study.points()]
+    each = {float(t): summarize(ds, float(t)) for t in ds["target"].values}
+    return [{"values": p.values, "runs_ok": int(s["n_ok"][p.index]), "target": s["target"],
+             "reached": int(s["reached"][p.index]), "median_cycles_to_target": fin(s["median"][p.index]),
+             "median_final_accuracy": fin(s["acc_median"][p.index]),
+             "targets": [{"target": t, "reached": int(e["reached"][p.index]),
+                          "median_cycles_to_target": fin(e["median"][p.index])} for t, e in each.items()]}
+            for p in study.points()]
 
 
 def _short_label(study, point) -> str:

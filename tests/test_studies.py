@@ -496,6 +496,9 @@ def test_cli_serial_study_writes_results_and_plot_and_json(tmp_path):
     data = json.loads(r.stdout)
     assert data["runs"] == data["ran"] == 4 and data["failed"] == 0
     assert sorted(Path(p).name for p in data["results"]) == ["results.csv", "results.nc", "results.png"]
+    point = data["points"][0]                       # the table's target, and every target of the study
+    assert point["target"] == 1.0 and [t["target"] for t in point["targets"]] == [0.75, 1.0]
+    assert point["targets"][1]["median_cycles_to_target"] == point["median_cycles_to_target"]
     r = run_cli("plot", tmp_path / "o", "-o", tmp_path / "p.png", "--target", "0.75")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "p.png").stat().st_size > 10_000
