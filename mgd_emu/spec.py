@@ -245,9 +245,11 @@ class Chip:
 
     data: Mapping = field(repr=False)
     source: str = "<chip>"
+    # False: loaded as a trace recorded it (loads_chip(data=False)); so are the chips replace() makes of it
+    data_checked: bool = True
 
     def __getattr__(self, section):
-        if section in ("data", "source"):
+        if section in ("data", "source", "data_checked"):
             raise AttributeError(section)
         if section == "formats":
             return Formats("formats", self.data["formats"])
@@ -276,7 +278,8 @@ class Chip:
     def replace(self, overrides: Mapping[str, Any]) -> "Chip":
         """A new chip with dotted-key overrides applied and validated; a
         refusal names "SOURCE with KEY=VALUE" (the chip itself is valid)."""
-        return _resolve(self.to_dict(), self.source, overrides, flag="", base_is_valid=True)
+        return _resolve(self.to_dict(), self.source, overrides, flag="", base_is_valid=True,
+                        data=self.data_checked)
 
     # Derived quantities used by the engine and reference ------------------
     @property
@@ -402,9 +405,12 @@ def _nesting(text: str) -> int:
     return deepest
 
 
-def loads_chip(text: str, source: str = "<string>", overrides=None) -> Chip:
-    """Like `load_chip`, from TOML text; `source` names it in messages."""
-    return _resolve(parse_toml(text, source), source, overrides)
+def loads_chip(text: str, source: str = "<string>", overrides=None, data: bool = True) -> Chip:
+    """Like `load_chip`, from TOML text; `source` names it in messages.
+    data=False: a description as a trace recorded it, whose `task = "file"`
+    data file need not be here (it is not read, and the layer sizes are not
+    checked against it)."""
+    return _resolve(parse_toml(text, source), source, overrides, data=data)
 
 
 def parse_toml(text: str, source: str) -> dict:
@@ -515,15 +521,16 @@ def apply_overrides(raw: dict, overrides: Mapping[str, Any], source: str, flag: 
     return raw
 
 
-def _resolve(raw: dict, source: str, overrides, flag: str = "--set ", base_is_valid: bool = False) -> Chip:
+def _resolve(raw: dict, source: str, overrides, flag: str = "--set ", base_is_valid: bool = False,
+             data: bool = True) -> Chip:
     """from_dict(raw with overrides applied); an error an override causes
     names the override (see `load_chip`)."""
     items = _override_items(overrides, source)
     if not items:
-        return from_dict(raw, source)
+        return from_dict(raw, source, data)
     merged = apply_overrides(raw, dict(items), source, flag)
     try:
-        return from_dict(merged, source)
+        return from_dict(merged, source, data)
     except ChipError as err:
         key = err.key
         # the error lies in an overridden value: blame the (most specific) override
@@ -534,7 +541,7 @@ def _resolve(raw: dict, source: str, overrides, flag: str = "--set ", base_is_va
         # otherwise: the file's own error, if it has it without the overrides
         if not base_is_valid:
             try:
-                from_dict(raw, source)
+                from_dict(raw, source, data)
             except ChipError as alone:
                 if str(alone) == str(err):
                     raise err from None
@@ -543,8 +550,8 @@ def _resolve(raw: dict, source: str, overrides, flag: str = "--set ", base_is_va
         raise ChipError(source, key, err.message, _blamed(source, below or items, flag, key, False)) from None
 
 
-def from_dict(raw: Mapping, source: str = "<chip>") -> Chip:
-    """Validate a raw (parsed) description and fill in its defaults."""
+def from_dict(raw: Mapping, source: str = "<chip>", data: bool = True) -> Chip:
+    """Validate a raw (parsed) description and fill in its defaults (data: as loads_chip)."""
     if not isinstance(raw, Mapping):
         raise ChipError(source, "", "a chip description must be a TOML table")
     for section in raw:
@@ -559,8 +566,8 @@ def from_dict(raw: Mapping, source: str = "<chip>") -> Chip:
     if not resolved["chip"]["name"]:
         resolved["chip"]["name"] = Path(source).stem if source.endswith(".toml") else "chip"
     _check_task(source, resolved["task"], raw.get("task", {}))
-    chip = Chip(_freeze(resolved), source)
-    _check_consistency(source, chip)
+    chip = Chip(_freeze(resolved), source, data)
+    _check_consistency(source, chip, data)
     return chip
 
 
@@ -756,7 +763,7 @@ def correlator_delays(chip: Chip) -> list[int]:
     return [d + t.correlator_skew for d in base]
 
 
-def _check_consistency(source: str, chip: Chip) -> None:
+def _check_consistency(source: str, chip: Chip, data: bool = True) -> None:
     t, p, f = chip.timing, chip.perturbation, chip.formats
     from .probes import ProbeError, parse_probes
     try:
@@ -770,7 +777,9 @@ def _check_consistency(source: str, chip: Chip) -> None:
     if 0 < chip.trace.window_stop <= chip.trace.window_start:
         raise ChipError(source, "trace.window_stop", f"must be 0 (the end) or greater than trace.window_start = {chip.trace.window_start}")
     from .tasks import task_shape
-    if chip.task.name == "file":
+    if chip.task.name == "file" and not data:
+        n_in, n_out = chip.layer_sizes[0], chip.layer_sizes[-1]   # a recorded description: its data may be elsewhere
+    elif chip.task.name == "file":
         from .datafile import DataFileError, check_input_range
         try:
             n_in, n_out = task_shape(chip.task.name, chip.task_params())

@@ -242,7 +242,7 @@ def check(f: h5py.File, path) -> Checked:
     if not isinstance(json.loads(raw["task_params"]), dict):
         raise _err(path, "attribute 'task_params' must be a JSON object")
     try:
-        chip = loads_chip(attrs["chip"], f"{path}:chip")
+        chip = loads_chip(attrs["chip"], f"{path}:chip", data=False)   # readable wherever the data file is
     except ChipError as exc:
         raise _err(path, f"its recorded chip description is invalid ({exc})") from None
     if chip.timing.clock_hz != attrs["clock_hz"]:

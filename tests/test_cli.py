@@ -167,6 +167,17 @@ def test_a_resumed_run_records_the_probes_its_checkpoint_carries(tmp_path):
     assert cycles[0] == 2500 and cycles[-1] == 9400                   # the carried probe, from the resumed cycle
     assert load_checkpoint(ck).cycle == 9500
 
+
+def test_a_trace_of_a_data_file_chip_reads_from_anywhere_without_its_data(tmp_path):
+    (tmp_path / "dd").mkdir()
+    (tmp_path / "dd" / "xor.csv").write_text("x0,x1,label\n0,0,0\n0,1,1\n1,0,1\n1,1,0\n")
+    mgd("run", "xor_8bit", "--set", "task.name=file", "--set", "task.path=dd/xor.csv", "--set", "task.split=none",
+        "--set", "network.layers=[2,2,2]", "--cycles", "2000", "--eval-every", "1000", "--probe", "cost",
+        "--trace", "fd.h5", "--no-plot", "--quiet", cwd=tmp_path)   # the trace records the relative path
+    (tmp_path / "dd" / "xor.csv").unlink()
+    assert "complete: 2,000 of 2,000 cycles" in mgd("inspect", tmp_path / "fd.h5").stdout
+    mgd("export", "vcd", tmp_path / "fd.h5", "-o", tmp_path / "fd.vcd")
+
 def test_user_mistakes_get_one_clear_line(tmp_path):
     bad_toml = tmp_path / "bad.toml"
     bad_toml.write_text("[network\nlayers = [2, 2, 1]\n")
