@@ -41,19 +41,29 @@ def replay_rtl(vectors, fault: str = "none", waves=None, build_dir=None) -> dict
 
     fault: a key of rtl.FAULTS, a design error compiled into the RTL;
     waves: an FST file (GTKWave's compressed format) to dump every signal of the synapse into."""
+    vectors = Path(vectors).resolve()
+    if not (vectors / "manifest.json").exists() or not (vectors / "mgd_chip.vh").exists():
+        raise RtlError(f"{vectors}: not an exported synapse folder (no manifest.json and mgd_chip.vh; "
+                       f"write one with mgd-emu export rtl TRACE -o DIR, then give DIR/synapse)")
+    check_vectors(vectors)
+    if waves is not None and Path(waves).suffix != ".fst":
+        raise RtlError(f"--waves {waves}: Icarus writes the waveforms as FST; give a file name ending in .fst")
+    if waves is not None:
+        from .safe_io import OutputError, check_writable
+
+        try:
+            for path in (Path(waves), Path(waves).with_suffix(".gtkw")):   # the waves and their save file
+                check_writable(path, [vectors / "manifest.json"], "--waves")
+            Path(waves).parent.mkdir(parents=True, exist_ok=True)
+        except (OutputError, OSError) as exc:
+            raise RtlError(str(exc)) from None
+    if fault not in FAULTS:
+        raise RtlError(f"--fault {fault!r}: one of {', '.join(FAULTS)}")
     why = simulator_missing()
     if why:
         raise RtlError(why)
     from cocotb_tools.runner import get_runner
 
-    vectors = Path(vectors).resolve()
-    if not (vectors / "manifest.json").exists() or not (vectors / "mgd_chip.vh").exists():
-        raise RtlError(f"{vectors}: not an exported synapse folder (no manifest.json and mgd_chip.vh; "
-                       f"write one with mgd-emu export rtl TRACE -o DIR, then give DIR/synapse)")
-    if waves is not None and Path(waves).suffix != ".fst":
-        raise RtlError(f"--waves {waves}: Icarus writes the waveforms as FST; give a file name ending in .fst")
-    if fault not in FAULTS:
-        raise RtlError(f"--fault {fault!r}: one of {', '.join(FAULTS)}")
     tmp = None
     if build_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="mgd-rtl-")
@@ -79,8 +89,10 @@ def replay_rtl(vectors, fault: str = "none", waves=None, build_dir=None) -> dict
         except SystemExit:   # cocotb's runner exits on a failed test under pytest; the report says why
             pass
         if not report.exists():
-            log = (build_dir / "sim.log").read_text(errors="replace")[-2000:]
-            raise RtlError(f"the testbench wrote no report; end of its log:\n{log}")
+            lines = [x.strip() for x in (build_dir / "sim.log").read_text(errors="replace").splitlines()
+                     if x.strip()]
+            said = next((x for x in reversed(lines) if "Error" in x or "error" in x), lines[-1] if lines else "")
+            raise RtlError(f"the testbench wrote no report (the simulator said: {said[:300]})")
         out = json.loads(report.read_text())
         out["build_seconds"] = built
         if waves:
@@ -89,6 +101,42 @@ def replay_rtl(vectors, fault: str = "none", waves=None, build_dir=None) -> dict
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def check_vectors(folder: Path) -> dict:
+    """The manifest of an exported synapse folder, once every column it names
+    is there with one hex word per row that fits its width; RtlError naming
+    the file otherwise (a damaged folder must not read as an RTL bug)."""
+    where = folder / "manifest.json"
+    try:
+        m = json.loads(where.read_text())
+        rows = int(m["rows"])
+        columns = list(m["stimulus"]) + list(m["response"])
+        if not m["segments"]:
+            raise ValueError("no segments")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RtlError(f"{where}: not a manifest mgd-emu export rtl wrote ({type(exc).__name__}: {exc}); "
+                       f"export the vectors again") from None
+    for c in columns:
+        path = folder / str(c.get("file", ""))
+        try:
+            words = path.read_text().split()
+        except OSError as exc:
+            raise RtlError(f"{path}: cannot be read ({exc.strerror or exc}); the manifest names it: export "
+                           f"the vectors again") from None
+        if len(words) != rows:
+            raise RtlError(f"{path}: {len(words):,} rows, the manifest says {rows:,}: the folder is damaged "
+                           f"or from another export; export the vectors again")
+        limit = 1 << int(c["width"])
+        for n, w in enumerate(words):
+            try:
+                ok = 0 <= int(w, 16) < limit
+            except ValueError:
+                ok = False
+            if not ok:
+                raise RtlError(f"{path}: row {n}: {w[:20]!r} is not a {c['width']}-bit hex word; export the "
+                               f"vectors again")
+    return m
 
 
 def write_gtkw(vectors: Path, waves: Path) -> list[Path]:

@@ -207,6 +207,24 @@ def test_a_mismatch_names_the_row_cycle_and_register(exports, tmp_path):
                                                                      "run")
 
 
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda d: (d / "theta.hex").write_text("\n".join((d / "theta.hex").read_text().split()[1:]) + "\n"),
+     ["theta.hex: ", "rows, the manifest says"]),
+    (lambda d: (d / "theta.hex").write_text("\n".join(["0", "zz"] + (d / "theta.hex").read_text().split()[2:])),
+     ["theta.hex: row 1: 'zz' is not a"]),
+    (lambda d: (d / "gate.hex").unlink(), ["gate.hex: cannot be read"]),
+    (lambda d: (d / "manifest.json").write_text("{"), ["manifest.json: not a manifest mgd-emu export rtl wrote"]),
+])
+def test_a_damaged_vector_folder_is_refused_in_one_line_before_any_simulation(exports, tmp_path, capsys, damage,
+                                                                             words):
+    dst = tmp_path / "synapse"
+    shutil.copytree(exports["xor_8bit"] / "synapse", dst)
+    damage(dst)
+    assert cli_main(["rtl-replay", str(dst)]) == 2                  # no simulator needed to tell
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "export the vectors again" in err and all(w in err for w in words), err
+
 @needs_simulator
 def test_the_command_line_exports_and_replays(exports, tmp_path, capsys):
     trace = next(iter(exports.values())).parent / "xor_4bit.h5"
