@@ -102,7 +102,24 @@ def _overrides(items) -> dict:
 
 
 def _load(args) -> "Chip":
-    return load_chip(find_chip(args.chip), _overrides(getattr(args, "set", None)))
+    path = find_chip(args.chip)
+    _refuse_empty(path)
+    return load_chip(path, _overrides(getattr(args, "set", None)))
+
+
+def _refuse_empty(path: Path) -> None:
+    """An empty chip file (nothing but blanks and comments) would load as the
+    all-defaults float chip: a truncated file or a forgotten edit, most likely."""
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            return
+        text = path.read_text(errors="replace")
+    except OSError:
+        return   # load_chip says why
+    if all(not line.strip() or line.strip().startswith("#") for line in text.splitlines()):
+        raise UserError(f"{path}: is empty (no section, no key); every key has a default, but an empty chip "
+                        f"file is more likely a mistake: write at least [chip] name = \"...\" "
+                        f"(`mgd-emu show xor_ideal` prints a whole description to start from)")
 
 
 # Argument types. argparse reports their errors as "argument --cycles: MESSAGE".
@@ -671,6 +688,7 @@ def cmd_compare(args) -> int:
 
     chips = []
     for name in args.chips:
+        _refuse_empty(find_chip(name))
         chip = load_chip(find_chip(name), _overrides(args.set))
         chips.append((chip.name, chip))
     if args.sweep:

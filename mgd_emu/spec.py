@@ -63,7 +63,7 @@ class Key:
         if self.type == "bool":
             return "true or false"
         if self.type == "str":
-            return "any text"
+            return "text (a quoted string: \"...\")"
         if self.type == "layers":
             return "a list of at least 2 integers, each 1..100000"
         if self.type == "probes":

@@ -193,6 +193,9 @@ def test_user_mistakes_get_one_clear_line(tmp_path):
     fails("run", "xor_8bit", "--probe", "layer0.wieght", words=["--probe", "did you mean 'layer0.weight'"])
     (tmp_path / "afile").write_text("")
     fails("run", "xor_8bit", "--cycles", "10", "--trace", tmp_path / "afile" / "t.h5", words=["afile", "not a directory"])
+    (tmp_path / "empty.toml").write_text("# nothing yet\n\n")     # would run as the all-defaults float chip
+    fails("run", tmp_path / "empty.toml", words=["empty.toml: is empty (no section, no key)"])
+    fails("run", "xor_8bit", "--set", "chip.name=123", words=['must be text (a quoted string: "...")'])
     fails("run", "xor_8bit", "--cycles", "0", words=["argument --cycles: must be a positive integer"])
     fails("inspect", tmp_path / "missing.h5", words=["missing.h5", "no such file"])
     fails("inspect", bad_toml, words=["bad.toml", "not an HDF5 file"])
