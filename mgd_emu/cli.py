@@ -939,7 +939,7 @@ def _print_study(study, outcome, s, paths, failures, max_rows=40) -> None:
     if "saturation_warning" in ds:
         warned = int((ds["saturation_warning"].values != "").sum())
         if warned:
-            print(f"warning         {warned} run(s) saturate a register in 5 % or more of its writes "
+            print(f"warning         {warned} run(s) saturate or wrap a register in 5 % or more of its writes "
                   f"(saturation_warning in the CSV says which and why; docs/scaling.md)")
     print()
     for path in paths:

@@ -65,31 +65,38 @@ def driven_to_their_limits(chip) -> set[str]:
     return out
 
 
-def saturation_fractions(events: dict, chip, cycles: int) -> dict[str, float]:
-    """Saturations per write (events / (cycles x elements)) of each register that saturated."""
+def saturation_fractions(events: dict, chip, cycles: int, wraps: bool = False) -> dict[str, float]:
+    """Saturations per write (events / (cycles x elements)) of each register
+    that saturated (wraps=True: wrap-arounds, of each register that wrapped)."""
     elements = register_elements(chip)
     out = {}
-    for name, (saturated, _wrapped) in events.items():
+    for name, counts in events.items():
+        count = counts[1] if wraps else counts[0]
         n = elements.get(name, 0) * max(int(cycles), 1)
-        if saturated and n:
-            out[name] = saturated / n
+        if count and n:
+            out[name] = count / n
     return out
 
 
 def saturation_warning(events: dict, chip, cycles: int, threshold: float = WARN_FRACTION) -> str | None:
-    """One line naming the registers that saturate in at least `threshold` of
-    their writes (None: none do)."""
+    """One line naming the registers that saturate, or wrap around, in at
+    least `threshold` of their writes (None: none do)."""
     heavy = {k: f for k, f in saturation_fractions(events, chip, cycles).items() if f >= threshold}
-    if not heavy:
+    wrapped = {k: f for k, f in saturation_fractions(events, chip, cycles, wraps=True).items() if f >= threshold}
+    if not heavy and not wrapped:
         return None
     pinned = driven_to_their_limits(chip)
 
-    def listed(names):
-        return ", ".join(f"{k} {100 * heavy[k]:.0f} %" for k in sorted(names, key=lambda k: -heavy[k]))
+    def listed(names, fractions=heavy):
+        return ", ".join(f"{k} {100 * fractions[k]:.0f} %" for k in sorted(names, key=lambda k: -fractions[k]))
 
     narrow = [k for k in heavy if k not in pinned]
     at_limits = [k for k in heavy if k in pinned]
     parts = []
+    if wrapped:
+        parts.append(f"registers wrap around in a large fraction of their writes ({listed(wrapped, wrapped)}): "
+                     f"each wrap turns a value past one end into one near the other; their formats are too narrow "
+                     f"for this chip")
     if narrow:
         parts.append(f"registers saturate in a large fraction of their writes ({listed(narrow)}): their formats "
                      f"are too narrow for this chip")

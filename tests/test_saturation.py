@@ -87,3 +87,11 @@ def test_the_shipped_nist7x7_chip_trains_with_hidden_units_at_their_limit_not_wi
     emu = Emulator(chip, seed=0).run(100_000)
     message = saturation_warning(emu.events, chip, emu.cycle, threshold=0.01)
     assert "layer0.activation" in message and "too narrow" not in message
+
+
+
+def test_registers_that_wrap_around_often_are_reported_too():
+    chip = load_chip("hw_models/xor_8bit.toml")      # 4 weights of layer 0
+    message = saturation_warning({"layer0.weight_integrator": (0, 400)}, chip, 1000)
+    assert "registers wrap around in a large fraction of their writes (layer0.weight_integrator 10 %)" in message
+    assert saturation_warning({"layer0.weight_integrator": (0, 100)}, chip, 1000) is None   # 2.5 %
