@@ -791,6 +791,16 @@ def cmd_study(args) -> int:
         if a["study_name"] != study.name:
             raise UserError(f"--collect: {out / JOURNAL} holds the study {a['study_name']!r}, not {study.name!r} "
                             f"({args.file})")
+        if args.set:
+            from .studies.results import read_journal
+
+            recorded = read_journal(out / JOURNAL)[0][-1]["study"]
+            changed = sorted(k for k, v in study.to_dict().items() if k != "source" and recorded.get(k) != v)
+            if changed:
+                raise UserError(f"--collect writes the study {out / JOURNAL} holds as it ran; with your --set its "
+                                f"{', '.join(changed)} would differ: leave --set out, or run the study with "
+                                f"--resume and these --set (a change of targets is worked out from the recorded "
+                                f"evaluations)")
         with _writing(out, "-o"):
             paths = studies.write_results(ds, out)
             if not args.no_plot and a["runs_ok"]:

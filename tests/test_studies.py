@@ -885,6 +885,10 @@ def test_collect_writes_results_from_the_journal_of_a_study_in_progress(tmp_path
     other = write(tmp_path, study_text(), "other.toml")
     assert main(["study", str(other), "-o", str(out), "--collect"]) == 2
     assert "holds the study 's', not 'other'" in capsys.readouterr().err
+    assert main(["study", str(path), "-o", str(out), "--collect", "--set", "study.targets=[0.5]"]) == 2
+    assert "with your --set its targets would differ" in capsys.readouterr().err
+    assert main(["study", str(path), "-o", str(out), "--collect", "--set", "study.targets=[0.75, 1.0]",
+                 "--no-plot"]) == 0                       # the same study as it ran: collected
 
 
 def test_a_study_folder_opens_as_its_journal_when_the_journal_is_newer_than_its_results(tmp_path):
