@@ -78,6 +78,23 @@ def test_the_table_and_figure(tmp_path):
     assert "Final test accuracy" in text
     png = plot_scaling(ds, tmp_path / "s.png", panels="trainer")
     assert png.stat().st_size > 10_000
+    assert "Incomplete" not in text
+
+
+def test_an_incomplete_study_says_so_and_tells_runs_not_run_from_targets_not_reached(tmp_path, monkeypatch):
+    from mgd_emu.studies import scaling
+
+    ds = synthetic()
+    ds["status"].values[0, 1, :] = "missing"                # backprop at the narrowest width: not run yet
+    ds["status"].values[1:, 1, :] = "missing"
+    ds.attrs.update(complete=0, runs_ok=9, runs_missing=9)
+    assert scaling_markdown(ds).startswith("**Incomplete study:** 9 of 18 runs ok, 9 not run yet")
+    drawn = []
+    monkeypatch.setattr(scaling, "save_figure", lambda fig, path, dpi: drawn.extend(
+        [fig._suptitle.get_text()] + [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]))
+    plot_scaling(ds, tmp_path / "s.png")
+    assert drawn[0].startswith("(incomplete: 9 of 18 runs ok, 9 not run)")
+    assert any(t.endswith(": no run finished yet") for t in drawn) and not any("not reached" in t for t in drawn)
 
 
 def test_the_command_checks_its_outputs_and_dimensions_first_in_one_line_and_writes_all_or_nothing(tmp_path, capsys):

@@ -194,7 +194,8 @@ def plot_scaling(ds, out, targets=None, over: str | None = None, panels: str | N
                     ax.fill_between(ln.params[keep], ln.lo[keep], ln.hi[keep], color=style["color"], alpha=0.08)
                     finite += list(zip(ln.params[keep], ln.median[keep]))
                 else:
-                    ax.plot([], [], label=f"{name}: not reached", **style)
+                    why = "not reached" if np.sum(ln.runs) else "no run finished yet"
+                    ax.plot([], [], label=f"{name}: {why}", **style)
             if finite:
                 p, m = np.array(finite).T
                 xs = np.geomspace(p.min(), p.max(), 20)
@@ -209,6 +210,10 @@ def plot_scaling(ds, out, targets=None, over: str | None = None, panels: str | N
             ax.set_title(f"{col_labels[k]}{' ' if col_labels[k] else ''}target {target:g}", fontsize=9)
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=6, loc="best")
+    if not ds.attrs.get("complete", 1):
+        a = ds.attrs
+        title = (f"{title}  " if title else "") + (f"(incomplete: {a.get('runs_ok', '?')} of {a.get('runs', '?')} "
+                                                   f"runs ok, {a.get('runs_missing', '?')} not run)")
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, out, dpi=110)
@@ -221,6 +226,10 @@ def scaling_markdown(ds, targets=None, over: str | None = None) -> str:
     over = over or width_dimension(ds)
     widths = _labels(ds, over)[0]
     out = []
+    if not ds.attrs.get("complete", 1):
+        a = ds.attrs
+        out += [f"**Incomplete study:** {a.get('runs_ok', '?')} of {a.get('runs', '?')} runs ok, "
+                f"{a.get('runs_missing', '?')} not run yet (`(0/0)`: no run of that point has finished).", ""]
     for target in targets:
         _, lines = scaling_lines(ds, target, over)
         out += [f"**Cycles to {target:g} test accuracy** (median over seeds; in brackets: seeds that reached it / "
