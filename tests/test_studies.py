@@ -51,6 +51,18 @@ def same_results(a, b) -> None:
 
 # ----------------------------------------------------------------- the file
 
+
+def test_a_base_chip_refused_for_its_own_key_is_not_blamed_on_a_set_override(tmp_path):
+    chip = tmp_path / "c.toml"
+    chip.write_text('[network]\nlayers = [2, 2, 2]\n[task]\nname = "file"\npath = "nowhere.csv"\n')
+    text = study_text(chip=str(chip)) + '[set]\n"optimizer.learning_rate" = 0.01\n'
+    with pytest.raises(StudyError) as info:
+        loads_study(text, "s.toml", {"set.optimizer.learning_rate": 0.02})
+    said = str(info.value)
+    assert said.startswith("s.toml: study.chip: the base chip is refused: ") and "task.path" in said, said
+    with pytest.raises(StudyError, match=r"^--set set\.optimizer\.learning_rate=-1\.0: "):
+        loads_study(study_text(), "s.toml", {"set.optimizer.learning_rate": -1.0})
+
 def test_a_grid_is_every_combination_and_a_zip_group_one_dimension(tmp_path):
     text = study_text(grid='"formats.weight.frac_bits" = [4, 5, 6]\n"timing.tau_theta" = [1, 4]',
                       extra="") + ('[zip.width]\n"network.layers" = [[2, 2, 1], [2, 4, 1]]\n'

@@ -476,7 +476,10 @@ def _validate(raw: dict, source: str, base: Path | None) -> Study:
     try:
         chip = load_chip(chip_path, fixed)
     except ChipError as exc:
-        raise err("study.chip" if not fixed else "set", f"the base chip is refused: {exc}") from None
+        # blame [set] (and so a --set of it) only where the chip's error lies in one of its keys
+        ours = exc.key and any(exc.key == k or exc.key.startswith(k + ".") or k.startswith(exc.key + ".")
+                               for k in fixed)
+        raise err(f"set.{exc.key}" if ours else "study.chip", f"the base chip is refused: {exc}") from None
     return Study(source, name, chip_path, chip, list(seeds), cycles, every, [float(t) for t in targets],
                  None if stop_at is None else float(stop_at), fixed, dims, description, raw, ck_every)
 
