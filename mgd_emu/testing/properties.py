@@ -343,31 +343,32 @@ def _integrator_events(emu) -> int:
     return sum(sat + wrap for name, (sat, wrap) in emu.events.items() if name.endswith("_integrator"))
 
 
-def _clipped(est: GradientEstimate, chip: Chip, seed, steps: int, window) -> None:
-    """Refuse to judge a measurement whose integrators saturated or wrapped."""
-    if est.saturations:
-        fmt = chip.formats.integrator
-        advice = ("a shorter window" if window is not None else
-                  "window=W to clear the integrators every W steps")
-        raise ValueError(f"the integrators saturated or wrapped {est.saturations:,} times in the {steps:,} steps "
-                         f"({_where(chip, seed)}; formats.integrator is {fmt.describe()}, up to "
-                         f"{fmt.max_value:g}): the sums were clipped by the format, so they do not measure the "
-                         f"rule; use {advice}, or a wider formats.integrator")
+def _clipped(est: GradientEstimate, chip: Chip, steps: int, window) -> str:
+    """What a failure message adds when the integrators saturated or wrapped
+    during the measurement ("" when they did not): the sums were clipped by
+    the format, which may be the rule under test or may be the harness."""
+    if not est.saturations:
+        return ""
+    fmt = chip.formats.integrator
+    advice = "a shorter window" if window is not None else "window=W to clear them every W steps"
+    return (f". The integrators saturated or wrapped {est.saturations:,} times in the {steps:,} steps "
+            f"(formats.integrator {fmt.describe()}, up to {fmt.max_value:g}): the sums were clipped by the "
+            f"format; unless that clipping is what is under test, use {advice}, or a wider formats.integrator")
 
 
 def assert_gradient_aligned(chip: Chip, seed: int, steps: int, min_cosine: float,
                             window: int | None = None, rules=None) -> float:
     """At frozen weights (`frozen_chip`), the integrated estimate after `steps`
     steps has cosine >= min_cosine with the exact gradient of the held sample.
-    Returns the measured cosine. Refuses (ValueError) a measurement whose
-    integrators saturated or wrapped."""
+    Returns the measured cosine. A failure says so when the integrators
+    saturated or wrapped during the measurement."""
     est = gradient_estimate(chip, seed, steps, window, rules)
-    _clipped(est, chip, seed, steps, window)
     c = est.cosine
     if not c >= min_cosine:
         raise AssertionError(f"gradient estimate after {steps} steps has cosine {c:.4f} with the exact gradient, "
                              f"below {min_cosine} ({_where(chip, seed)}; |gradient| = "
-                             f"{np.linalg.norm(est.gradient):.3g}, |estimate| = {np.linalg.norm(est.total):.3g})")
+                             f"{np.linalg.norm(est.gradient):.3g}, |estimate| = {np.linalg.norm(est.total):.3g})"
+                             + _clipped(est, chip, steps, window))
     return c
 
 
@@ -389,8 +390,8 @@ def assert_correlator_unbiased(chip: Chip, seed: int, steps: int, tolerance: flo
     `tolerance` bounds the bias alone, and a small gradient, whose relative
     noise is large, is not mistaken for a bias.
 
-    A narrow integrator saturates over many steps (s4.11 holds +-16): such a
-    measurement is refused (ValueError); use a window. Refused too: an analog
+    A narrow integrator saturates over many steps (s4.11 holds +-16): a
+    failure then says so (use a window). Refused (ValueError): an analog
     integrator (its value is a leaky average, not a mean). A highpass
     baseline passes only tau_hp / (tau_hp + 1) of the cost change, so its
     mean is that fraction of the gradient and it fails this check, as it
@@ -402,7 +403,6 @@ def assert_correlator_unbiased(chip: Chip, seed: int, steps: int, tolerance: flo
         raise ValueError(f'the mean correlator output is the gradient only with perturbation.normalization = '
                          f'"power" ({chip.name or chip.source} has "{chip.perturbation.normalization}")')
     est = gradient_estimate(chip, seed, steps, window, rules)
-    _clipped(est, chip, seed, steps, window)
     g = float(np.linalg.norm(est.gradient))
     err = est.relative_error
     noise = z * est.standard_error if window is not None else 0.0
@@ -412,7 +412,7 @@ def assert_correlator_unbiased(chip: Chip, seed: int, steps: int, tolerance: flo
         raise AssertionError(f"mean correlator output over {est.count} steps is {err:.4f} |gradient| from the exact "
                              f"gradient, above the tolerance {tolerance}{allowed} ({_where(chip, seed)}; mean of "
                              f"(estimate - gradient) over the components = {bias.mean():.4g}, "
-                             f"|gradient| = {g:.4g})")
+                             f"|gradient| = {g:.4g})" + _clipped(est, chip, steps, window))
     return err
 
 
