@@ -69,11 +69,17 @@ def _one_line(text) -> str:
     return " ".join(str(text).split())
 
 
+_ARGV: list = []   # the command line being parsed (_main), for the parser's messages
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line, `mgd-emu: error: ...`, with status 2
     (argparse prints its whole usage block first)."""
 
     def error(self, message):
+        if "arguments are required" in message and "--signals" in _ARGV:
+            # an option of many values takes every word after it, the positional too
+            message += " (--signals takes every word after it, the trace too: give the trace before --signals)"
         sys.stderr.write(f"mgd-emu: error: {_one_line(message)} (see `{self.prog} --help`)\n")
         sys.exit(2)
 
@@ -1175,6 +1181,7 @@ def _main(argv) -> int:
     from .trace import TraceError
 
     parser = build_parser()
+    _ARGV[:] = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)   # as typed, for the hints that repeat it
     if getattr(args, "seed", 0) is None and not getattr(args, "resume", None):

@@ -374,6 +374,7 @@ def test_inspect_says_a_directory_is_a_directory(tmp_path):
 def test_export_refuses_options_of_the_other_kind(trace):
     fails("export", "vcd", trace, "--block", "layer0", words=["--block", "golden"])
     fails("export", "golden", trace, "--signals", "cost", words=["--signals", "VCD"])
+    fails("export", "vcd", "--signals", "cost", trace, words=["give the trace before --signals"])
 
 
 UNWRITABLE = ["/proc/nope.png"] if Path("/proc").is_dir() else []
