@@ -697,6 +697,9 @@ def cmd_compare(args) -> int:
         _refuse_empty(find_chip(name))
         chip = load_chip(find_chip(name), _overrides(args.set))
         chips.append((chip.name, chip))
+    if len({label for label, _ in chips}) < len(chips):   # copies of one chip, edited: name them by their files
+        chips = [(Path(name).stem if Path(name).suffix == ".toml" else name, chip)
+                 for name, (_, chip) in zip(args.chips, chips)]
     if args.sweep:
         if len(chips) != 1:
             raise UserError("--sweep needs exactly one chip")
@@ -704,6 +707,9 @@ def cmd_compare(args) -> int:
         if not sep or not values:
             raise UserError(f"--sweep must be KEY=V1,V2,..., got {args.sweep!r}")
         parsed = [parse_override(f"{key}={v}")[1] for v in split_values(values)]
+        if len(parsed) < 2:
+            raise UserError(f"--sweep {args.sweep}: one value; a sweep compares at least two "
+                            f"(KEY=V1,V2,...)")
         chips = sweep(chips[0][1], key.strip(), parsed)
     if len(chips) < 2:
         raise UserError("compare needs two chips, or one chip and --sweep KEY=V1,V2,...")

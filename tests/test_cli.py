@@ -292,6 +292,16 @@ def test_compare_sweeps_one_key_and_writes_json(tmp_path):
     plot = Path(data["plot"])
     assert plot.parent == tmp_path and plot.name.startswith("compare-") and is_image(plot)
     assert out.stderr == ""
+    fails("compare", "xor_8bit", "--sweep", "timing.broadcast_latency=3", words=["one value; a sweep compares"])
+
+
+def test_compare_names_edited_copies_of_one_chip_by_their_files(tmp_path):
+    text = (ROOT / "hw_models/xor_8bit.toml").read_text()
+    (tmp_path / "mine.toml").write_text(text)
+    (tmp_path / "w6.toml").write_text(text.replace("int_bits = 2, frac_bits = 5", "int_bits = 2, frac_bits = 3"))
+    out = mgd("compare", tmp_path / "mine.toml", tmp_path / "w6.toml", "--cycles", "1000", "--eval-every", "1000",
+              "--seeds", "0", "--json", "--quiet", "-o", tmp_path)
+    assert [p["label"] for p in json.loads(out.stdout)["design_points"]] == ["mine", "w6"]
 
 
 def test_run_twin_reports_where_the_chip_leaves_its_float_twin():
