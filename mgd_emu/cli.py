@@ -647,7 +647,9 @@ def cmd_export(args) -> int:
             raise UserError("--signals selects the signals of a VCD; `export golden` takes --block "
                             "(its signals are those of the block)")
         out = Path(args.output) if args.output else trace.with_suffix("")
-        _check_output(out, "-o", folder=True)
+        if not args.output and out == trace:   # a trace named without a suffix: not over itself
+            out = trace.with_name(trace.name + "_golden")
+        _check_output(out, "-o" if args.output else "the golden vectors' folder", folder=True)
         t = open_trace(trace)
         with _writing(out, "-o"):
             paths = export.write_golden(t, out, block=args.block or "synapse", start=start, stop=stop)

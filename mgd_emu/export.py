@@ -133,6 +133,13 @@ def _vcd_vars(t: Trace, names) -> list[_VcdVar]:
             if kind_attr == "fixed":
                 kind, width, signed = "reg", s.format.width, s.format.signed
                 values = data[:, col].astype(np.int64)
+                bad = (values < s.format.min_code) | (values > s.format.max_code)
+                if bad.any():   # a code the register cannot hold would be cut to its width in the VCD
+                    k = int(np.flatnonzero(bad)[0])
+                    raise TraceError(f"{t.path}: {name}{'' if data.shape[1] == 1 else f' element {col}'} holds "
+                                     f"code {int(values[k])} at cycle {int(s.cycles[k])}, outside its format "
+                                     f"{s.format.describe()} (codes {s.format.min_code}..{s.format.max_code}): "
+                                     f"the trace was altered or written by another program")
             elif kind_attr == "index":
                 kind, width, signed = "integer", 32, False
                 values = data[:, col].astype(np.int64)

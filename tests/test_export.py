@@ -40,6 +40,18 @@ def vcd_trace(tmp_path_factory):
                                "layer0.weight_perturbation every=3", "cost", "sample_index", "target"], 600)
 
 
+
+def test_a_code_outside_its_format_is_refused_not_cut_to_width_in_the_vcd(tmp_path):
+    import h5py
+
+    path = tmp_path / "t.h5"
+    record(path, XOR8, ["cost"], 50)
+    with h5py.File(path, "r+") as f:
+        f["signals/cost/data"][3] = 60_000            # u0.12 holds codes 0..4095
+    with pytest.raises(TraceError, match=r"cost holds code 60000 at cycle 3, outside its format u0.12 .*0\.\.4095"):
+        export.write_vcd(open_trace(path), tmp_path / "t.vcd")
+    assert not (tmp_path / "t.vcd").exists()
+
 def read_vcd(path):
     """(timescale text, {var path: (type, width)}, {var path: [(time, value text)]}):
     declarations with pyvcd's tokenizer, value changes as the literal text
