@@ -308,8 +308,12 @@ class Chip:
 # Loading and validation
 # --------------------------------------------------------------------------
 
+HW_MODELS = Path(__file__).resolve().parent.parent / "hw_models"   # the shipped chips
+
+
 def load_chip(path, overrides: Mapping[str, Any] | None = None) -> Chip:
-    """Load, override and validate a chip description file.
+    """Load, override and validate a chip description file (or a shipped
+    chip by its name, such as "xor_8bit", where no such file is here).
 
     `overrides` maps dotted keys to values (``{"timing.tau_x": 4}``), as the
     command line's ``--set KEY=VALUE`` does. An error an override causes is
@@ -319,6 +323,8 @@ def load_chip(path, overrides: Mapping[str, Any] | None = None) -> Chip:
     file has without the overrides is the file's.
     """
     path = Path(path)
+    if not path.exists() and not path.suffix and path.parent == Path(".") and (HW_MODELS / f"{path}.toml").exists():
+        path = HW_MODELS / f"{path}.toml"
     source = str(path)
     text = read_chip_text(path, source)
     raw = parse_toml(text, source)

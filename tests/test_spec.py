@@ -408,3 +408,10 @@ def test_the_readme_reference_is_the_schema():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert reference_markdown() in readme, "regenerate: python -c 'from mgd_emu.spec import reference_markdown as r; print(r())'"
+
+
+def test_a_shipped_chip_loads_by_its_name_where_no_such_file_is_here(tmp_path, monkeypatch):
+    assert load_chip("nist7x7_8bit") == load_chip("hw_models/nist7x7_8bit.toml")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ChipError, match="nist7x7_8bt: no such file"):
+        load_chip("nist7x7_8bt")

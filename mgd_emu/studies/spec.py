@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import spec as chip_spec
-from ..spec import FORMAT_CLASSES, FORMAT_KEYS, SCHEMA, Chip, ChipError, load_chip, parse_override, toml_literal
+from ..spec import (FORMAT_CLASSES, FORMAT_KEYS, HW_MODELS, SCHEMA, Chip, ChipError, load_chip, parse_override,
+                    toml_literal)
 
-HW_MODELS = Path(__file__).resolve().parents[2] / "hw_models"
 # Study keys that may sit in [grid] or a [zip] group beside chip keys, but are
 # not chip keys: they choose how a point is trained, not what the chip is.
 TRAINER = "trainer"
