@@ -582,14 +582,27 @@ def header_text(P: SynapseParams, manifest: dict) -> str:
     return "\n".join(lines)
 
 
+# The sub-folders an RTL export owns in its output folder (anything else there is the user's).
+EXPORT_PARTS = ("golden", "synapse", "lfsr", "activation")
+
+
 def export_rtl(t, out, block: str = "synapse", start=None, stop=None, samples: int = 24) -> list[Path]:
     """Write what the reference RTL needs for one synapse of trace `t` into folder `out`.
 
     out/golden/: export.write_golden's vectors; out/synapse/: mgd_chip.vh, the
-    stream's hex files and manifest.json (run segment, then corner cases).
-    Returns the written paths.
+    stream's hex files and manifest.json (run segment, then corner cases);
+    out/lfsr/ and out/activation/ where the chip has them. Returns the
+    written paths.
+
+    The export is written into a hidden folder inside `out` and moves into
+    place only once whole, replacing the sub-folders of an earlier export
+    (EXPORT_PARTS; nothing else in `out`): an interrupted export leaves the
+    earlier one as it was, never a mix of the two.
     """
-    from . import export
+    import os
+    import shutil
+
+    from .errors import critical
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -597,6 +610,25 @@ def export_rtl(t, out, block: str = "synapse", start=None, stop=None, samples: i
     if block != "synapse" and not block.startswith("synapse:"):
         raise RtlError(f"--block {block!r}: the reference RTL is the synapse; give synapse or "
                        f"synapse:layer0.weight[0,0]")
+    out.mkdir(parents=True, exist_ok=True)
+    stage = out / f".export-tmp-{os.getpid()}-{os.urandom(3).hex()}"
+    try:
+        written = _export_rtl_into(t, stage, block, start, stop, samples)
+        with critical():   # a signal waits until every part is in place
+            for part in EXPORT_PARTS:
+                old, new = out / part, stage / part
+                if old.exists():
+                    old.rename(stage / f"old-{part}")
+                if new.exists():
+                    new.rename(old)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return [out / p.relative_to(stage) for p in written]
+
+
+def _export_rtl_into(t, out: Path, block, start, stop, samples) -> list[Path]:
+    from . import export
+
     chip = t.chip
     paths = export.write_golden(t, out / "golden", block=block, start=start, stop=stop)
     man, stim, resp = read_golden(out / "golden")
@@ -654,7 +686,7 @@ def export_rtl(t, out, block: str = "synapse", start=None, stop=None, samples: i
                 totals[k] = totals.get(k, 0) + v
     manifest = dict(format=RTL_FORMAT, format_version=RTL_VERSION, mgd_emu_version=__version__,
                     chip=man["chip"], seed=man["seed"], block="synapse", parameter=man["parameter"], kind=kind,
-                    header=header.name, golden=str((out / "golden").resolve()), rows=len(st.rows),
+                    header=header.name, golden="../golden", rows=len(st.rows),
                     parameters=P.defines(),
                     meaning=("row n: stimulus applied during cycle n, response = the registers after the clock "
                              "edge that ends it; a row with load = 1 starts a segment"),

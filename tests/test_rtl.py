@@ -124,6 +124,32 @@ def test_the_export_writes_header_stream_and_manifest(exports):
     assert (exports["xor_8bit"] / "golden" / "manifest.json").exists()
 
 
+
+def test_an_export_over_an_earlier_one_replaces_its_folders_whole_and_an_interrupted_one_leaves_it(exports, tmp_path,
+                                                                                                 monkeypatch):
+    import mgd_emu.rtl as rtl
+
+    t_node = open_trace(exports["xor_node"].parent / "xor_node.h5")
+    t_x8 = open_trace(exports["xor_8bit"].parent / "xor_8bit.h5")
+    out = tmp_path / "v"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")                     # not the export's: left alone
+    export_rtl(t_node, out, block="synapse:layer1.weight[0,1]")
+    assert (out / "synapse" / "presynaptic.hex").exists()       # a node-mode column
+    export_rtl(t_x8, out, block="synapse:layer0.weight[0,1]")
+    assert not (out / "synapse" / "presynaptic.hex").exists()   # no stale file of the node export
+    assert manifest(out)["parameter"] == "layer0.weight[0,1]" and manifest(out)["golden"] == "../golden"
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rtl, "write_activation_luts", interrupted)   # the last step of an export
+    with pytest.raises(KeyboardInterrupt):
+        export_rtl(t_node, out, block="synapse:layer1.weight[0,1]")
+    assert manifest(out)["parameter"] == "layer0.weight[0,1]"        # the earlier export, whole
+    assert not (out / "synapse" / "presynaptic.hex").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["activation", "golden", "lfsr", "notes.txt", "synapse"]
+
 @pytest.mark.parametrize("name", CHIPS)
 def test_corner_vectors_cover_ties_limits_and_stochastic_positions(exports, name):
     m = manifest(exports[name])
