@@ -621,6 +621,14 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _say_if_incomplete(t, what: str) -> None:
+    """A line on stderr when a trace being exported is not a whole run: the
+    export then covers only what it holds."""
+    if not t.complete:
+        print(f"mgd-emu: warning: {t.path} is {t.status}: the {what} covers its {t.cycles_completed:,} cycles "
+              f"from cycle {int(t.attrs['start_cycle']):,}", file=sys.stderr)
+
+
 def cmd_export(args) -> int:
     from . import export
     from .trace import open_trace
@@ -640,6 +648,7 @@ def cmd_export(args) -> int:
         _check_output(out, "-o", inputs=[trace])
         _check_output(out.with_suffix(".gtkw"), "-o", inputs=[trace])
         t = open_trace(trace)
+        _say_if_incomplete(t, "VCD")
         with _writing(out, "-o"):
             paths = export.write_vcd(t, out, signals=args.signals, start=start, stop=stop)
     else:
@@ -651,6 +660,7 @@ def cmd_export(args) -> int:
             out = trace.with_name(trace.name + "_golden")
         _check_output(out, "-o" if args.output else "the golden vectors' folder", folder=True)
         t = open_trace(trace)
+        _say_if_incomplete(t, "export")
         with _writing(out, "-o"):
             paths = export.write_golden(t, out, block=args.block or "synapse", start=start, stop=stop)
     for path in paths:
@@ -670,6 +680,7 @@ def cmd_export_rtl(args, trace, start, stop) -> int:
     out = Path(args.output) if args.output else trace.with_name(trace.stem + "_rtl")
     _check_output(out, "-o", folder=True)
     t = open_trace(trace)
+    _say_if_incomplete(t, "export")
     with _writing(out, "-o"):
         paths = export_rtl(t, out, block=args.block or "synapse", start=start, stop=stop)
     for path in paths:

@@ -113,6 +113,8 @@ def test_ctrl_c_stops_a_run_and_leaves_an_incomplete_trace(tmp_path):
     assert "interrupted" in err and "Traceback" not in err
     t = open_trace(trace)
     assert not t.complete and t.attrs["end_reason"] == "interrupted (SIGINT)" and t.cycles_completed > 0
+    out = mgd("export", "vcd", trace, "-o", tmp_path / "stopped.vcd")     # exports say what they cover
+    assert f"{trace} is INCOMPLETE (interrupted (SIGINT)): the VCD covers its {t.cycles_completed:,} cycles" in out.stderr
 
 
 
