@@ -855,6 +855,27 @@ def test_compare_sweeps_a_list_valued_key(tmp_path, capsys):
     assert [p["label"] for p in data["design_points"]] == ["network.layers=[2, 2, 1]", "network.layers=[2, 3, 1]"]
 
 
+
+def test_ctrl_c_while_the_local_cluster_starts_stops_once_it_has_started(tmp_path):
+    script = tmp_path / "start.py"
+    script.write_text(
+        "import os, signal, threading, time\n"
+        "from mgd_emu.errors import Interrupted\n"
+        "from mgd_emu.studies import local_cluster\n"
+        "if __name__ == '__main__':   # the workers import this module too\n"
+        "    threading.Timer(0.3, lambda: os.killpg(0, signal.SIGINT)).start()   # Ctrl-C: the whole group\n"
+        "    t0 = time.perf_counter()\n"
+        "    try:\n"
+        "        local_cluster(1)\n"
+        "        print('started')\n"
+        "    except Interrupted as exc:\n"
+        "        print('interrupted', exc.status, round(time.perf_counter() - t0, 1))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         start_new_session=True, cwd=ROOT)
+    said = out.stdout.split()
+    assert said[:2] == ["interrupted", "130"] and float(said[2]) > 0.3, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr, out.stderr
+
 def test_ctrl_c_in_a_terminal_stops_a_local_cluster_study_cleanly(tmp_path):
     # Ctrl-C reaches the whole foreground process group: client and workers
     path = write(tmp_path, study_text(cycles=600_000, every=100_000, seeds=range(8)))

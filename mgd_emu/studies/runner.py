@@ -674,19 +674,58 @@ def local_cluster(workers: int | None = None, dashboard_port: int = DASHBOARD_PO
     n = workers or cores()
     # The worker processes inherit SIGINT ignored: Ctrl-C in a terminal reaches
     # the whole process group, and it is the client's to handle (it closes
-    # the cluster); workers that died of it would print tracebacks.
+    # the cluster); workers that died of it would print tracebacks. An ignored
+    # signal is the only disposition a spawned process keeps, so this process
+    # ignores SIGINT too while the cluster starts, and a sentinel process (in
+    # the same group, with a handler) notes a Ctrl-C of those seconds.
     main = threading.current_thread() is threading.main_thread()
+    sentinel = _CtrlCSentinel() if main else None
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    cluster = None
     try:
         # the user's own worker preloads (dask config) too: an explicit list replaces them
         preload = list(dask.config.get("distributed.worker.preload", None) or []) + ["mgd_emu.studies.preload"]
         with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
             http = f"127.0.0.1:{dashboard_port if _port_free(dashboard_port) else 0}"
-            return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=http,
-                                silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"}, preload=preload)
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=http,
+                                   silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"}, preload=preload)
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
+        pressed = sentinel is not None and sentinel.stop()
+    if pressed:   # Ctrl-C while the cluster started: stop now, as it would have then
+        cluster.close()
+        from ..errors import Interrupted
+
+        raise Interrupted(signal.SIGINT)
+    return cluster
+
+
+class _CtrlCSentinel:
+    """A small process in this one's process group that notes a SIGINT (the
+    terminal sends Ctrl-C to the whole group) while this one ignores it."""
+
+    CODE = ("import os, signal, sys\n"
+            "signal.signal(signal.SIGINT, lambda *a: (os.write(1, b'I'), os._exit(0)))\n"
+            "os.write(1, b'R')\n"
+            "sys.stdin.buffer.read()\n")
+
+    def __init__(self):
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, "-S", "-c", self.CODE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc.stdout.read(1)   # b"R": its handler is set
+
+    def stop(self) -> bool:
+        """End the sentinel; whether a SIGINT reached it."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        said = self.proc.stdout.read()
+        self.proc.wait()
+        return b"I" in said
 
 
 def _port_free(port: int) -> bool:
