@@ -256,12 +256,12 @@ def main(argv=None) -> int:
     from .spec import StudyError
 
     ap = argparse.ArgumentParser(prog="python -m mgd_emu.studies.scaling",
-                                 description="Cycles to target against parameter count: figure and tables.")
+                                 description="Cycles to target against parameter count: the markdown tables (stdout, or --table FILE) and, with -o FILE, the figure.")
     ap.add_argument("results", help="a study folder or results.nc")
     ap.add_argument("--target", type=float, action="append", help="target accuracy (repeat; default: all)")
     ap.add_argument("--over", help="the width dimension (default: the one that changes P)")
     ap.add_argument("--panels", help="a grid dimension drawn as columns (e.g. number)")
-    ap.add_argument("-o", "--output", help="figure file (.png, .pdf, .svg)")
+    ap.add_argument("-o", "--output", help="draw the figure into this file (.png, .pdf, .svg); without -o, no figure")
     ap.add_argument("--table", help="write the markdown tables here (default: stdout)")
     ap.add_argument("--title")
     args = ap.parse_args(argv)
