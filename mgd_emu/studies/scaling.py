@@ -256,7 +256,8 @@ def main(argv=None) -> int:
     from .spec import StudyError
 
     ap = argparse.ArgumentParser(prog="python -m mgd_emu.studies.scaling",
-                                 description="Cycles to target against parameter count: the markdown tables (stdout, or --table FILE) and, with -o FILE, the figure.")
+                                 description="Cycles to target against parameter count: the markdown tables "
+                                             "(stdout, or --table FILE) and, with -o FILE, the figure.")
     ap.add_argument("results", help="a study folder or results.nc")
     ap.add_argument("--target", type=float, action="append", help="target accuracy (repeat; default: all)")
     ap.add_argument("--over", help="the width dimension (default: the one that changes P)")
