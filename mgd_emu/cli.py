@@ -690,9 +690,13 @@ def cmd_export_rtl(args, trace, start, stop) -> int:
 
 def cmd_rtl_replay(args) -> int:
     """`rtl-replay`: exported synapse vectors through the reference RTL under Icarus Verilog."""
-    from .rtl_sim import describe, replay_rtl
+    from .rtl_sim import describe, fault_does_nothing, replay_rtl
 
     report = replay_rtl(args.vectors, fault=args.fault, waves=args.waves)
+    why = fault_does_nothing(args.vectors, args.fault) if args.fault != "none" else None
+    if why:
+        print(f"mgd-emu: note: --fault {args.fault} changes nothing here ({why}): a PASS says nothing about it",
+              file=sys.stderr)
     print(describe(report))
     for path in report.get("waves", []):
         print(path)

@@ -216,6 +216,22 @@ def _run_bench(toplevel: str, test_module: str, spec_env: str, parameters: dict,
         return json.loads(report.read_text())
 
 
+def fault_does_nothing(vectors, fault: str) -> str | None:
+    """Why compiled-in `fault` cannot change this synapse's registers (its
+    formats lack what the fault breaks), or None when it can."""
+    p = json.loads((Path(vectors) / "manifest.json").read_text())["parameters"]
+    regs = ["TH", "G"] + (["V"] if p.get("MOMENTUM") else [])
+    rounding = {p.get(f"R_{r}") for r in regs}   # ROUNDINGS: 0 truncate, 1 nearest-even, 2 stochastic
+    overflow = {p.get(f"O_{r}") for r in regs}   # OVERFLOWS: 0 saturate, 1 wrap
+    if fault == "round-half-up" and 1 not in rounding:
+        return "no register of this synapse rounds to nearest-even"
+    if fault == "saturate-off-by-one" and 0 not in overflow:
+        return "every register of this synapse wraps around"
+    if fault == "stochastic-uses-state" and 2 not in rounding:
+        return "no register of this synapse rounds stochastically"
+    return None
+
+
 def describe(report: dict) -> str:
     """One line: the replay's verdict."""
     mm = report["mismatch"]

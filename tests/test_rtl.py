@@ -251,6 +251,16 @@ def test_a_damaged_vector_folder_is_refused_in_one_line_before_any_simulation(ex
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "export the vectors again" in err and all(w in err for w in words), err
 
+
+def test_a_fault_that_cannot_change_a_synapse_is_named_so_a_pass_is_not_read_as_its_test(exports):
+    from mgd_emu.rtl_sim import fault_does_nothing
+
+    x8 = exports["xor_8bit"] / "synapse"      # integrator nearest-even, weights stochastic, both saturate
+    assert [fault_does_nothing(x8, f) for f in ("round-half-up", "saturate-off-by-one", "stochastic-uses-state")] \
+        == [None, None, None]
+    assert fault_does_nothing(exports["wrap"] / "synapse", "saturate-off-by-one") == \
+        "every register of this synapse wraps around"
+
 @needs_simulator
 def test_the_command_line_exports_and_replays(exports, tmp_path, capsys):
     trace = next(iter(exports.values())).parent / "xor_4bit.h5"
