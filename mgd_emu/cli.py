@@ -932,18 +932,14 @@ def _study_points(study, s, ds) -> list[dict]:
 
 
 def _short_label(study, point) -> str:
-    """A grid point for the summary table: each dimension's keys and values,
-    or NAME[i] (its i-th value, as in the CSV) where they would run past
-    LONG_LABEL characters (a zip group of format tables, say), as the plots
-    label it."""
-    from .spec import toml_literal
-    from .studies.plot import LONG_LABEL
+    """A grid point for the summary table, as the plots label it: NAME=VALUE
+    per dimension (a zip group's values joined by " / "), or NAME[i] (its
+    i-th value, as in the CSV) where they would run past LONG_LABEL
+    characters (a zip group of format tables, say)."""
+    from .studies.plot import point_label, value_labels
 
-    parts = []
-    for dim, i in zip(study.dimensions, point.index):
-        text = ", ".join(f"{k}={toml_literal(point.values[k])}" for k in dim.keys)
-        parts.append(text if len(text) <= LONG_LABEL else f"{dim.name}[{i}]")
-    return ", ".join(parts) or "base chip"
+    return ", ".join(point_label(dim.name, value_labels(dim.name, dim.values)[i])
+                     for dim, i in zip(study.dimensions, point.index)) or "base chip"
 
 
 def _print_study(study, outcome, s, paths, failures, max_rows=40) -> None:
@@ -973,7 +969,12 @@ def _print_study(study, outcome, s, paths, failures, max_rows=40) -> None:
         print(f"{label:<{w}}  {int(s['n_ok'][i]):>3}/{len(study.seeds):<3}  {acc:>30}  {reach:>32}")
     if len(points) > max_rows:
         print(f"... {len(points) - max_rows} more points: see the CSV")
-    if any(x != p.label for x, p in zip(labels, points)):
+    for dim in study.dimensions:
+        if len(dim.keys) > 1:   # a zip group: which keys its values are
+            print(f"{dim.name:<15} [zip.{dim.name}]: {' / '.join(dim.keys)}")
+    from .studies.plot import value_labels
+
+    if any(value_labels(d.name, d.values)[0].startswith(f"{d.name}[") for d in study.dimensions):
         print("NAME[i]: the i-th values of that grid key or [zip.NAME] group (the CSV has them in full)")
     if "saturation_warning" in ds:
         warned = int((ds["saturation_warning"].values != "").sum())

@@ -87,15 +87,29 @@ def grid_dimensions(ds) -> list[str]:
     return json.loads(ds.attrs["grid_dimensions"])
 
 
+def value_labels(name: str, values) -> list[str]:
+    """The labels of one grid dimension's values, as the plots, the summary
+    table and the scaling tables show them: each value (a zip group's values
+    joined by " / "), or NAME[i] for every one when any would run past
+    LONG_LABEL characters (a zip group of format tables, say)."""
+    from ..spec import toml_literal
+
+    labels = [" / ".join(toml_literal(v) for v in row) for row in values]
+    if max(map(len, labels)) > LONG_LABEL:
+        labels = [f"{name}[{i}]" for i in range(len(labels))]
+    return labels
+
+
+def point_label(name: str, label: str) -> str:
+    """One dimension of a grid point: NAME=VALUE, or NAME[i] as it is."""
+    return label if label.startswith(f"{name}[") else f"{name}={label}"
+
+
 def _labels(ds, dim) -> tuple[list[str], np.ndarray | None]:
     """Tick labels of a grid dimension, and its numeric values when it has them."""
     study = json.loads(ds.attrs["study"])
     d = next(x for x in study["dimensions"] if x["name"] == dim)
-    from ..spec import toml_literal
-
-    labels = [" / ".join(toml_literal(v) for v in row) for row in d["values"]]
-    if max(map(len, labels)) > LONG_LABEL:   # a zip group of format tables, say: by index, as in the summary
-        labels = [f"{dim}[{i}]" for i in range(len(labels))]
+    labels = value_labels(dim, d["values"])
     vals = None
     if len(d["keys"]) == 1 and all(isinstance(r[0], (int, float)) and not isinstance(r[0], bool) for r in d["values"]):
         vals = np.array([r[0] for r in d["values"]], dtype=float)
@@ -282,7 +296,7 @@ def _lines(ax, ds, dims, values, ylabel, log=False):
     combos = list(np.ndindex(*(len(r[0]) for r in rest)))
     for n, combo in enumerate(combos[:MAX_LINES]):
         y = values[(slice(None), *combo)]
-        label = ", ".join(r[i] if r[i].startswith(f"{d}[") else f"{d}={r[i]}" for (r, d), i in zip(rest, combo))
+        label = ", ".join(point_label(d, r[i]) for (r, d), i in zip(rest, combo))
         ax.plot(x, np.where(np.isfinite(y), y, np.nan), color=f"C{n % 10}", marker=MARKERS[(n // 10) % len(MARKERS)],
                 linestyle=LINESTYLES[(n // 10) % len(LINESTYLES)], label=label)   # 10 colours, then new markers
     if len(combos) > MAX_LINES:
@@ -340,8 +354,7 @@ def _size_groups(ds, params) -> list[tuple[str, tuple]]:
         for i, k in zip(others, combo):
             index[i] = k
             if params.shape[i] > 1:
-                label = _labels(ds, dims[i])[0][k]
-                names.append(label if label.startswith(f"{dims[i]}[") else f"{dims[i]}={label}")
+                names.append(point_label(dims[i], _labels(ds, dims[i])[0][k]))
         groups.append((", ".join(names), tuple(index)))
     return groups
 
