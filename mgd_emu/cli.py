@@ -1181,6 +1181,16 @@ def main(argv=None) -> int:
         note = getattr(exc, "mgd_note", None)
         report(f"interrupted by {signal_name(exc)}" + (f"; {note}" if note else ""))
         status = exit_status(exc)
+        if _is_entry_point():
+            # a second signal while the process exits is ignored, as during the clean-up: Python's exit
+            # restores the default disposition, which would end the process with the second one's status
+            import signal
+
+            from .errors import HANDLED_SIGNALS
+
+            for s in HANDLED_SIGNALS:
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(s, signal.SIG_IGN)
     trace = sys.modules.get("mgd_emu.trace")
     if trace is not None and trace.UNCLOSED and _is_entry_point():
         # a trace that could not be written: skip HDF5's exit handlers (trace.UNCLOSED)

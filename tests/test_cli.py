@@ -118,6 +118,22 @@ def test_ctrl_c_stops_a_run_and_leaves_an_incomplete_trace(tmp_path):
 
 
 
+
+def test_a_second_signal_while_a_stopped_run_exits_changes_neither_its_message_nor_its_status(tmp_path):
+    trace = tmp_path / "t.h5"
+    child = subprocess.Popen([sys.executable, "-m", "mgd_emu.cli", "run", "xor_8bit", "--cycles", "10000000000",
+                              "--trace", str(trace), "--probe", "cost", "--no-plot", "--quiet"],
+                             cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not trace.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    child.send_signal(signal.SIGTERM)
+    time.sleep(0.1)                      # as a batch system that escalates: the run is exiting by now
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 143 and "interrupted by SIGTERM" in err, (child.returncode, err)
+
 def test_ctrl_c_saves_the_checkpoint_where_the_run_stopped_and_says_how_to_continue(tmp_path):
     from mgd_emu.checkpoint import load_checkpoint
 
