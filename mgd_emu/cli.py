@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # spec is imported when a command needs it
     from .spec import Chip
 
 DEFAULT_CHIP = "xor_8bit.toml"
+DEFAULT_EVAL_EVERY = 10_000   # run and demo: cycles between evaluations
 DEMO_PROBES = ["cost every=10", "layer0.weight every=100", "layer1.weight every=100",
                "layer0.bias every=100", "layer1.bias every=100",
                "layer0.weight_integrator every=100", "layer1.weight_integrator every=100",
@@ -340,21 +341,24 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
     except BaseException as exc:
         bar.close()
         notes = []   # said on the same line as the error or the signal (main)
-        if checkpoint and isinstance(exc, KeyboardInterrupt):   # SIGINT, SIGTERM, SIGHUP too (Interrupted)
-            # a signal stops the run between kernel calls: the state is whole, and "where the run ends"
-            from .checkpoint import save_checkpoint
+        try:
+            if writer:   # closed first: a checkpoint being saved must not keep it open
+                writer.__exit__(type(exc), exc, None)
+                if writer.failed is None:
+                    notes.append(f"the trace {trace_path} holds the {emu.cycle:,} cycles run so far "
+                                 "and is marked incomplete")
+            if checkpoint and isinstance(exc, KeyboardInterrupt):   # SIGINT, SIGTERM, SIGHUP (Interrupted)
+                # a signal stops the run between kernel calls: the state is whole, and "where the run ends"
+                from .checkpoint import save_checkpoint
 
-            try:
                 save_checkpoint(emu, checkpoint, inputs)
-                notes.append(f"the checkpoint {checkpoint} holds cycle {emu.cycle:,} "
-                             f"(`mgd-emu run --resume {checkpoint} --cycles {cycles}` continues it)")
-            except (OutputError, OSError) as save_error:
-                notes.append(f"the checkpoint could not be saved ({save_error})")
-        if writer:
-            writer.__exit__(type(exc), exc, None)
-            if writer.failed is None:
-                notes.insert(0, f"the trace {trace_path} holds the {emu.cycle:,} cycles run so far "
-                                "and is marked incomplete")
+                again = (f"mgd-emu run --resume {checkpoint} --cycles {cycles}"
+                         + (f" --eval-every {eval_every}" if eval_every != DEFAULT_EVAL_EVERY else "")
+                         + (f" --until-accuracy {until_accuracy:g}" if until_accuracy is not None else "")
+                         + f" --checkpoint {checkpoint}")
+                notes.append(f"the checkpoint {checkpoint} holds cycle {emu.cycle:,} (`{again}` continues it)")
+        except Exception as closing:   # the first error is the one to report; this one is said beside it
+            notes.append(f"and then: {closing}")
         if notes:
             exc.mgd_note = "; ".join(notes)
         raise
@@ -820,11 +824,12 @@ def cmd_study(args) -> int:
         if a["study_name"] != study.name:
             raise UserError(f"--collect: {out / JOURNAL} holds the study {a['study_name']!r}, not {study.name!r} "
                             f"({args.file})")
-        if args.set:
+        if args.set:   # the keys the --set change, against the study as the journal recorded it
             from .studies.results import read_journal
 
             recorded = read_journal(out / JOURNAL)[0][-1]["study"]
-            changed = sorted(k for k, v in study.to_dict().items() if k != "source" and recorded.get(k) != v)
+            given, plain = study.to_dict(), studies.load_study(args.file).to_dict()
+            changed = sorted(k for k in given if given[k] != plain[k] and recorded.get(k) != given[k])
             if changed:
                 raise UserError(f"--collect writes the study {out / JOURNAL} holds as it ran; with your --set its "
                                 f"{', '.join(changed)} would differ: leave --set out, or run the study with "
@@ -872,10 +877,13 @@ def cmd_study(args) -> int:
         import importlib
 
         importlib.import_module("distributed")   # its logging set-up first, then the level below
-    # the dask client logs a traceback when its scheduler goes away; the study says so in one line
-    client_log = logging.getLogger("distributed.client")
-    client_level = client_log.level
-    client_log.setLevel(logging.CRITICAL)
+    # the dask client logs a traceback when its scheduler goes away, and the nannies of a local cluster
+    # stopped by Ctrl-C log the workers they kill: the study says what happened in one line
+    quieted = [logging.getLogger(name) for name in ("distributed.client", "distributed.nanny",
+                                                    "distributed.worker", "distributed.core")]
+    levels = [log.level for log in quieted]
+    for log in quieted:
+        log.setLevel(logging.CRITICAL)
     try:
         outcome = studies.run_study(study, out, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                                     workers=args.workers or None, serial=args.workers == 0,
@@ -894,7 +902,8 @@ def cmd_study(args) -> int:
               f"`{_resume_command(args)}` runs the rest", file=sys.stderr)
         return exit_status(exc)
     finally:
-        client_log.setLevel(client_level)
+        for log, level in zip(quieted, levels):
+            log.setLevel(level)
     paths = list(outcome.paths)
     if not args.no_plot and outcome.dataset.attrs["runs_ok"]:
         png = out / "results.png"
@@ -1067,7 +1076,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a chip on its task, evaluating as it goes.")
     s.add_argument("chip", nargs="?", help=chip_help + " (none with --resume)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
-    run_options(s, 1_000_000, 10_000)
+    run_options(s, 1_000_000, DEFAULT_EVAL_EVERY)
     s.add_argument("--checkpoint", metavar="FILE", help="save the run's whole state to FILE (NPZ; loading it "
                    "executes nothing) every --checkpoint-every cycles and where the run ends")
     s.add_argument("--checkpoint-every", type=_positive, metavar="N", help="cycles between checkpoints, a "
@@ -1079,7 +1088,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="train the default chip, with a trace and a plot (what `make run` does)",
                        description=f"Train hw_models/{DEFAULT_CHIP} until it classifies XOR perfectly, "
                        "writing a trace and a plot under traces/.")
-    run_options(s, 2_000_000, 10_000, demo=True)
+    run_options(s, 2_000_000, DEFAULT_EVAL_EVERY, demo=True)
     s.set_defaults(func=cmd_demo, until_accuracy=1.0)
 
     s = sub.add_parser("inspect", help="summarise a trace", description="Summarise a trace file.")

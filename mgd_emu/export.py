@@ -579,7 +579,7 @@ def _rerun_generators(t, cycle, arrays, indices):
     (a trace reproduces its run bit for bit): {"block.field": [uint64 per index]}."""
     from .engine import Emulator
 
-    emu = Emulator(t.chip.replace({"trace.probes": []}), t.seed)
+    emu = Emulator(t.data_chip("re-running the chip").replace({"trace.probes": []}), t.seed)
     emu.run(cycle)
     return emu, {a: [int(emu.state_array(a)[i]) for i in indices] for a in arrays}
 
@@ -595,7 +595,7 @@ def write_golden(t: Trace, out, block: str = "synapse", start=None, stop=None) -
     replayed through the block's kernel before they are written.
     Returns the written paths (the hex files, then manifest.json).
     """
-    chip = t.chip
+    chip = t.data_chip("exporting golden vectors")
     if block == "synapse" or block.startswith("synapse:"):
         cols, meta = _golden_synapse(t, chip, block, start, stop)
     elif block.startswith("layer") and block[5:].isdigit():
@@ -785,7 +785,7 @@ def _generator_index(chip, layer, reg, off):
 
 def _schedule(t, n_cycles):
     """control_schedule of the trace's chip for cycles 0..n_cycles-1."""
-    chip = t.chip.replace({"trace.probes": []})
+    chip = t.data_chip("exporting golden vectors").replace({"trace.probes": []})
     v = variant_of(chip)
     st = chip_state(chip, t.seed)
     return control_schedule(n_cycles, st, st.cfg.baseline, st.cfg.integrator, v.pipelined)
@@ -793,7 +793,7 @@ def _schedule(t, n_cycles):
 
 def _constants(t) -> dict:
     """The block constants as the chip's constant registers hold them (codes)."""
-    chip = t.chip
+    chip = t.data_chip("exporting golden vectors")
     cfg = chip_state(chip.replace({"trace.probes": []}), t.seed).cfg
     f = chip.formats
     out = {}

@@ -27,7 +27,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from . import reference  # noqa: E402
 from .tasks import make_task  # noqa: E402
-from .trace import Trace  # noqa: E402
+from .trace import Trace, TraceError  # noqa: E402
 
 MAX_LINES = 40  # trajectories drawn per panel; more become unreadable
 MAX_SAMPLES = 20_000          # samples drawn per signal (a plot is ~1000 pixels wide)
@@ -169,6 +169,10 @@ def gradient_alignment(trace: Trace):
             sel = np.flatnonzero(pos >= 0)
             data = f["signals"][s.name]["data"][pos[sel]] if sel.size else None
             rows[s.name] = {int(wanted[j]): data[k] for k, j in enumerate(sel)}
+    try:   # the exact gradient needs the training data; without its file, no gradient panel
+        chip = trace.data_chip("the gradient panel")
+    except TraceError:
+        return None
     task = make_task(chip.task.name, **chip.task_params())
     X, Y = task.train.inputs, task.train.targets
     w_sigs, b_sigs = params[:n_layers], params[n_layers:]

@@ -19,6 +19,7 @@ kernel, RTL) are held to the same bits.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from dataclasses import dataclass
@@ -610,26 +611,59 @@ def export_rtl(t, out, block: str = "synapse", start=None, stop=None, samples: i
     if block != "synapse" and not block.startswith("synapse:"):
         raise RtlError(f"--block {block!r}: the reference RTL is the synapse; give synapse or "
                        f"synapse:layer0.weight[0,0]")
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    for left in out.glob(".export-tmp-*"):   # left by an export that was killed (SIGKILL, power loss)
+        pid = left.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(left, ignore_errors=True)
     stage = out / f".export-tmp-{os.getpid()}-{os.urandom(3).hex()}"
+    moved_old, moved_new = [], []
     try:
         written = _export_rtl_into(t, stage, block, start, stop, samples)
         with critical():   # a signal waits until every part is in place
-            for part in EXPORT_PARTS:
-                old, new = out / part, stage / part
-                if old.exists():
-                    old.rename(stage / f"old-{part}")
-                if new.exists():
-                    new.rename(old)
+            try:
+                for part in EXPORT_PARTS:
+                    if (out / part).exists():
+                        (out / part).rename(stage / f"old-{part}")
+                        moved_old.append(part)
+                    if (stage / part).exists():
+                        (stage / part).rename(out / part)
+                        moved_new.append(part)
+            except OSError as exc:   # put back what had moved: the earlier export, whole
+                for part in moved_new:
+                    shutil.rmtree(out / part, ignore_errors=True)
+                for part in moved_old:
+                    (stage / f"old-{part}").rename(out / part)
+                raise RtlError(f"{out}: the export could not be moved into place ({exc}); the earlier one "
+                               f"is as it was") from None
+    except BaseException:
+        if made:
+            shutil.rmtree(stage, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()   # only if empty: the folder this export made, and nothing else
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return [out / p.relative_to(stage) for p in written]
 
 
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True   # alive, another user's
+    return True
+
+
 def _export_rtl_into(t, out: Path, block, start, stop, samples) -> list[Path]:
     from . import export
 
-    chip = t.chip
+    chip = t.data_chip("the RTL export")
     paths = export.write_golden(t, out / "golden", block=block, start=start, stop=stop)
     man, stim, resp = read_golden(out / "golden")
     P = synapse_params(chip, man)

@@ -54,8 +54,7 @@ def replay_rtl(vectors, fault: str = "none", waves=None, build_dir=None) -> dict
         try:
             for path in (Path(waves), Path(waves).with_suffix(".gtkw")):   # the waves and their save file
                 check_writable(path, [vectors / "manifest.json"], "--waves")
-            Path(waves).parent.mkdir(parents=True, exist_ok=True)
-        except (OutputError, OSError) as exc:
+        except OutputError as exc:
             raise RtlError(str(exc)) from None
     if fault not in FAULTS:
         raise RtlError(f"--fault {fault!r}: one of {', '.join(FAULTS)}")
@@ -63,6 +62,12 @@ def replay_rtl(vectors, fault: str = "none", waves=None, build_dir=None) -> dict
     if why:
         raise RtlError(why)
     from cocotb_tools.runner import get_runner
+
+    if waves is not None:
+        try:
+            Path(waves).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RtlError(f"--waves {waves}: its folder cannot be made ({exc.strerror or exc})") from None
 
     tmp = None
     if build_dir is None:

@@ -623,8 +623,34 @@ class Trace:
 
     @property
     def chip(self) -> Chip:
-        """The fully resolved chip description the run used."""
+        """The fully resolved chip description the run used (for a chip that
+        learns from a data file, checked without it: see data_chip)."""
         return self._chip
+
+    def data_chip(self, what: str) -> Chip:
+        """The chip, for `what` needs the task's data too (rebuilding the run, an
+        exact gradient): a chip that learns from a data file is checked with
+        that file, which must hold the data the run learned (the trace's
+        train_dataset); TraceError in one line otherwise."""
+        if self._chip.task.name != "file":
+            return self._chip
+        if getattr(self, "_data_chip", None) is None:
+            from .datafile import DataFileError
+            from .spec import ChipError, loads_chip
+            from .tasks import make_task
+
+            try:
+                chip = loads_chip(self.attrs["chip"], f"{self.path}:chip")
+                identity = make_task(chip.task.name, **chip.task_params()).train.identity
+            except (ChipError, DataFileError) as exc:
+                raise TraceError(f"{self.path}: {what} needs the data file the run learned from "
+                                 f"({getattr(exc, 'message', exc)})") from None
+            if identity != self.attrs["train_dataset"]:
+                raise TraceError(f"{self.path}: {what} needs the data file the run learned from, and "
+                                 f"{chip.task.path} holds other data now ({identity}; the run learned "
+                                 f"{self.attrs['train_dataset']}): run it where the run ran, or restore the file")
+            self._data_chip = chip
+        return self._data_chip
 
     def emulator(self):
         """A fresh Emulator of the recorded chip and seed, at cycle 0, with the same probes.
@@ -632,7 +658,7 @@ class Trace:
         from .engine import Emulator
         from .limits import ResourceError, check_chip_fits
 
-        chip = self.chip.replace({"trace.probes": []})
+        chip = self.data_chip("rebuilding its emulator").replace({"trace.probes": []})
         probes = json.loads(self.attrs["probes"])
         try:
             check_chip_fits(chip, probes=probes)

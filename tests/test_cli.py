@@ -140,17 +140,23 @@ def test_ctrl_c_saves_the_checkpoint_where_the_run_stopped_and_says_how_to_conti
     ck = tmp_path / "ck.npz"
     child = subprocess.Popen([sys.executable, "-m", "mgd_emu.cli", "run", "xor_8bit", "--cycles", "10000000000",
                               "--eval-every", "20000", "--checkpoint", str(ck), "--checkpoint-every", "100000000",
-                              "--quiet"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                              "--probe", "cost", "--trace", str(tmp_path / "t.h5"), "--no-plot", "--quiet"],
+                             cwd=ROOT, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not ck.exists() and time.time() < deadline:   # the first save: 1e8 cycles in
-        time.sleep(0.2)
-    time.sleep(1.0)
+    while time.time() < deadline:                        # running: well before the first periodic save (1e8 cycles)
+        time.sleep(0.3)
+        try:
+            if open_trace(tmp_path / "t.h5").cycles_completed > 0:
+                break
+        except Exception:
+            pass
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
     saved = load_checkpoint(ck).cycle
-    assert saved > 100_000_000 and saved % 20_000 == 0, saved          # where it stopped, not the last periodic save
-    assert f"the checkpoint {ck} holds cycle {saved:,} (`mgd-emu run --resume {ck} --cycles 10000000000`" in err
+    assert 0 < saved < 100_000_000 and saved % 20_000 == 0, saved     # where it stopped: no periodic save yet
+    assert (f"the checkpoint {ck} holds cycle {saved:,} (`mgd-emu run --resume {ck} --cycles 10000000000 "
+            f"--eval-every 20000 --checkpoint {ck}`") in err
 
 
 def test_a_checkpoint_path_that_is_the_trace_or_its_plot_or_a_resumed_checkpoint_is_refused(tmp_path):
@@ -192,9 +198,15 @@ def test_a_trace_of_a_data_file_chip_reads_from_anywhere_without_its_data(tmp_pa
     mgd("run", "xor_8bit", "--set", "task.name=file", "--set", "task.path=dd/xor.csv", "--set", "task.split=none",
         "--set", "network.layers=[2,2,2]", "--cycles", "2000", "--eval-every", "1000", "--probe", "cost",
         "--trace", "fd.h5", "--no-plot", "--quiet", cwd=tmp_path)   # the trace records the relative path
+    (tmp_path / "dd" / "xor.csv").write_text("x0,x1,label\n0,0,1\n0,1,1\n1,0,1\n1,1,0\n")   # other data
+    fails("export", "golden", "fd.h5", "-o", "g", cwd=tmp_path, words=[
+        "fd.h5: exporting golden vectors needs the data file the run learned from, and dd/xor.csv holds other data"])
     (tmp_path / "dd" / "xor.csv").unlink()
     assert "complete: 2,000 of 2,000 cycles" in mgd("inspect", tmp_path / "fd.h5").stdout
     mgd("export", "vcd", tmp_path / "fd.h5", "-o", tmp_path / "fd.vcd")
+    mgd("plot", tmp_path / "fd.h5", "-o", tmp_path / "fd.png")              # without its gradient panel
+    fails("export", "golden", tmp_path / "fd.h5", "-o", tmp_path / "g", words=["needs the data file", "no such file"])
+    assert not (tmp_path / "g").exists()
 
 def test_user_mistakes_get_one_clear_line(tmp_path):
     bad_toml = tmp_path / "bad.toml"

@@ -388,6 +388,8 @@ def test_the_log_log_panel_fits_one_slope_per_line_never_across_methods(tmp_path
     assert [name for name, _ in groups] == ["optimizer.learning_rate=0.05", "optimizer.learning_rate=0.1"]
     for k, (_, index) in enumerate(groups):             # each line: one learning rate, both sizes
         assert list(params[index]) == [9, 17] and index[0] == k
+    partial = np.stack([params[:, 0], params[:, 1], np.zeros(2, params.dtype)], axis=1)   # a width not run yet
+    assert [name for name, _ in _size_groups(ds, partial)] == [name for name, _ in groups]
 
 def test_a_heatmap_marks_points_not_run_yet_apart_from_failed_ones(tmp_path, monkeypatch):
     from mgd_emu.studies import plot as study_plot
@@ -860,6 +862,7 @@ def test_ctrl_c_while_the_local_cluster_starts_stops_once_it_has_started(tmp_pat
     script = tmp_path / "start.py"
     script.write_text(
         "import os, signal, threading, time\n"
+        "import dask.distributed   # imported before the timer: the signal must come while the cluster starts\n"
         "from mgd_emu.errors import Interrupted\n"
         "from mgd_emu.studies import local_cluster\n"
         "if __name__ == '__main__':   # the workers import this module too\n"
@@ -887,7 +890,8 @@ def test_ctrl_c_in_a_terminal_stops_a_local_cluster_study_cleanly(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
-    assert "interrupted by SIGINT" in err and err.rstrip().endswith("--workers 2 --resume` runs the rest")  # as typed
+    said = [line for line in err.splitlines() if "interrupted by SIGINT" in line]
+    assert len(said) == 1 and said[0].endswith("--workers 2 --resume` runs the rest"), err   # as typed
     finished = len(read_journal(out / JOURNAL)[1])
     assert 1 <= finished < 16
     partial = open_results(out / "results.nc")    # the runs so far, written on the way out

@@ -345,7 +345,7 @@ def _size_groups(ds, params) -> list[tuple[str, tuple]]:
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN slices
         sizes = [i for i in range(params.ndim) if params.shape[i] > 1
-                 and np.any(np.nanmax(known, axis=i) != np.nanmin(known, axis=i))]
+                 and np.any(np.nanmax(known, axis=i) > np.nanmin(known, axis=i))]   # NaN: False
     others = [i for i in range(params.ndim) if i not in sizes]
     groups = []
     for combo in np.ndindex(*(params.shape[i] for i in others)):

@@ -690,9 +690,9 @@ def local_cluster(workers: int | None = None, dashboard_port: int = DASHBOARD_PO
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=http,
                                    silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": "1"}, preload=preload)
     finally:
+        pressed = sentinel is not None and sentinel.stop()   # first: a Ctrl-C after this is the handler's
         if main:
             signal.signal(signal.SIGINT, previous)
-        pressed = sentinel is not None and sentinel.stop()
     if pressed:   # Ctrl-C while the cluster started: stop now, as it would have then
         cluster.close()
         from ..errors import Interrupted
@@ -705,25 +705,25 @@ class _CtrlCSentinel:
     """A small process in this one's process group that notes a SIGINT (the
     terminal sends Ctrl-C to the whole group) while this one ignores it."""
 
-    CODE = ("import os, signal, sys\n"
+    CODE = ("import os, signal\n"
             "signal.signal(signal.SIGINT, lambda *a: (os.write(1, b'I'), os._exit(0)))\n"
             "os.write(1, b'R')\n"
-            "sys.stdin.buffer.read()\n")
+            "while True:\n"
+            "    signal.pause()\n")
 
     def __init__(self):
         import subprocess
 
-        self.proc = subprocess.Popen([sys.executable, "-S", "-c", self.CODE], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-S", "-c", self.CODE], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.proc.stdout.read(1)   # b"R": its handler is set
 
     def stop(self) -> bool:
-        """End the sentinel; whether a SIGINT reached it."""
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        said = self.proc.stdout.read()
+        """End the sentinel; whether a SIGINT reached it. (Ended by a signal,
+        not by closing a pipe: workers forked from this process would hold
+        the pipe open.)"""
+        self.proc.terminate()
+        said = self.proc.stdout.read()   # its only writer is the sentinel itself
         self.proc.wait()
         return b"I" in said
 

@@ -52,6 +52,8 @@ def assert_registers_in_range(emu, names=None) -> None:
     """Every fixed-point register (or those in `names`) holds a value of its
     format: a whole number of LSBs, with a code in [min_code, max_code]."""
     regs, codes = emu.registers, emu.codes
+    if names is not None:   # a name, or any iterable of them (read once)
+        names = [names] if isinstance(names, str) else list(names)
     unknown = [n for n in (names or ()) if n not in regs]
     if unknown:
         import difflib
@@ -261,6 +263,8 @@ def frozen_chip(chip: Chip, steps: int, window: int | None = None) -> Chip:
     = window, a multiple of tau_p) to keep a narrow integrator in range. An
     analog integrator keeps its time constant tau_theta."""
     over = {"optimizer.learning_rate": 0.0, "timing.tau_x": HOLD}
+    if window is not None and window < 2:
+        raise ValueError("window must be >= 2 (a window of 1 clears before it can be read)")
     if chip.integrator.kind == "digital":
         tau_p = chip.timing.tau_p
         if window is not None and window % tau_p:
@@ -319,15 +323,13 @@ def gradient_estimate(chip: Chip, seed: int, steps: int, window: int | None = No
     correlations each) and summed. `rules`: user synapse rules
     (mgd_emu.rules.SynapseRules) to measure instead of the built-in ones."""
     Emulator = _emulator()
-    emu = Emulator(frozen_chip(chip, steps, window), seed, rules=rules)
+    emu = _build(Emulator, frozen_chip(chip, steps, window), seed, rules=rules)
     grad = gradient_vector(emu)
     if window is None:
         emu.run_steps(steps)
         return GradientEstimate(np.asarray(integrator_vector(emu), float),
                                 steps if chip.integrator.kind == "digital" else 1, grad,
                                 saturations=_integrator_events(emu))
-    if window < 2:
-        raise ValueError("window must be >= 2 (a window of 1 clears before it can be read)")
     if steps < window:
         raise ValueError(f"steps={steps} is less than one window of {window}")
     sums = []
@@ -440,7 +442,7 @@ def assert_probes_record_the_registers(chip: Chip, seed: int, probes, cycles: in
     (indexed) register as it was during that cycle, checked at up to `checks`
     sampled cycles per probe."""
     Emulator = _emulator()
-    probed = Emulator(chip, seed, probes=list(probes), rules=rules).run(cycles)
+    probed = _build(Emulator, chip, seed, probes=list(probes), rules=rules).run(cycles)
     plain = _build(Emulator, chip, seed, rules=rules).run(cycles)
     for name, value in plain.registers.items():
         if not np.array_equal(value, probed.registers[name], equal_nan=True):
