@@ -881,9 +881,9 @@ def cmd_study(args) -> int:
     # stopped by Ctrl-C log the workers they kill: the study says what happened in one line
     quieted = [logging.getLogger(name) for name in ("distributed.client", "distributed.nanny",
                                                     "distributed.worker", "distributed.core")]
-    levels = [log.level for log in quieted]
-    for log in quieted:
-        log.setLevel(logging.CRITICAL)
+    levels = [logger.level for logger in quieted]
+    for logger in quieted:
+        logger.setLevel(logging.CRITICAL)
     try:
         outcome = studies.run_study(study, out, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                                     workers=args.workers or None, serial=args.workers == 0,
@@ -902,8 +902,8 @@ def cmd_study(args) -> int:
               f"`{_resume_command(args)}` runs the rest", file=sys.stderr)
         return exit_status(exc)
     finally:
-        for log, level in zip(quieted, levels):
-            log.setLevel(level)
+        for logger, level in zip(quieted, levels):
+            logger.setLevel(level)
     paths = list(outcome.paths)
     if not args.no_plot and outcome.dataset.attrs["runs_ok"]:
         png = out / "results.png"
