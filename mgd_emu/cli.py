@@ -314,6 +314,7 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
         raise UserError(f"--probe: {exc}") from None
     emu.warm_up()
     startup = time.perf_counter() - t0
+    before = (emu.step, emu.st.syn.theta.copy())   # every parameter, to tell a run whose updates all vanished
     writer = TraceWriter(trace_path, emu, cycles, note=note, inputs=inputs) if trace_path else None
     bar = tqdm(total=cycles, unit="cycle", unit_scale=True, disable=quiet or None, file=sys.stderr,
                dynamic_ncols=True, leave=False, desc=chip.name)
@@ -382,11 +383,28 @@ def train(chip, seed: int, cycles: int, eval_every: int, until_accuracy: float |
         "cycles_per_s": (emu.cycle - (resumed_from or 0)) / wall if wall > 0 else None,
         "overflow_events": {k: list(v) for k, v in emu.events.items() if v != (0, 0)},
         "saturation_warning": saturation_warning(emu.events, chip, emu.cycle),
+        "frozen_warning": _frozen_warning(chip, before, emu),
         "data": {"train": emu.task.train.identity, "test": emu.task.test.identity},
         "trace": str(trace_path) if trace_path else None,
         "checkpoint": str(checkpoint) if checkpoint else None, "resumed_from_cycle": resumed_from,
         "history": history,
     }
+
+
+def _frozen_warning(chip, before, emu) -> str | None:
+    """One line when a run that had at least ten updates changed no weight and
+    no bias: every update rounded away (a bit-width what-if gone too far)."""
+    import numpy as np
+
+    step0, theta0 = before
+    updates = (emu.step - step0) // chip.timing.tau_theta
+    if updates < 10 or chip.optimizer.learning_rate == 0 or not np.array_equal(theta0, emu.st.syn.theta):
+        return None
+    f = chip.formats
+    return (f"no weight or bias changed in {updates:,} updates: every update rounded away (formats.weight "
+            f"{f.weight.describe()}, formats.integrator {f.integrator.describe()}, learning rate "
+            f"{chip.optimizer.learning_rate:g}); give the formats more fraction bits or stochastic rounding "
+            f"(see docs/scaling.md, widening an 8-bit chip)")
 
 
 def _print_summary(s: dict, out=sys.stdout) -> None:
@@ -412,6 +430,8 @@ def _print_summary(s: dict, out=sys.stdout) -> None:
                                          for k, (a, b) in s["overflow_events"].items()))
     if s.get("saturation_warning"):
         p(f"warning         {s['saturation_warning']}")
+    if s.get("frozen_warning"):
+        p(f"warning         {s['frozen_warning']}")
     if s.get("data") and s["data"]["train"].startswith("file "):
         p(f"data            {s['data']['train']}")
     for key, label in (("trace", "trace"), ("plot", "plot"), ("twin_report", "twin")):

@@ -77,6 +77,16 @@ def test_run_trains_stops_at_the_target_and_reports_as_json(tmp_path):
     assert s["cycles_per_s"] > 0 and out.stderr == ""
 
 
+
+def test_a_run_whose_updates_all_round_away_says_so():
+    frozen = json.loads(mgd("run", "xor_8bit", "--set", "formats.integrator.frac_bits=0", "--cycles", "5000",
+                            "--eval-every", "5000", "--json", "--quiet").stdout)
+    assert frozen["frozen_warning"].startswith("no weight or bias changed in 5,000 updates: every update rounded "
+                                               "away (formats.weight s2.5 stochastic saturate, formats.integrator "
+                                               "s4.0 nearest-even saturate")
+    plain = json.loads(mgd("run", "xor_8bit", "--cycles", "5000", "--eval-every", "5000", "--json", "--quiet").stdout)
+    assert plain["frozen_warning"] is None
+
 def test_run_with_probes_writes_a_trace_that_inspect_summarises(tmp_path):
     trace = tmp_path / "run.h5"
     out = mgd("run", "xor_8bit", "--cycles", "20000", "--eval-every", "5000", "--trace", trace, "--no-plot",
