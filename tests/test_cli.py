@@ -23,6 +23,18 @@ def mgd(*args, cwd=ROOT, ok=True):
     return out
 
 
+def wait_until_traced(trace, within: float = 120) -> None:
+    """Until the run writing `trace` has flushed its first cycles (or `within` seconds)."""
+    deadline = time.time() + within
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            if open_trace(trace).cycles_completed > 0:
+                return
+        except Exception:   # not there yet, or being created
+            pass
+
+
 def fails(*args, words=(), cwd=ROOT):
     """A user mistake: exit status 2, exactly one line `mgd-emu: error: ...`
     on stderr naming it, nothing on stdout, no traceback."""
@@ -108,15 +120,7 @@ def test_ctrl_c_stops_a_run_and_leaves_an_incomplete_trace(tmp_path):
     child = subprocess.Popen([sys.executable, "-m", "mgd_emu.cli", "run", "xor_8bit", "--cycles", "10000000000",
                               "--eval-every", "20000", "--trace", str(trace), "--probe", "cost", "--quiet"],
                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.5)
-        if trace.exists():
-            try:
-                if open_trace(trace).cycles_completed > 0:
-                    break
-            except Exception:
-                pass
+    wait_until_traced(trace)
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
@@ -134,10 +138,7 @@ def test_a_second_signal_while_a_stopped_run_exits_changes_neither_its_message_n
     child = subprocess.Popen([sys.executable, "-m", "mgd_emu.cli", "run", "xor_8bit", "--cycles", "10000000000",
                               "--trace", str(trace), "--probe", "cost", "--no-plot", "--quiet"],
                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not trace.exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
+    wait_until_traced(trace)
     child.send_signal(signal.SIGTERM)
     time.sleep(0.1)                      # as a batch system that escalates: the run is exiting by now
     child.send_signal(signal.SIGINT)
@@ -152,14 +153,7 @@ def test_ctrl_c_saves_the_checkpoint_where_the_run_stopped_and_says_how_to_conti
                               "--eval-every", "20000", "--checkpoint", str(ck), "--checkpoint-every", "100000000",
                               "--probe", "cost", "--trace", str(tmp_path / "t.h5"), "--no-plot", "--quiet"],
                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:                        # running: well before the first periodic save (1e8 cycles)
-        time.sleep(0.3)
-        try:
-            if open_trace(tmp_path / "t.h5").cycles_completed > 0:
-                break
-        except Exception:
-            pass
+    wait_until_traced(tmp_path / "t.h5")                 # running: well before the first periodic save (1e8 cycles)
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
