@@ -967,7 +967,7 @@ def _short_label(study, point) -> str:
     characters (a zip group of format tables, say)."""
     from .studies.plot import point_label, value_labels
 
-    return ", ".join(point_label(dim.name, value_labels(dim.name, dim.values)[i])
+    return ", ".join(point_label(dim.name, value_labels(dim.name, dim.keys, dim.values)[i])
                      for dim, i in zip(study.dimensions, point.index)) or "base chip"
 
 
@@ -1003,7 +1003,7 @@ def _print_study(study, outcome, s, paths, failures, max_rows=40) -> None:
             print(f"{dim.name:<15} [zip.{dim.name}]: {' / '.join(dim.keys)}")
     from .studies.plot import value_labels
 
-    if any(value_labels(d.name, d.values)[0].startswith(f"{d.name}[") for d in study.dimensions):
+    if any(value_labels(d.name, d.keys, d.values)[0].startswith(f"{d.name}[") for d in study.dimensions):
         print("NAME[i]: the i-th values of that grid key or [zip.NAME] group (the CSV has them in full)")
     if "saturation_warning" in ds:
         warned = int((ds["saturation_warning"].values != "").sum())

@@ -503,6 +503,16 @@ def test_the_summary_table_names_a_long_zip_group_by_its_index():
     assert _axis_name(ds, "number") == "number: formats.weight / formats.bias"
 
 
+
+def test_a_backprop_row_of_a_zip_group_shows_no_perturbation_keys():
+    from mgd_emu.cli import _short_label
+
+    study = loads_study(study_text(grid='"timing.tau_theta" = [1]', extra=(
+        '[zip.method]\ntrainer = ["mgd", "backprop"]\n"perturbation.mode" = ["node", "node"]\n'
+        '"optimizer.learning_rate" = [0.1, 3.0]')), "s.toml")
+    assert [_short_label(study, p) for p in study.points()] == [
+        "timing.tau_theta=1, method=mgd / node / 0.1", "timing.tau_theta=1, method=backprop / - / 3.0"]
+
 def test_cli_serial_study_writes_results_and_plot_and_json(tmp_path):
     path = write(tmp_path, study_text())
     r = run_cli("study", path, "-o", tmp_path / "o", "--workers", "0", "--json")

@@ -87,14 +87,17 @@ def grid_dimensions(ds) -> list[str]:
     return json.loads(ds.attrs["grid_dimensions"])
 
 
-def value_labels(name: str, values) -> list[str]:
-    """The labels of one grid dimension's values, as the plots, the summary
-    table and the scaling tables show them: each value (a zip group's values
-    joined by " / "), or NAME[i] for every one when any would run past
+def value_labels(name: str, keys, values) -> list[str]:
+    """The labels of one grid dimension's values, as the plots and the
+    summary table show them: each value (a zip group's values joined by
+    " / ", with "-" for the perturbation keys of a backprop row, which does
+    not perturb), or NAME[i] for every one when any would run past
     LONG_LABEL characters (a zip group of format tables, say)."""
     from ..spec import toml_literal
 
-    labels = [" / ".join(toml_literal(v) for v in row) for row in values]
+    trainer = list(keys).index("trainer") if "trainer" in keys else None
+    labels = [" / ".join("-" if trainer is not None and row[trainer] == "backprop" and k.startswith("perturbation.")
+                         else toml_literal(v) for k, v in zip(keys, row)) for row in values]
     if max(map(len, labels)) > LONG_LABEL:
         labels = [f"{name}[{i}]" for i in range(len(labels))]
     return labels
@@ -109,7 +112,7 @@ def _labels(ds, dim) -> tuple[list[str], np.ndarray | None]:
     """Tick labels of a grid dimension, and its numeric values when it has them."""
     study = json.loads(ds.attrs["study"])
     d = next(x for x in study["dimensions"] if x["name"] == dim)
-    labels = value_labels(dim, d["values"])
+    labels = value_labels(dim, d["keys"], d["values"])
     vals = None
     if len(d["keys"]) == 1 and all(isinstance(r[0], (int, float)) and not isinstance(r[0], bool) for r in d["values"]):
         vals = np.array([r[0] for r in d["values"]], dtype=float)
