@@ -473,6 +473,9 @@ def cmd_run(args) -> int:
     checkpoint = Path(args.checkpoint) if getattr(args, "checkpoint", None) else None
     if trace_path is not None:
         _check_output(trace_path, "--trace", inputs=inputs)
+        if resumed is not None and trace_path.exists():
+            raise UserError(f"--trace {trace_path}: exists (the trace of this run's first part, perhaps); a "
+                            f"resumed run writes a new trace from cycle {resumed.cycle:,}: give another file name")
         if not args.no_plot:  # the plot beside the trace: checked before the run, not after it
             png = _check_output(trace_path.with_suffix(".png"), "plot", inputs=[*inputs, trace_path])
     for other, what in ((trace_path, "the --trace path"), (png, "the trace's plot")):

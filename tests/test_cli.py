@@ -173,6 +173,8 @@ def test_a_checkpoint_path_that_is_the_trace_or_its_plot_or_a_resumed_checkpoint
     mgd("run", "xor_8bit", "--cycles", "2000", "--eval-every", "1000", "--probe", "cost", "--checkpoint", ck,
         "--trace", tmp_path / "first.h5", "--no-plot", "--quiet")
     fails("run", "--resume", ck, "--cycles", "4000", "--trace", ck, words=["is an input of this command"])
+    fails("run", "--resume", ck, "--cycles", "4000", "--trace", tmp_path / "first.h5",   # the first part's trace
+          words=["first.h5: exists", "a resumed run writes a new trace from cycle 2,000"])
     assert load_ok(ck)
 
 
