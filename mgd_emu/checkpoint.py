@@ -90,8 +90,9 @@ def validate_checkpoint(ckpt, where: str = "checkpoint") -> None:
     except (RecursionError, MemoryError, ValueError) as exc:
         raise _fail(where, f"its chip description cannot be read ({type(exc).__name__})") from None
     rules = ckpt.get("rules", {})
-    if not isinstance(rules, dict) or not all(k in ("correlator", "integrator", "updater") and isinstance(v, str)
-                                              for k, v in rules.items()):
+    from .rules import SIGNATURES
+
+    if not isinstance(rules, dict) or not all(k in SIGNATURES and isinstance(v, str) for k, v in rules.items()):
         raise _fail(where, "key 'rules' must map correlator / integrator / updater to the names of the run's rules")
     probes = ckpt.get("probes", [])
     if not isinstance(probes, (list, tuple)) or not all(isinstance(p, str) for p in probes):

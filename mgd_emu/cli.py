@@ -28,9 +28,9 @@ from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 from .errors import describe, exit_status, report, signal_name  # noqa: E402
-from .safe_io import OutputError, check_writable  # noqa: E402
+from .safe_io import OutputError, check_writable, same_file  # noqa: E402
 from .saturation import saturation_warning  # noqa: E402
-from .spec import HW_MODELS  # noqa: E402  (the shipped chips)
+from .spec import HW_MODELS, shipped_chip  # noqa: E402  (the shipped chips)
 
 if TYPE_CHECKING:  # spec is imported when a command needs it
     from .spec import Chip
@@ -90,8 +90,8 @@ def find_chip(name: str) -> Path:
     path = Path(name)
     if path.exists() or path.suffix == ".toml" and path.parent != Path("."):
         return path
-    shipped = HW_MODELS / (name if name.endswith(".toml") else name + ".toml")
-    if shipped.exists():
+    shipped = shipped_chip(name)
+    if shipped is not None:
         return shipped
     if "/" not in name and not name.endswith(".toml"):   # meant as a shipped chip's name
         import difflib
@@ -439,10 +439,6 @@ def _print_summary(s: dict, out=sys.stdout) -> None:
             p(f"{label:<16}{s[key]}")
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b) or (a.exists() and b.exists() and os.path.samefile(a, b))
-
-
 def _trace_target(args, chip, resumed=None):
     """Where the run's trace goes: --trace PATH; else, when anything is probed
     (--probe, the chip's [trace] section, the demo, or the probes a --resume
@@ -479,7 +475,7 @@ def cmd_run(args) -> int:
         if not args.no_plot:  # the plot beside the trace: checked before the run, not after it
             png = _check_output(trace_path.with_suffix(".png"), "plot", inputs=[*inputs, trace_path])
     for other, what in ((trace_path, "the --trace path"), (png, "the trace's plot")):
-        if checkpoint is not None and other is not None and _same_file(checkpoint, other):
+        if checkpoint is not None and other is not None and same_file(checkpoint, other):
             raise UserError(f"--checkpoint {checkpoint}: is also {what} ({other}); one would replace the "
                             f"other: give the checkpoint another file name")
     if trace_path is not None and args.trace is None and not (args.quiet or args.json):

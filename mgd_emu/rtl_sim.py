@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .fixedpoint import OVERFLOWS, ROUNDINGS
 from .rtl import FAULTS, RtlError
 
 RTL_DIR = Path(__file__).resolve().parents[1] / "rtl"
@@ -226,13 +227,13 @@ def fault_does_nothing(vectors, fault: str) -> str | None:
     formats lack what the fault breaks), or None when it can."""
     p = json.loads((Path(vectors) / "manifest.json").read_text())["parameters"]
     regs = ["TH", "G"] + (["V"] if p.get("MOMENTUM") else [])
-    rounding = {p.get(f"R_{r}") for r in regs}   # ROUNDINGS: 0 truncate, 1 nearest-even, 2 stochastic
-    overflow = {p.get(f"O_{r}") for r in regs}   # OVERFLOWS: 0 saturate, 1 wrap
-    if fault == "round-half-up" and 1 not in rounding:
+    rounding = {ROUNDINGS[p[f"R_{r}"]] for r in regs}   # the header's modes are indices into these
+    overflow = {OVERFLOWS[p[f"O_{r}"]] for r in regs}
+    if fault == "round-half-up" and "nearest-even" not in rounding:
         return "no register of this synapse rounds to nearest-even"
-    if fault == "saturate-off-by-one" and 0 not in overflow:
+    if fault == "saturate-off-by-one" and "saturate" not in overflow:
         return "every register of this synapse wraps around"
-    if fault == "stochastic-uses-state" and 2 not in rounding:
+    if fault == "stochastic-uses-state" and "stochastic" not in rounding:
         return "no register of this synapse rounds stochastically"
     return None
 

@@ -46,6 +46,11 @@ def _key(path: Path):
         return ("path", os.path.abspath(os.path.realpath(path)))
 
 
+def same_file(a, b) -> bool:
+    """Whether two paths name one file: the same path, or the same file through a link."""
+    return _key(Path(a)) == _key(Path(b)) or os.path.realpath(a) == os.path.realpath(b)
+
+
 def refuse_inputs(out, inputs, option: str = "-o") -> None:
     """OutputError if `out` is one of `inputs` (same path, same file through a
     link, or a folder output that holds an input as a file it would write)."""
@@ -54,7 +59,7 @@ def refuse_inputs(out, inputs, option: str = "-o") -> None:
         if given is None:
             continue
         given = Path(given)
-        if _key(out) == _key(given) or os.path.realpath(out) == os.path.realpath(given):
+        if same_file(out, given):
             raise OutputError(f"{option} {out}: is an input of this command ({given}); "
                               "it would be overwritten: give another path")
 

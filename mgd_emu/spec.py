@@ -311,6 +311,13 @@ class Chip:
 HW_MODELS = Path(__file__).resolve().parent.parent / "hw_models"   # the shipped chips
 
 
+def shipped_chip(name) -> Path | None:
+    """The shipped chip file of that name ("xor_8bit" or "xor_8bit.toml"), or None."""
+    text = str(name)
+    path = HW_MODELS / (text if text.endswith(".toml") else text + ".toml")
+    return path if path.is_file() else None
+
+
 def load_chip(path, overrides: Mapping[str, Any] | None = None) -> Chip:
     """Load, override and validate a chip description file (or a shipped
     chip by its name, such as "xor_8bit", where no such file is here).
@@ -323,8 +330,8 @@ def load_chip(path, overrides: Mapping[str, Any] | None = None) -> Chip:
     file has without the overrides is the file's.
     """
     path = Path(path)
-    if not path.exists() and not path.suffix and path.parent == Path(".") and (HW_MODELS / f"{path}.toml").exists():
-        path = HW_MODELS / f"{path}.toml"
+    if not path.exists() and path.parent == Path(".") and shipped_chip(path) is not None:
+        path = shipped_chip(path)
     source = str(path)
     text = read_chip_text(path, source)
     raw = parse_toml(text, source)

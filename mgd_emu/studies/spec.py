@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import spec as chip_spec
-from ..spec import (FORMAT_CLASSES, FORMAT_KEYS, HW_MODELS, SCHEMA, Chip, ChipError, load_chip, parse_override,
+from ..spec import (FORMAT_CLASSES, FORMAT_KEYS, SCHEMA, Chip, ChipError, load_chip, parse_override,
                     toml_literal)
 
 # Study keys that may sit in [grid] or a [zip] group beside chip keys, but are
@@ -355,8 +355,9 @@ def _number(v) -> bool:
 def _find_chip(name: str, base: Path | None) -> Path:
     p = Path(name)
     candidates = [p] if p.is_absolute() else [*( [base / p] if base is not None else []), p]
-    stem = name if name.endswith(".toml") else name + ".toml"
-    candidates.append(HW_MODELS / stem)
+    shipped = chip_spec.shipped_chip(name)
+    if shipped is not None:
+        candidates.append(shipped)
     for c in candidates:
         if c.is_file():
             return c
