@@ -540,6 +540,7 @@ class Trace:
         self.attrs = c.attrs
         self.cut = c.cut
         self._chip = c.chip
+        self._data_chip = None   # the chip checked with its data file, once asked for (data_chip)
         self._signals = {name: Signal(self, info) for name, info in c.signals.items()}
         with self._open() as f:
             ev, evl = f["events"], f["evaluation"]
@@ -634,7 +635,7 @@ class Trace:
         train_dataset); TraceError in one line otherwise."""
         if self._chip.task.name != "file":
             return self._chip
-        if getattr(self, "_data_chip", None) is None:
+        if self._data_chip is None:
             from .datafile import DataFileError
             from .spec import ChipError, loads_chip
             from .tasks import make_task
