@@ -8,16 +8,19 @@ rounding from the synapse's own xorshift64* generator, saturate), G clears.
 
 * `float64 row`: the engine's own row (`synapse.node_synapse_row`, the one
   the cycle kernel runs) on float64 registers, its rounding modes constants
-  as in the cycle kernel;
+  as in the cycle kernel; timed as the engine runs a chip that updates every
+  cycle (G holds 0 at the cycle's start, so it is neither read nor written:
+  `Config.g_clear`);
 * `integer row`: the same arithmetic on integer codes (theta int8, G int16,
   activation codes uint8, the same uint64 generators), quantisation as
-  shifts, rounding and saturation as selects, on int64 lanes;
+  shifts, rounding and saturation as selects, on int64 lanes; timed with G
+  skipped as well;
 * `generator only`: each synapse's xorshift64* stepped and its top bits
   compared with a code: the least the chip's stochastic weight rounding
   costs.
 
 It checks that the integer row gives the float64 row's bits (exit status 1
-if not): two cycles that only integrate, with e_j over the chip's range (G
+if not), both reading and writing G: two cycles that only integrate, with e_j over the chip's range (G
 saturates) and rounding ties, then an update, comparing G, the weights, the
 generators and the saturation counts; and the weights and generators again
 after the timed cycles. It prints ns per synapse, the rows timed in
@@ -50,7 +53,7 @@ T_SHIFT = FL + FG - FW            # eta G has FL + FG; theta has FW
 
 
 @njit(boundscheck=False)
-def float_layer(n_cycles, update, ej, a, eta, theta, G, sr_theta, sr_g, fmts):
+def float_layer(n_cycles, update, g_clear, ej, a, eta, theta, G, sr_theta, sr_g, fmts):
     # the rounding modes as constants, as the cycle kernel has them (chipmap.Variant.roundings)
     fc_w = with_rounding(format_constants(fmts[L.F_WEIGHT]), ROUND_STOCHASTIC)
     fc_g = with_rounding(format_constants(fmts[L.F_INTEGRATOR]), ROUND_NEAREST_EVEN)
@@ -59,20 +62,25 @@ def float_layer(n_cycles, update, ej, a, eta, theta, G, sr_theta, sr_g, fmts):
         for j in range(FAN_OUT):
             r = j * FAN_IN
             th, g, srt, srg = theta[r:r + FAN_IN], G[r:r + FAN_IN], sr_theta[r:r + FAN_IN], sr_g[r:r + FAN_IN]
-            if update:   # a constant in each copy of the row, as node_neuron_synapses calls it
-                n_g, n_p = node_synapse_row(FAN_IN, ej[j], a, True, True, eta, th, g, srt, srg, fc_w, fc_g,
-                                            True, False)
+            # constants in each copy of the row, as node_neuron_synapses calls it
+            if update and g_clear:
+                n_g, n_p = node_synapse_row(FAN_IN, ej[j], a, True, True, True, eta, th, g, srt, srg, fc_w,
+                                            fc_g, True, False)
+            elif update:
+                n_g, n_p = node_synapse_row(FAN_IN, ej[j], a, True, True, False, eta, th, g, srt, srg, fc_w,
+                                            fc_g, True, False)
             else:
-                n_g, n_p = node_synapse_row(FAN_IN, ej[j], a, True, False, eta, th, g, srt, srg, fc_w, fc_g,
-                                            True, False)
+                n_g, n_p = node_synapse_row(FAN_IN, ej[j], a, True, False, False, eta, th, g, srt, srg, fc_w,
+                                            fc_g, True, False)
             saturations += n_g + n_p
     return saturations
 
 
 @njit(boundscheck=False, inline="always")
-def integer_row(update, ej, a, eta, theta, G, sr_theta):
+def integer_row(update, g_clear, ej, a, eta, theta, G, sr_theta):
     """G <- sat(rne(G + e_j a_k)); on an update, theta <- sat(sto(theta -
     eta G)) and G <- 0; on codes (int64 arithmetic: e_j a_k reaches 2^38).
+    g_clear: G holds 0 (neither read nor written), as in the engine's row.
     Returns the saturations."""
     half = np.int64(1) << (G_SHIFT - 1)
     g_mask = (np.int64(1) << G_SHIFT) - 1
@@ -81,7 +89,7 @@ def integer_row(update, ej, a, eta, theta, G, sr_theta):
     for k in range(np.uint64(0), np.uint64(FAN_IN)):
         e = ej * np.int64(a[k])
         low = e & g_mask          # G is a whole code: the dropped bits are e's
-        q = np.int64(G[k]) + (e >> G_SHIFT)
+        q = (np.int64(0) if g_clear else np.int64(G[k])) + (e >> G_SHIFT)
         q = q + np.int64((low > half) | ((low == half) & ((q & 1) == 1)))
         sat_g = (q < -32768) | (q > 32767)
         q = min(max(q, -32768), 32767)
@@ -95,22 +103,25 @@ def integer_row(update, ej, a, eta, theta, G, sr_theta):
         t = (y >> T_SHIFT) + np.int64(u < (y & t_mask))
         sat_t = (t < -128) | (t > 127)
         theta[k] = np.int8(min(max(t, -128), 127))
-        G[k] = 0
+        if not g_clear:
+            G[k] = 0
         saturations += np.int64(sat_g) + np.int64(sat_t)
     return saturations
 
 
 @njit(boundscheck=False)
-def integer_layer(n_cycles, update, ej, a, eta, theta, G, sr_theta):
+def integer_layer(n_cycles, update, g_clear, ej, a, eta, theta, G, sr_theta):
     saturations = 0
     for _ in range(n_cycles):
         for j in range(FAN_OUT):
             r = j * FAN_IN
             th, g, srt = theta[r:r + FAN_IN], G[r:r + FAN_IN], sr_theta[r:r + FAN_IN]
-            if update:
-                saturations += integer_row(True, ej[j], a, eta, th, g, srt)
+            if update and g_clear:
+                saturations += integer_row(True, True, ej[j], a, eta, th, g, srt)
+            elif update:
+                saturations += integer_row(True, False, ej[j], a, eta, th, g, srt)
             else:
-                saturations += integer_row(False, ej[j], a, eta, th, g, srt)
+                saturations += integer_row(False, False, ej[j], a, eta, th, g, srt)
     return saturations
 
 
@@ -151,8 +162,8 @@ def main() -> int:
     # that updates; G, the weights, the generators and the saturation counts compared.
     same = True
     for update in (False, False, True):
-        sat_f = float_layer(1, update, *f_args)
-        sat_i = integer_layer(1, update, *i_args)
+        sat_f = float_layer(1, update, False, *f_args)
+        sat_i = integer_layer(1, update, False, *i_args)
         same &= (sat_f == sat_i and np.array_equal(f_args[4], i_args[4] * 2.0 ** -FG)
                  and np.array_equal(f_args[3], i_args[3] * 2.0 ** -FW)
                  and np.array_equal(f_args[5], i_args[5]))
@@ -160,8 +171,9 @@ def main() -> int:
                                      == 1 << (G_SHIFT - 1)))
 
     g_args = (sr0.copy(), theta0.copy())
-    rows = (("float64 row", lambda c: float_layer(c, True, *f_args)),
-            ("integer row", lambda c: integer_layer(c, True, *i_args)),
+    # timed as the engine runs such a chip: G holds 0 (Config.g_clear)
+    rows = (("float64 row", lambda c: float_layer(c, True, True, *f_args)),
+            ("integer row", lambda c: integer_layer(c, True, True, *i_args)),
             ("generator only", lambda c: generator_only(c, *g_args)))
     for _, fn in rows:
         fn(1)

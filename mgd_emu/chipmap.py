@@ -103,7 +103,7 @@ Config = namedtuple("Config", [
     "n_layers", "n_out", "tau_x", "tau_p", "tau_theta", "walsh_n", "ring", "bcast_delay",
     # run-time choices
     "mux", "baseline", "integrator", "optimizer", "cost_fn", "presynaptic", "hidden_act", "output_act",
-    "threads",
+    "threads", "g_clear",
     # constants, as their registers hold them
     "amplitude", "kappa", "eta", "gamma", "beta", "lam", "highpass", "change_limit",
     # noise
@@ -224,6 +224,15 @@ def variant_of(chip: Chip, parallel: bool | None = None, rules: SynapseRules = S
                    fast=fast, parallel=threads, rules=rules, roundings=fast_roundings(chip) if fast else ())
 
 
+def clears_every_cycle(chip: Chip) -> bool:
+    """Whether every cycle ends with an update edge that clears the
+    integrators (a digital integrator, tau_theta = 1, no baseline slots), so
+    that G holds 0 at every cycle's start (Config.g_clear): node-mode
+    synapses then neither read nor write it."""
+    return (chip.integrator.kind == "digital" and chip.timing.tau_theta == 1
+            and chip.cost.baseline != "remeasure")
+
+
 def config_of(chip: Chip, amplitude: float, walsh_n: int) -> Config:
     """Run-time scalars; every constant as its register holds it."""
     f, timing, opt, cost = chip.formats, chip.timing, chip.optimizer, chip.cost
@@ -240,7 +249,7 @@ def config_of(chip: Chip, amplitude: float, walsh_n: int) -> Config:
         integrator=INTEGRATORS[chip.integrator.kind], optimizer=OPTIMIZERS[opt.kind],
         cost_fn=COST_FUNCTIONS[cost.function], presynaptic=PRESYNAPTIC[chip.perturbation.presynaptic],
         hidden_act=ACTIVATIONS[chip.network.activation], output_act=ACTIVATIONS[chip.network.output_activation],
-        threads=False,
+        threads=False, g_clear=clears_every_cycle(chip),
         amplitude=float(amplitude),
         kappa=quantize_const(spec_mod.correlator_gain(chip, amplitude), f.correlator_gain),
         eta=quantize_const(eta, lr), gamma=quantize_const(opt.momentum, lr),

@@ -395,7 +395,8 @@ def replay(manifest: dict, stimulus: dict, chip) -> dict:
             arrays[reg_name][i] = np.uint64(int(state, 16))
         out = np.zeros((n, 3))
         st = st._replace(syn=syn, gen=st.gen._replace(pert=np.zeros_like(st.gen.pert)), mon=events,
-                         cfg=st.cfg._replace(weight_sigma=0.0))
+                         # a stimulus need not clear G every cycle, as such a chip does
+                         cfg=st.cfg._replace(weight_sigma=0.0, g_clear=False))
         stim = (np.ascontiguousarray(val["broadcast"][:, 0]), bit["broadcast_valid"],
                 np.ascontiguousarray(val["perturbation"][:, 0]), np.ascontiguousarray(pre), bit["gate"],
                 bit["update_edge"], bit["measure"])

@@ -121,6 +121,9 @@ def test_branch_free_synapse_rows_give_the_bits_of_the_general_path(variant):
     general = Emulator(c, seed=5)
     assert fast.variant.fast
     general.variant = dataclasses.replace(general.variant, fast=False, roundings=())
+    # tau_theta = 1: the fast rows neither read nor write G (0 at every cycle's start); the general
+    # path does both
+    assert fast.st.cfg.g_clear == (c.timing.tau_theta == 1)
     fast.run(600)
     general.run(600)
     same_registers(fast, general)

@@ -11,6 +11,7 @@ from vcd.reader import TokenKind, tokenize
 
 from mgd_emu import load_chip
 from mgd_emu import export
+from mgd_emu.chipmap import clears_every_cycle
 from mgd_emu.cli import main as cli_main
 from mgd_emu.engine import Emulator
 from mgd_emu.trace import TraceError, TraceWriter, open_trace
@@ -271,6 +272,25 @@ def test_synapse_golden_vectors_replay_bit_for_bit_through_its_kernel(golden_tra
     got = export.replay(m, stim, t.chip)
     for key in resp:
         assert np.array_equal(got[key], resp[key]), key
+
+
+def test_a_replay_integrates_across_cycles_even_for_a_chip_that_clears_its_integrators_every_cycle(
+        golden_traces, tmp_path):
+    """xor_pipelined updates every cycle, so its engine skips G's reads and
+    writes (G is 0 at every cycle's start); a stimulus without update edges
+    must still integrate: the replay answers as a chip that does not clear."""
+    t = golden_traces["pipelined"]
+    assert t.chip.timing.tau_theta == 1 and clears_every_cycle(t.chip)
+    export.write_golden(t, tmp_path / "g", block="synapse:layer0.weight[0,1]", start=200, stop=400)
+    m, stim, resp = load_golden(tmp_path / "g")
+    stim["update_edge"][::3, 0] = 0     # edges on two cycles of three: G holds between
+    got = export.replay(m, stim, t.chip)
+    assert np.any(got["integrator"] != 0)
+    keeps_g = t.chip.replace({"timing.tau_theta": 2})
+    assert not clears_every_cycle(keeps_g)
+    want = export.replay(m, stim, keeps_g)
+    for key in resp:
+        assert np.array_equal(got[key], want[key]), key
 
 
 def test_node_mode_synapse_vectors_carry_the_presynaptic_activity_and_replay(tmp_path):

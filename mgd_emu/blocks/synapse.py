@@ -95,7 +95,7 @@ def descend(theta, step, eta):
 
 @njit(cache=True, _nrt=False, inline="always")
 def integrate_and_update_fast(k, e, valid, update_edge, eta, theta, G, sr_theta, sr_g,
-                              fc_p, fc_g, sto_p, sto_g):
+                              fc_p, fc_g, sto_p, sto_g, g_clear=False):
     """integrate_and_update of synapse k for the common chip, without a
     branch, so that loops over synapses vectorise: a digital integrator, the
     plain updater, no update noise, formats that saturate (or float).
@@ -103,12 +103,15 @@ def integrate_and_update_fast(k, e, valid, update_edge, eta, theta, G, sr_theta,
     G_k <- q_G(G_k + e) when valid; at an update edge theta_k <-
     q_p(theta_k - eta * G_k) and G_k <- 0. sto_p, sto_g: the formats round
     stochastically (a generator steps only when its register is written).
-    Returns (G saturated, theta saturated) as 0/1.
+    g_clear (a constant, with update_edge): G_k is known to hold 0, as on a
+    chip that clears its integrators every cycle (Config.g_clear), so G is
+    neither read nor written. Returns (G saturated, theta saturated) as 0/1.
     """
+    g_now = 0.0 if g_clear else G[k]
     state, rnd = xorshift64star_next(sr_g[k])
     sr_g[k] = state if (sto_g and valid) else sr_g[k]
-    g, sat = quantize_sat_fc(G[k] + e, fc_g, rnd)
-    g = g if valid else G[k]
+    g, sat = quantize_sat_fc(g_now + e, fc_g, rnd)
+    g = g if valid else g_now
     sat_g = 1 if (sat and valid) else 0
     if not update_edge:
         G[k] = g
@@ -117,7 +120,8 @@ def integrate_and_update_fast(k, e, valid, update_edge, eta, theta, G, sr_theta,
     sr_theta[k] = state if sto_p else sr_theta[k]
     t, sat = quantize_sat_fc(theta[k] - eta * g, fc_p, rnd)
     theta[k] = t
-    G[k] = 0.0
+    if not g_clear:
+        G[k] = 0.0
     return sat_g, 1 if sat else 0
 
 
@@ -156,7 +160,7 @@ def fast_formats(fmts, roundings):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def node_synapse_row(n, ej, a, valid, update_edge, eta, theta, G, sr_theta, sr_g,
+def node_synapse_row(n, ej, a, valid, update_edge, g_clear, eta, theta, G, sr_theta, sr_g,
                      fc_p, fc_g, sto_p, sto_g):
     """The n synapses of one neuron in node mode, e_k = e_j * a_k, by
     integrate_and_update_fast on views of their registers. Returns the
@@ -165,7 +169,7 @@ def node_synapse_row(n, ej, a, valid, update_edge, eta, theta, G, sr_theta, sr_g
     n_p = 0
     for k in range(n):
         s_g, s_p = integrate_and_update_fast(k, ej * a[k], valid, update_edge, eta, theta, G,
-                                             sr_theta, sr_g, fc_p, fc_g, sto_p, sto_g)
+                                             sr_theta, sr_g, fc_p, fc_g, sto_p, sto_g, g_clear)
         n_g += s_g
         n_p += s_p
     return n_g, n_p
@@ -186,11 +190,15 @@ def node_neuron_synapses(syn, j, layer, lay, slots, pert, a_d, w, cfg, fc_w, fc_
     th, g = syn.theta[row:row + fan_in], syn.G[row:row + fan_in]
     srt, srg = syn.sr_theta[row:row + fan_in], syn.sr_g[row:row + fan_in]
     sto_w, sto_b, sto_g = stochastic(fc_w), stochastic(fc_b), stochastic(fc_g)
-    if update_edge:
-        wg, wp = node_synapse_row(fan_in, ej, a_d, valid, True, eta, th, g, srt, srg,
+    # One copy of the row per case, each with its branches resolved.
+    if update_edge and cfg.g_clear:
+        wg, wp = node_synapse_row(fan_in, ej, a_d, valid, True, True, eta, th, g, srt, srg,
+                                  fc_w, fc_g, sto_w, sto_g)
+    elif update_edge:
+        wg, wp = node_synapse_row(fan_in, ej, a_d, valid, True, False, eta, th, g, srt, srg,
                                   fc_w, fc_g, sto_w, sto_g)
     else:
-        wg, wp = node_synapse_row(fan_in, ej, a_d, valid, False, eta, th, g, srt, srg,
+        wg, wp = node_synapse_row(fan_in, ej, a_d, valid, False, False, eta, th, g, srt, srg,
                                   fc_w, fc_g, sto_w, sto_g)
     bg = 0
     bp = 0
@@ -262,10 +270,12 @@ def parallel_node_synapses(roundings):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def weight_synapse_row(syn, lo, hi, slots, pert, w, cfg, fc_p, fc_g, sto_p, sto_g):
+def weight_synapse_row(syn, lo, hi, slots, pert, w, cfg, fc_p, fc_g, sto_p, sto_g, g_clear):
     """Synapses lo..hi-1 in weight mode: e_i = C~ p_i(n - d) kappa, and
     integrate_and_update_fast; then this cycle's gated perturbations enter
-    the delay line. Returns the saturations of (G, theta).
+    the delay line. g_clear (a constant): an update edge that finds G at 0
+    (Config.g_clear), so G is neither read nor written. Returns the
+    saturations of (G, theta).
 
     Written so that the loops vectorise: p_i(n - d) comes from one source
     row (the perturbations themselves, gated, when d == 0; else the delay
@@ -274,14 +284,15 @@ def weight_synapse_row(syn, lo, hi, slots, pert, w, cfg, fc_p, fc_g, sto_p, sto_
     indices are unsigned (a signed index checks for wrap-around)."""
     d, now, then = slots
     src, scale = (pert, w.gate) if d == 0 else (syn.p_ring[then], 1.0)
-    coef, valid, update_edge, eta = w.bcast, w.valid, w.update_edge, cfg.eta
+    coef, valid, eta = w.bcast, w.valid, cfg.eta
+    update_edge = True if g_clear else w.update_edge
     kappa = cfg.kappa
     n_g = 0
     n_p = 0
     for i in range(np.uint64(lo), np.uint64(hi)):
         s_g, s_p = integrate_and_update_fast(i, coef * (src[i] * scale) * kappa, valid, update_edge,
                                              eta, syn.theta, syn.G, syn.sr_theta, syn.sr_g,
-                                             fc_p, fc_g, sto_p, sto_g)
+                                             fc_p, fc_g, sto_p, sto_g, g_clear)
         n_g += s_g
         n_p += s_p
     if syn.p_ring.shape[0] > 0:
@@ -305,8 +316,12 @@ def weight_synapses_fast(syn, layer, lay, slots, pert, w, cfg, fmts, roundings, 
     for biases in (False, True):
         lo, hi = (w_off + n_weights, w_off + n_par) if biases else (w_off, w_off + n_weights)
         fc_p = fc_b if biases else fc_w
-        n_g, n_p = weight_synapse_row(syn, lo, hi, slots, pert, w, cfg, fc_p, fc_g, stochastic(fc_p),
-                                      stochastic(fc_g))
+        if cfg.g_clear and w.update_edge:
+            n_g, n_p = weight_synapse_row(syn, lo, hi, slots, pert, w, cfg, fc_p, fc_g, stochastic(fc_p),
+                                          stochastic(fc_g), True)
+        else:
+            n_g, n_p = weight_synapse_row(syn, lo, hi, slots, pert, w, cfg, fc_p, fc_g, stochastic(fc_p),
+                                          stochastic(fc_g), False)
         if biases:
             bg, bp = n_g, n_p
         else:
