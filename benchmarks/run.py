@@ -40,7 +40,6 @@ from mgd_emu.reference import Reference  # noqa: E402
 from mgd_emu.tasks import make_task  # noqa: E402
 from mgd_emu.trace import TraceWriter  # noqa: E402
 from speed_of_light import SpeedOfLight, SpeedOfLightV1, vector_instructions  # noqa: E402
-import speed_of_light  # noqa: E402
 from mgd_emu.blocks.register import Monitor  # noqa: E402
 from mgd_emu.cycle import forward_dataset  # noqa: E402
 from mgd_emu.evaluate import forward_blocked  # noqa: E402
@@ -602,9 +601,7 @@ def bench_vector(rep: Report):
                         r.append(n * sol.n_params / (time.perf_counter() - t))
                 kind = "int" if fixed else "float"
                 if kind not in counts:
-                    k_on, k_off = ((speed_of_light.sol_int_serial, speed_of_light.sol_int_novec) if fixed else
-                                   (speed_of_light.sol_float_serial, speed_of_light.sol_float_novec))
-                    counts[kind] = (vector_instructions(k_on), vector_instructions(k_off))
+                    counts[kind] = (vector_instructions(on.kernel), vector_instructions(off.kernel))
                 m_on, m_off = statistics.median(r_on), statistics.median(r_off)
                 rows.append(("-".join(map(str, sizes)), kind, mode, on.n_params, m_on, m_off, m_on / m_off,
                              counts[kind][0], counts[kind][1]))

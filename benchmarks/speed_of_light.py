@@ -42,12 +42,15 @@ row loop, so the row loops vectorise (benchmarks/README.md shows it: the
 same kernels compiled with LLVM's vectorisers off, and the vector
 instructions in their assembly).
 
-`SpeedOfLight(..., stochastic=True)` (kernels `sol_int_sr_serial`,
-`sol_int_sr_parallel`) adds what the
+`SpeedOfLight(..., stochastic=True)` adds what the
 emulated 8-bit chips also must do: their weights round stochastically on
 every update, each from its own xorshift64* generator, so every update steps
 one 64-bit generator per weight and rounds by its top bits. Benchmarks
 report the emulator against both (`SoL` and `SoL+sr`).
+
+With tau_theta = 1 every cycle updates, so the integrators hold 0 between
+cycles: the kernels are then compiled not to read or write them (as the
+emulator's synapse rows do on such a chip).
 
 The previous, float64 kernel with branches in its inner loops is kept as
 `SpeedOfLightV1` (`sol_v1_serial`, `sol_v1_parallel`), for the old column of
@@ -60,6 +63,7 @@ same layer sizes (``benchmarks/run.py``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import numba
@@ -108,9 +112,11 @@ def sign_code(s):
     return np.int32(np.int32(s >> np.uint32(31)) * np.int32(2) - np.int32(1))
 
 
-def _sol_int_for(STOCHASTIC):
-    """_sol_int, its weights rounded stochastically on update or truncated
-    (a constant of the kernel: the loops stay branch-free)."""
+def _sol_int_for(STOCHASTIC, CLEARS):
+    """_sol_int, its weights rounded stochastically on update or truncated;
+    CLEARS: every cycle updates (tau_theta = 1), so the integrators hold 0
+    between cycles and an update neither reads nor writes them. Both are
+    constants of the kernel: the loops stay branch-free."""
 
     def _sol_int(n_cycles, sizes, theta, G, gen, sr, X, Y, node, tau_theta, eta, lut, acts, act0, e, carry):
         """n_cycles of MGD on integer codes; returns the last cost code.
@@ -168,10 +174,11 @@ def _sol_int_for(STOCHASTIC):
                         if update:
                             for k in range(fan_in):
                                 st = gen_r[k]
-                                g = np.int32(g_r[k]) + chg * sign_code(st)
+                                g = (np.int32(0) if CLEARS else np.int32(g_r[k])) + chg * sign_code(st)
                                 th = updated_weight(np.int32(th_r[k]), g, eta, sr_r, k, STOCHASTIC)
                                 th_r[k] = np.int8(th)
-                                g_r[k] = np.int16(0)
+                                if not CLEARS:
+                                    g_r[k] = np.int16(0)
                                 st = xorshift32(st)
                                 gen_r[k] = st
                                 th = np.int32(np.int8(th)) << 2
@@ -204,10 +211,12 @@ def _sol_int_for(STOCHASTIC):
                         ej = e[n_off + j]
                         if layer == 0 and update:
                             for k in range(fan_in):
-                                g = np.int32(g_r[k]) + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT)
+                                g = ((np.int32(0) if CLEARS else np.int32(g_r[k]))
+                                     + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT))
                                 th = updated_weight(np.int32(th_r[k]), g, eta, sr_r, k, STOCHASTIC)
                                 th_r[k] = np.int8(th)
-                                g_r[k] = np.int16(0)
+                                if not CLEARS:
+                                    g_r[k] = np.int16(0)
                                 z = np.int32(z + (np.int32(np.int8(th)) << 2) * np.int32(a_in[k]))
                             z0 = z
                         elif layer == 0:
@@ -218,10 +227,12 @@ def _sol_int_for(STOCHASTIC):
                             z0 = z
                         elif update:
                             for k in range(fan_in):
-                                g = np.int32(g_r[k]) + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT)
+                                g = ((np.int32(0) if CLEARS else np.int32(g_r[k]))
+                                     + ((ej * np.int32(ap_in[k])) >> CORR_SHIFT))
                                 th = updated_weight(np.int32(th_r[k]), g, eta, sr_r, k, STOCHASTIC)
                                 th_r[k] = np.int8(th)
-                                g_r[k] = np.int16(0)
+                                if not CLEARS:
+                                    g_r[k] = np.int16(0)
                                 th = np.int32(np.int8(th)) << 2
                                 z = np.int32(z + th * np.int32(a_in[k]))
                                 z0 = np.int32(z0 + th * np.int32(a0_in[k]))
@@ -292,146 +303,157 @@ def sign_float(s):
     return float(np.int32(s >> np.uint32(31)) * np.int32(2) - np.int32(1))
 
 
-def _sol_float(n_cycles, sizes, theta, G, gen, X, Y, node, tau_theta, eta, amplitude, acts, act0, e,
-               carry, last):
-    """n_cycles of MGD in float64 (the layout of _sol_int; acts, act0, e
-    float64, carry[0] the cycle, last[0] the last change, last[1] the last
-    cost); returns the last cost."""
-    n_layers = sizes.shape[0] - 1
-    n_samples = X.shape[0]
-    n_out = sizes[n_layers]
-    cost = 0.0
-    for _ in range(n_cycles):
-        cycle = carry[0]
-        s = cycle % n_samples
-        s_prev = (cycle - 1) % n_samples
-        cur = cycle & 1
-        a_cur = acts[cur]
-        a_prev = acts[1 - cur]
-        chg = last[0] * amplitude
-        update = (cycle % tau_theta) == 0
-        w_off = 0
-        n_off = 0
-        in_off = 0
-        for layer in range(n_layers):
-            fan_in, fan_out = sizes[layer], sizes[layer + 1]
-            b_off = w_off + fan_in * fan_out
-            if layer == 0:
-                a_in = X[s]
-                a0_in = X[s]
-                ap_in = X[s_prev]
-            else:
-                a_in = a_cur[in_off:in_off + fan_in]
-                a0_in = act0[in_off:in_off + fan_in]
-                ap_in = a_prev[in_off:in_off + fan_in]
-            if node:
-                for j in range(fan_out):
-                    gen[n_off + j] = xorshift32(gen[n_off + j])
-            for j in prange(fan_out):
-                base = w_off + j * fan_in
-                # row views indexed by k >= 0: no negative-index select, the loops vectorise
-                th_r = theta[base:base + fan_in]
-                g_r = G[base:base + fan_in]
-                gen_r = gen[base:base + fan_in] if not node else gen[:0]
-                z = 0.0
-                z0 = 0.0
-                if not node:
-                    if update:
-                        for k in range(fan_in):
-                            st = gen_r[k]
-                            th = th_r[k] - eta * (g_r[k] + chg * sign_float(st))
-                            th_r[k] = th
-                            g_r[k] = 0.0
-                            st = xorshift32(st)
-                            gen_r[k] = st
-                            z += (th + amplitude * sign_float(st)) * a_in[k]
-                            z0 += th * a0_in[k]
-                    else:
-                        for k in range(fan_in):
-                            st = gen_r[k]
-                            g_r[k] += chg * sign_float(st)
-                            st = xorshift32(st)
-                            gen_r[k] = st
-                            th = th_r[k]
-                            z += (th + amplitude * sign_float(st)) * a_in[k]
-                            z0 += th * a0_in[k]
-                    st = gen[b_off + j]
-                    g = G[b_off + j] + chg * sign_float(st)
-                    th = theta[b_off + j]
-                    if update:
-                        th -= eta * g
-                        g = 0.0
-                    theta[b_off + j] = th
-                    G[b_off + j] = g
-                    st = xorshift32(st)
-                    gen[b_off + j] = st
-                    z += th + amplitude * sign_float(st)
-                    z0 += th
+def _sol_float_for(CLEARS):
+    """_sol_float; CLEARS as in _sol_int_for."""
+
+    def _sol_float(n_cycles, sizes, theta, G, gen, X, Y, node, tau_theta, eta, amplitude, acts, act0, e,
+                   carry, last):
+        """n_cycles of MGD in float64 (the layout of _sol_int; acts, act0, e
+        float64, carry[0] the cycle, last[0] the last change, last[1] the last
+        cost); returns the last cost."""
+        n_layers = sizes.shape[0] - 1
+        n_samples = X.shape[0]
+        n_out = sizes[n_layers]
+        cost = 0.0
+        for _ in range(n_cycles):
+            cycle = carry[0]
+            s = cycle % n_samples
+            s_prev = (cycle - 1) % n_samples
+            cur = cycle & 1
+            a_cur = acts[cur]
+            a_prev = acts[1 - cur]
+            chg = last[0] * amplitude
+            update = (cycle % tau_theta) == 0
+            w_off = 0
+            n_off = 0
+            in_off = 0
+            for layer in range(n_layers):
+                fan_in, fan_out = sizes[layer], sizes[layer + 1]
+                b_off = w_off + fan_in * fan_out
+                if layer == 0:
+                    a_in = X[s]
+                    a0_in = X[s]
+                    ap_in = X[s_prev]
                 else:
-                    ej = e[n_off + j]
-                    if layer == 0 and update:
-                        for k in range(fan_in):
-                            th = th_r[k] - eta * (g_r[k] + ej * ap_in[k])
-                            th_r[k] = th
-                            g_r[k] = 0.0
-                            z += th * a_in[k]
-                        z0 = z
-                    elif layer == 0:
-                        for k in range(fan_in):
-                            g_r[k] += ej * ap_in[k]
-                            z += th_r[k] * a_in[k]
-                        z0 = z
-                    elif update:
-                        for k in range(fan_in):
-                            th = th_r[k] - eta * (g_r[k] + ej * ap_in[k])
-                            th_r[k] = th
-                            g_r[k] = 0.0
-                            z += th * a_in[k]
-                            z0 += th * a0_in[k]
+                    a_in = a_cur[in_off:in_off + fan_in]
+                    a0_in = act0[in_off:in_off + fan_in]
+                    ap_in = a_prev[in_off:in_off + fan_in]
+                if node:
+                    for j in range(fan_out):
+                        gen[n_off + j] = xorshift32(gen[n_off + j])
+                for j in prange(fan_out):
+                    base = w_off + j * fan_in
+                    # row views indexed by k >= 0: no negative-index select, the loops vectorise
+                    th_r = theta[base:base + fan_in]
+                    g_r = G[base:base + fan_in]
+                    gen_r = gen[base:base + fan_in] if not node else gen[:0]
+                    z = 0.0
+                    z0 = 0.0
+                    if not node:
+                        if update:
+                            for k in range(fan_in):
+                                st = gen_r[k]
+                                th = th_r[k] - eta * ((0.0 if CLEARS else g_r[k]) + chg * sign_float(st))
+                                th_r[k] = th
+                                if not CLEARS:
+                                    g_r[k] = 0.0
+                                st = xorshift32(st)
+                                gen_r[k] = st
+                                z += (th + amplitude * sign_float(st)) * a_in[k]
+                                z0 += th * a0_in[k]
+                        else:
+                            for k in range(fan_in):
+                                st = gen_r[k]
+                                g_r[k] += chg * sign_float(st)
+                                st = xorshift32(st)
+                                gen_r[k] = st
+                                th = th_r[k]
+                                z += (th + amplitude * sign_float(st)) * a_in[k]
+                                z0 += th * a0_in[k]
+                        st = gen[b_off + j]
+                        g = G[b_off + j] + chg * sign_float(st)
+                        th = theta[b_off + j]
+                        if update:
+                            th -= eta * g
+                            g = 0.0
+                        theta[b_off + j] = th
+                        G[b_off + j] = g
+                        st = xorshift32(st)
+                        gen[b_off + j] = st
+                        z += th + amplitude * sign_float(st)
+                        z0 += th
                     else:
-                        for k in range(fan_in):
-                            g_r[k] += ej * ap_in[k]
-                            th = th_r[k]
-                            z += th * a_in[k]
-                            z0 += th * a0_in[k]
-                    g = G[b_off + j] + ej
-                    th = theta[b_off + j]
-                    if update:
-                        th -= eta * g
-                        g = 0.0
-                    theta[b_off + j] = th
-                    G[b_off + j] = g
-                    z += th + amplitude * sign_float(gen[n_off + j])
-                    z0 += th
-                a_cur[n_off + j] = 1.0 / (1.0 + math.exp(-z))
-                act0[n_off + j] = 1.0 / (1.0 + math.exp(-z0))
-            if layer > 0:
-                in_off += fan_in
-            w_off = b_off + fan_out
-            n_off += fan_out
-        out = n_off - n_out
-        cost, cost0 = mse_both_paths(a_cur, act0, Y, s, out, n_out)
-        change = cost - cost0
-        if node:
-            for n in range(e.shape[0]):
-                e[n] = change * amplitude * sign_float(gen[n])
-        carry[0] = cycle + 1
-        last[0] = change
-    last[1] = cost
-    return cost
+                        ej = e[n_off + j]
+                        if layer == 0 and update:
+                            for k in range(fan_in):
+                                th = th_r[k] - eta * ((0.0 if CLEARS else g_r[k]) + ej * ap_in[k])
+                                th_r[k] = th
+                                if not CLEARS:
+                                    g_r[k] = 0.0
+                                z += th * a_in[k]
+                            z0 = z
+                        elif layer == 0:
+                            for k in range(fan_in):
+                                g_r[k] += ej * ap_in[k]
+                                z += th_r[k] * a_in[k]
+                            z0 = z
+                        elif update:
+                            for k in range(fan_in):
+                                th = th_r[k] - eta * ((0.0 if CLEARS else g_r[k]) + ej * ap_in[k])
+                                th_r[k] = th
+                                if not CLEARS:
+                                    g_r[k] = 0.0
+                                z += th * a_in[k]
+                                z0 += th * a0_in[k]
+                        else:
+                            for k in range(fan_in):
+                                g_r[k] += ej * ap_in[k]
+                                th = th_r[k]
+                                z += th * a_in[k]
+                                z0 += th * a0_in[k]
+                        g = G[b_off + j] + ej
+                        th = theta[b_off + j]
+                        if update:
+                            th -= eta * g
+                            g = 0.0
+                        theta[b_off + j] = th
+                        G[b_off + j] = g
+                        z += th + amplitude * sign_float(gen[n_off + j])
+                        z0 += th
+                    a_cur[n_off + j] = 1.0 / (1.0 + math.exp(-z))
+                    act0[n_off + j] = 1.0 / (1.0 + math.exp(-z0))
+                if layer > 0:
+                    in_off += fan_in
+                w_off = b_off + fan_out
+                n_off += fan_out
+            out = n_off - n_out
+            cost, cost0 = mse_both_paths(a_cur, act0, Y, s, out, n_out)
+            change = cost - cost0
+            if node:
+                for n in range(e.shape[0]):
+                    e[n] = change * amplitude * sign_float(gen[n])
+            carry[0] = cycle + 1
+            last[0] = change
+        last[1] = cost
+        return cost
+
+    return _sol_float
 
 
-# Serial and parallel (prange over a layer's neurons) compilations, and
-# serial copies that are compiled with LLVM's loop and SLP vectorisers off
-# (`SpeedOfLight(..., vectorize=False)`): the evidence that the rows vectorise.
-sol_int_serial = njit(nogil=True)(_sol_int_for(False))
-sol_int_parallel = njit(nogil=True, parallel=True)(_sol_int_for(False))
-sol_int_sr_serial = njit(nogil=True)(_sol_int_for(True))
-sol_int_sr_parallel = njit(nogil=True, parallel=True)(_sol_int_for(True))
-sol_float_serial = njit(nogil=True, fastmath=True)(_sol_float)
-sol_float_parallel = njit(nogil=True, fastmath=True, parallel=True)(_sol_float)
-sol_int_novec = njit(nogil=True)(_sol_int_for(False))
-sol_float_novec = njit(nogil=True, fastmath=True)(_sol_float)
+@functools.cache
+def sol_kernel(fixed=True, stochastic=False, clears=False, parallel=False, vectorize=True):
+    """The v2 kernel, compiled serial or with `prange` over a layer's
+    neurons; `vectorize=False`: a serial copy to be compiled with LLVM's loop
+    and SLP vectorisers off (`SpeedOfLight(..., vectorize=False)`), the
+    evidence that the rows vectorise. fixed: the integer kernel, else the
+    float64 one; stochastic, clears: as in _sol_int_for."""
+    if parallel and not vectorize:
+        raise ValueError("the copy without vectorisers is serial")
+    if fixed:
+        return njit(nogil=True, parallel=parallel)(_sol_int_for(stochastic, clears))
+    if stochastic:
+        raise ValueError("stochastic rounding is for the integer kernel (fixed-point chips)")
+    return njit(nogil=True, fastmath=True, parallel=parallel)(_sol_float_for(clears))
 
 
 @contextlib.contextmanager
@@ -505,10 +527,6 @@ class SpeedOfLight:
             self.e = np.zeros(n_neurons, dtype=np.int32)
             self.eta = np.int32(round(eta * 2 ** 12))
             self.lut = sigmoid_table()
-            if stochastic:
-                self.kernel = sol_int_sr_parallel if parallel else sol_int_sr_serial
-            else:
-                self.kernel = sol_int_parallel if parallel else sol_int_serial if vectorize else sol_int_novec
         else:
             self.X = np.ascontiguousarray(X, dtype=np.float64)
             self.Y = np.ascontiguousarray(Y, dtype=np.float64)
@@ -519,8 +537,7 @@ class SpeedOfLight:
             self.e = np.zeros(n_neurons)
             self.last = np.zeros(2)
             self.eta, self.amplitude = float(eta), float(amplitude)
-            self.kernel = (sol_float_parallel if parallel else sol_float_serial if vectorize
-                           else sol_float_novec)
+        self.kernel = sol_kernel(self.fixed, bool(stochastic), self.tau_theta == 1, bool(parallel), bool(vectorize))
         if not vectorize:   # compile (or find) the copy without vectorisers now
             with vectorisers_off():
                 self.kernel.compile(tuple(numba.typeof(a) for a in self.args(1)))
