@@ -25,7 +25,7 @@ from .chipmap import PARALLEL_MIN_LAYER, PARALLEL_MIN_PARAMS  # noqa: F401 (benc
 from .chipmap import BLOCKS, ChipState, Variant, build_state, variant_of
 from .cycle import DEFAULT_ORDER, NO_STEP_LIMIT, cycle_kernel, prepare
 from .errors import critical, raise_deferred
-from .evaluate import forward_blocked
+from .evaluate import blas_threads_of_numba, forward_blocked
 from .fixedpoint import Format
 from .rules import RuleError, SynapseRules
 from .probes import compile_probes, parse_probes, registers_by_name
@@ -330,7 +330,8 @@ class Emulator:
         scratch = st._replace(smp=st.smp._replace(x=np.zeros_like(st.smp.x), sr=st.smp.sr.copy()),
                               neu=st.neu._replace(act_w=np.zeros_like(st.neu.act_w), sr=st.neu.sr.copy()),
                               mon=Monitor(st.mon.events.copy()))
-        forward_blocked(X, scratch, out)
+        with blas_threads_of_numba(st.lay, X.shape[0]):
+            forward_blocked(X, scratch, out)
         return out
 
     def evaluate(self, dataset=None) -> tuple[float, float]:

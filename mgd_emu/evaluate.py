@@ -24,7 +24,13 @@ with the samples batched:
   fan_in * max|weight code| * max|input code| < 2^31, so every partial sum
   of the oracle's float64 sum is exact and its order does not matter):
   int16 codes, int32 sums vectorised over the inputs (`_mac_codes`), then
-  z = sum * (weight LSB * input LSB), exactly the oracle's float64 z.
+  z = sum * (weight LSB * input LSB), exactly the oracle's float64 z. A
+  wide layer (`GEMM_MIN_WEIGHTS`) over many samples hands the code sums to
+  BLAS instead, as float32 matrix products (`_gemm_codes`): the inputs are
+  cut into slices of `_exact_slice` inputs, so short that every partial sum
+  of a slice, in whatever order BLAS forms it, is an integer below 2^24 and
+  exact in float32; the slices' sums are added in float64, also exactly.
+  BLAS runs on as many threads as numba has (`Emulator.outputs`).
 * Each neuron then fires for the block's samples in sample order, through
   the same `activation_function` and `write_fc` as the cycle kernel:
   a neuron's stochastic-rounding generator is stepped once per sample in the
@@ -43,6 +49,9 @@ never moves the chip.
 """
 from __future__ import annotations
 
+import contextlib
+
+import numba
 import numpy as np
 from numba import njit
 
@@ -59,6 +68,31 @@ LANES = 64
 # LANES samples goes through the network layer by layer, each group of four
 # neurons' weights used for all its blocks while they are in cache.
 BLOCKS = 4
+# An integer layer with at least this many weights, evaluated over at least
+# one chunk of samples, sums its codes by BLAS (_gemm_codes); smaller ones by
+# _mac_codes, which needs no float32 copy of the weights.
+GEMM_MIN_WEIGHTS = 16384
+F32_EXACT = 1 << 24     # every integer of magnitude up to 2^24 is a float32
+
+
+def may_use_blas(lay, n_samples: int) -> bool:
+    """Whether forward_blocked may hand a layer of this geometry to BLAS
+    (_gemm_codes) for n_samples samples."""
+    return n_samples >= BLOCKS * LANES and bool(np.any(lay.fan_in * lay.fan_out >= GEMM_MIN_WEIGHTS))
+
+
+@contextlib.contextmanager
+def blas_threads_of_numba(lay, n_samples: int):
+    """Around a forward_blocked call: BLAS on as many threads as numba has
+    (`numba.set_num_threads`, NUMBA_NUM_THREADS), not on every core, where
+    the call may use BLAS (limiting costs ~0.3 ms, so only then)."""
+    if not may_use_blas(lay, n_samples):
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=numba.get_num_threads(), user_api="blas"):
+        yield
 
 
 @njit(cache=True, boundscheck=False)
@@ -170,8 +204,58 @@ def _mac_codes(Wc, ac, zc, nc):
 
 
 @njit(cache=True)
+def _exact_slice(product, fan_in):
+    """Inputs per slice of a float32 code sum: the most whose partial sums,
+    each at most (inputs) * product in magnitude, stay below 2^24; 0 when a
+    single product may not (then the layer sums by _mac_codes)."""
+    if product <= 0.0:
+        return fan_in
+    return min(fan_in, int((F32_EXACT - 1) // product))
+
+
+@njit(cache=True)
+def _sliced_weights(Wc, ks):
+    """The weight codes [fan_out, fan_in] as float32 slices [n_slices,
+    fan_out, ks] (zero past fan_in), for _gemm_codes."""
+    fan_out, fan_in = Wc.shape
+    n_slices = (fan_in + ks - 1) // ks
+    Ws = np.zeros((n_slices, fan_out, ks), dtype=np.float32)
+    for p in range(n_slices):
+        for j in range(fan_out):
+            for kk in range(min(ks, fan_in - p * ks)):
+                Ws[p, j, kk] = np.float32(Wc[j, p * ks + kk])
+    return Ws
+
+
+@njit(cache=True)
+def _gemm_codes(a_codes, Ws, A, zf):
+    """zf[s, j] = sum_k Wc[j, k] * a_codes[s, k], exactly, by one float32
+    BLAS product per slice of the inputs (Ws = _sliced_weights(Wc, ks)):
+    every partial sum of a slice is an integer below 2^24 (_exact_slice),
+    so exact in any order, and the slices' sums are added in float64.
+
+    a_codes: [nc, fan_in] int16; A: float32 scratch [n_slices, >= nc, ks];
+    zf: float64 [nc, fan_out]."""
+    nc, fan_in = a_codes.shape
+    n_slices, ks = Ws.shape[0], Ws.shape[2]
+    for p in range(n_slices):
+        Ap = A[p]
+        for s in range(nc):
+            for kk in range(ks):
+                k = p * ks + kk
+                Ap[s, kk] = np.float32(a_codes[s, k]) if k < fan_in else np.float32(0.0)
+    zf[:, :] = 0.0
+    for p in range(n_slices):
+        r = np.dot(A[p][:nc], Ws[p].T)
+        for s in range(nc):
+            for j in range(zf.shape[1]):
+                zf[s, j] += np.float64(r[s, j])
+
+
+@njit(cache=True)
 def _integer_layers(theta, lay, fmts, Wc):
-    """Which layers may sum integer codes: (ok[layer], lsb[layer]), with Wc
+    """Which layers may sum integer codes: (ok[layer], lsb[layer],
+    product[layer], the largest |weight code * input code|), with Wc
     (int16, the weights' layout) holding the weight codes of those layers.
 
     A layer may when its weights and its input are fixed point, every weight
@@ -184,9 +268,10 @@ def _integer_layers(theta, lay, fmts, Wc):
     n_layers = lay.fan_in.shape[0]
     ok = np.zeros(n_layers, dtype=np.bool_)
     lsb = np.zeros(n_layers)
+    product = np.zeros(n_layers)   # max|weight code| * max|input code| of a layer that may
     fc_w = format_constants(fmts[L.F_WEIGHT])
     if not fc_w[FC_FIXED]:
-        return ok, lsb
+        return ok, lsb, product
     for layer in range(n_layers):
         fc_in = format_constants(fmts[L.F_INPUT if layer == 0 else L.F_ACTIVATION])
         if not fc_in[FC_FIXED]:
@@ -207,7 +292,8 @@ def _integer_layers(theta, lay, fmts, Wc):
         if good and fan_in * w_max * a_max < 2147483648.0:
             ok[layer] = True
             lsb[layer] = fc_w[FC_LSB] * fc_in[FC_LSB]   # 2^-(fw + fa), exact
-    return ok, lsb
+            product[layer] = w_max * a_max
+    return ok, lsb, product
 
 
 @njit(cache=True, boundscheck=False)
@@ -256,12 +342,22 @@ def forward_blocked(X, st, outputs):
     chunk = BLOCKS * LANES
     # fixed-point layers sum integer codes (exact: see _integer_layers)
     Wc = np.zeros(theta.shape[0], dtype=np.int16)
-    int_ok, int_lsb = _integer_layers(theta, lay, st.fmts, Wc)
+    int_ok, int_lsb, int_product = _integer_layers(theta, lay, st.fmts, Wc)
     max_in = 0
     for layer in range(n_layers):
         max_in = max(max_in, lay.fan_in[layer])
     ac = np.zeros(chunk * max_in, dtype=np.int16)
     zc = np.zeros(chunk * n_neurons, dtype=np.int32)
+    # the wide integer layers' float32 weight slices (_gemm_codes), by layer; empty: _mac_codes
+    gemm_weights = []
+    for layer in range(n_layers):
+        fan_in, fan_out, w_off = lay.fan_in[layer], lay.fan_out[layer], lay.w_off[layer]
+        ks = _exact_slice(int_product[layer], fan_in)
+        if int_ok[layer] and ks > 0 and fan_in * fan_out >= GEMM_MIN_WEIGHTS and n_samples >= chunk:
+            gemm_weights.append(_sliced_weights(Wc[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in)),
+                                                ks))
+        else:
+            gemm_weights.append(np.zeros((0, 0, 0), dtype=np.float32))
     a_x = np.zeros((BLOCKS, n_in, LANES))
     # every layer's [BLOCKS, fan_out, LANES], back to back: a layer at n_off * chunk
     acts = np.zeros(n_neurons * chunk)
@@ -299,14 +395,24 @@ def forward_blocked(X, st, outputs):
                     i, b = s // LANES, s % LANES
                     for k in range(fan_in):
                         a_codes[s, k] = np.int16(a_in[i, k, b] * fc_l[FC_SCALE])
-                z_codes = zc[:nc * fan_out].reshape((nc, fan_out))
-                _mac_codes(Wc[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in)), a_codes,
-                           z_codes, nc)
                 lsb = int_lsb[layer]
-                for s in range(nc):
-                    i, b = s // LANES, s % LANES
-                    for j in range(fan_out):
-                        zl[i, j, b] = float(z_codes[s, j]) * lsb
+                Ws = gemm_weights[layer]
+                if Ws.shape[0] > 0:
+                    A = np.empty((Ws.shape[0], chunk, Ws.shape[2]), dtype=np.float32)
+                    zf = np.empty((nc, fan_out))
+                    _gemm_codes(a_codes, Ws, A, zf)
+                    for s in range(nc):
+                        i, b = s // LANES, s % LANES
+                        for j in range(fan_out):
+                            zl[i, j, b] = zf[s, j] * lsb
+                else:
+                    z_codes = zc[:nc * fan_out].reshape((nc, fan_out))
+                    _mac_codes(Wc[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in)), a_codes,
+                               z_codes, nc)
+                    for s in range(nc):
+                        i, b = s // LANES, s % LANES
+                        for j in range(fan_out):
+                            zl[i, j, b] = float(z_codes[s, j]) * lsb
             else:
                 _mac_chunk(W, a_in, zl, nb)
             kind = cfg.output_act if layer == last else cfg.hidden_act

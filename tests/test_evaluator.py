@@ -14,7 +14,8 @@ import mgd_emu
 from mgd_emu.blocks.register import Monitor
 from mgd_emu.cycle import forward_dataset
 from mgd_emu.engine import Emulator
-from mgd_emu.evaluate import BLOCKS, LANES, _integer_layers, forward_blocked
+from mgd_emu.evaluate import (BLOCKS, F32_EXACT, GEMM_MIN_WEIGHTS, LANES, _exact_slice, _gemm_codes,
+                              _integer_layers, _sliced_weights, forward_blocked, may_use_blas)
 
 HW = Path(__file__).resolve().parent.parent / "hw_models"
 FORMAT_CLASSES = ("input", "weight", "bias", "perturbation", "activation", "cost", "cost_change",
@@ -37,6 +38,10 @@ FLOAT_INPUT = {"formats.input": {"kind": "float"}}
 WIDE_CODES = {f"formats.{c}": {"kind": "fixed", "signed": True, "int_bits": 0, "frac_bits": 15}
               for c in ("input", "weight", "bias")}
 
+# a 600-input layer of 8-bit codes: wide enough for BLAS, in two float32 slices
+GEMM = {"network.layers": [600, 32, 10], "task.name": "random", "task.inputs": 600, "task.outputs": 10,
+        "perturbation.amplitude": 2.0 ** -7, "perturbation.amplitude_is": "element"}
+
 CHIPS = {
     "xor_8bit": ("xor_8bit", {}),                               # weight mode, fixed
     "xor_ideal": ("xor_ideal", {}),                             # weight mode, float
@@ -53,6 +58,7 @@ CHIPS = {
                                                    "network.output_activation": "linear"}),
     "nist7x7_noisy_xent": ("nist7x7_8bit", {**NOISY, "cost.function": "cross_entropy"}),
     "nist7x7_no_bias": ("nist7x7_8bit", {"network.bias": False}),
+    "digits_gemm": ("digits_8bit", GEMM),                     # layer 0 by BLAS
 }
 
 
@@ -105,7 +111,7 @@ def test_outputs_and_state_effects_equal_the_per_sample_oracle(name):
                                         ("digits_16bit_codes", [False, True])])
 def test_which_layers_sum_integer_codes(name, want):
     emu = Emulator(load(name), seed=0)
-    ok, _ = _integer_layers(emu.st.syn.theta, emu.st.lay, emu.st.fmts, np.zeros_like(emu.st.syn.theta, np.int16))
+    ok, _, _ = _integer_layers(emu.st.syn.theta, emu.st.lay, emu.st.fmts, np.zeros_like(emu.st.syn.theta, np.int16))
     assert list(ok) == want
 
 
@@ -116,7 +122,7 @@ def test_a_weight_off_its_grid_takes_the_float_sum():
     # kernel's order for an exact layer and the evaluator's float order agree; a register off its
     # grid is outside the model, see Emulator.state_array.)
     st.syn.theta[5] += 2.0 ** -20
-    ok, _ = _integer_layers(st.syn.theta, st.lay, st.fmts, np.zeros_like(st.syn.theta, np.int16))
+    ok, _, _ = _integer_layers(st.syn.theta, st.lay, st.fmts, np.zeros_like(st.syn.theta, np.int16))
     assert list(ok) == [False, True]
     emu.st = st
     assert_same_as_oracle(emu, emu.task.test.inputs)
@@ -151,3 +157,49 @@ def test_emulator_outputs_and_evaluate_leave_the_chip_untouched(name):
     emu.evaluate()
     after = emu.checkpoint()["state"]
     assert all(after[k].tobytes() == v.tobytes() for k, v in before.items())
+
+
+# ------------------------------------------------- integer sums by BLAS
+
+def gemm(a_codes, Wc, ks):
+    Ws = _sliced_weights(Wc, ks)
+    zf = np.empty((a_codes.shape[0], Wc.shape[0]))
+    _gemm_codes(a_codes, Ws, np.empty((Ws.shape[0], a_codes.shape[0], ks), np.float32), zf)
+    return zf
+
+
+def test_blas_sums_of_codes_equal_exact_integer_arithmetic():
+    rng = np.random.default_rng(3)
+    for fan_in, fan_out, n, w_max, a_max in ((600, 32, 300, 127, 255), (1100, 7, 9, 2047, 4095), (5, 3, 2, 127, 255)):
+        Wc = rng.integers(-w_max, w_max + 1, (fan_out, fan_in)).astype(np.int16)
+        a = rng.integers(-a_max, a_max + 1, (n, fan_in)).astype(np.int16)
+        Wc[0], a[0] = -w_max, a_max   # the largest sums, odd codes: not every integer there is a float32
+        ks = _exact_slice(float(w_max * a_max), fan_in)
+        got = gemm(a, Wc, ks)
+        want = a.astype(np.int64) @ Wc.T.astype(np.int64)
+        assert np.array_equal(got, want.astype(np.float64)), (fan_in, ks)
+
+
+def test_a_float32_slice_is_as_long_as_it_can_be_and_no_longer():
+    # 127 * 255 = 32,385: 518 such products stay below 2^24, 519 do not
+    assert _exact_slice(32385.0, 10_000) == 518 and 518 * 32385 < F32_EXACT < 519 * 32385
+    assert _exact_slice(32385.0, 300) == 300 and _exact_slice(0.0, 40) == 40
+    assert _exact_slice(float(F32_EXACT), 40) == 0   # one product may not be a float32: no BLAS
+    Wc = np.full((1, 519), -127, np.int16)
+    a = np.full((1, 519), 255, np.int16)             # an odd sum above 2^24: not a float32
+    want = float((a.astype(np.int64) @ Wc.T.astype(np.int64))[0, 0])
+    assert gemm(a, Wc, 518)[0, 0] == want
+    assert gemm(a, Wc, 519)[0, 0] != want           # one input more per slice would be wrong
+
+
+def test_a_wide_integer_layer_over_a_chunk_of_samples_goes_to_blas_with_the_oracles_bits():
+    emu = Emulator(load("digits_gemm"), seed=2).run(300)
+    assert emu.st.lay.fan_in[0] * emu.st.lay.fan_out[0] >= GEMM_MIN_WEIGHTS
+    emu.st.syn.theta[:600] = -4.0   # neuron 0's weights at the code -128: the slices get short
+    assert may_use_blas(emu.st.lay, BLOCKS * LANES) and not may_use_blas(emu.st.lay, BLOCKS * LANES - 1)
+    ok, _, product = _integer_layers(emu.st.syn.theta, emu.st.lay, emu.st.fmts,
+                                     np.zeros_like(emu.st.syn.theta, np.int16))
+    assert ok[0] and _exact_slice(product[0], 600) < 600     # two float32 slices
+    X = np.resize(emu.task.test.inputs, (2 * BLOCKS * LANES + 5, 600))
+    assert_same_as_oracle(emu, X)
+    assert emu.outputs(emu.task.test).shape == (emu.task.test.inputs.shape[0], 10)
