@@ -74,6 +74,7 @@ class Emulator:
         self.task = make_task(chip.task.name, **chip.task_params())
         self.variant: Variant = variant_of(chip, parallel, self.rules)
         self.st: ChipState = build_state(chip, self.seed, self.task.train)
+        self._clears_every_cycle = bool(self.st.cfg.g_clear)
         self._registers = registers_by_name(chip)
         tr = chip.trace
         stop = tr.window_stop if tr.window_stop > 0 else None
@@ -125,11 +126,21 @@ class Emulator:
         self.kernel()(1, NO_STEP_LIMIT, DEFAULT_ORDER, self._copy_state(), _copy(self.pr))
         self.evaluate()
 
+    def _g_clear_now(self) -> bool:
+        """Whether this chunk may skip the integrators (Config.g_clear): the
+        chip clears them every cycle (chipmap.clears_every_cycle) and they
+        hold 0 now, with no baseline slot pending. A G or a baseline request
+        written from outside (`state_array`) takes the path that reads and
+        writes G for one chunk, which applies and clears it as the chip would."""
+        syn, ctl = self.st.syn, self.st.ctl
+        return self._clears_every_cycle and not ctl.need_baseline[0] and not syn.G.any()
+
     def _chunk(self, n, step_limit, order, sink, progress):
         t0, c0 = time.perf_counter(), self.cycle
         threads = self.variant.parallel and numba.get_num_threads() > 1
-        if self.st.cfg.threads != threads:
-            self.st = self.st._replace(cfg=self.st.cfg._replace(threads=threads))
+        g_clear = self._g_clear_now()
+        if (self.st.cfg.threads, self.st.cfg.g_clear) != (threads, g_clear):
+            self.st = self.st._replace(cfg=self.st.cfg._replace(threads=threads, g_clear=g_clear))
         self.kernel()(n, step_limit, np.ascontiguousarray(order, dtype=np.int64), self.st, self.pr)
         if getattr(sink, "writes_behind", False):
             self._write_behind(sink)
@@ -273,7 +284,9 @@ class Emulator:
         """The engine's array `source` ("block.field" of chipmap.ChipState), not a
         copy. A fixed-point register must only ever hold values of its format
         (as every write of the chip quantises them): the kernels rely on it,
-        e.g. to sum an exact layer in any order (chipmap.exact_mac)."""
+        e.g. to sum an exact layer in any order (chipmap.exact_mac). A G
+        written on a chip that clears its integrators every cycle is applied
+        at the next update edge, as the chip would (_g_clear_now)."""
         block, field = source.split(".")
         return getattr(getattr(self.st, block), field)
 

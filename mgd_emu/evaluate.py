@@ -25,8 +25,8 @@ with the samples batched:
   of the oracle's float64 sum is exact and its order does not matter):
   int16 codes, int32 sums vectorised over the inputs (`_mac_codes`), then
   z = sum * (weight LSB * input LSB), exactly the oracle's float64 z. A
-  wide layer (`GEMM_MIN_WEIGHTS`) over many samples hands the code sums to
-  BLAS instead, as float32 matrix products (`_gemm_codes`): the inputs are
+  wide layer (`GEMM_MIN_WEIGHTS`) over many samples (a chunk) hands the code
+  sums to BLAS instead (unless its slices would be short, `GEMM_MIN_SLICE`), as float32 matrix products (`_gemm_codes`): the inputs are
   cut into slices of `_exact_slice` inputs, so short that every partial sum
   of a slice, in whatever order BLAS forms it, is an integer below 2^24 and
   exact in float32; the slices' sums are added in float64, also exactly.
@@ -72,20 +72,34 @@ BLOCKS = 4
 # one chunk of samples, sums its codes by BLAS (_gemm_codes); smaller ones by
 # _mac_codes, which needs no float32 copy of the weights.
 GEMM_MIN_WEIGHTS = 16384
+# ... and float32 slices of at least this many inputs: wider codes make the
+# slices short, and many short products lose to _mac_codes (measured: 8 or 16
+# inputs a slice 1.1-2.2x slower, 518 inputs 2.8x faster).
+GEMM_MIN_SLICE = 64
 F32_EXACT = 1 << 24     # every integer of magnitude up to 2^24 is a float32
+
+
+@njit(cache=True)
+def _blas_layer(fan_in, fan_out, n_samples, ks):
+    """Whether forward_blocked sums an integer layer (float32 slices of ks
+    inputs, _exact_slice) by BLAS for n_samples samples."""
+    return (fan_in * fan_out >= GEMM_MIN_WEIGHTS and n_samples >= BLOCKS * LANES
+            and ks >= min(GEMM_MIN_SLICE, fan_in))
 
 
 def may_use_blas(lay, n_samples: int) -> bool:
     """Whether forward_blocked may hand a layer of this geometry to BLAS
-    (_gemm_codes) for n_samples samples."""
-    return n_samples >= BLOCKS * LANES and bool(np.any(lay.fan_in * lay.fan_out >= GEMM_MIN_WEIGHTS))
+    (_gemm_codes) for n_samples samples: _blas_layer with the longest slice."""
+    return any(_blas_layer(int(i), int(o), n_samples, int(i)) for i, o in zip(lay.fan_in, lay.fan_out))
 
 
 @contextlib.contextmanager
 def blas_threads_of_numba(lay, n_samples: int):
     """Around a forward_blocked call: BLAS on as many threads as numba has
     (`numba.set_num_threads`, NUMBA_NUM_THREADS), not on every core, where
-    the call may use BLAS (limiting costs ~0.3 ms, so only then)."""
+    the call may use BLAS (limiting costs ~0.3 ms, so only then). It follows
+    numba's thread count, not `Emulator(parallel=False)`, which chooses the
+    cycle kernel's path."""
     if not may_use_blas(lay, n_samples):
         yield
         return
@@ -353,7 +367,7 @@ def forward_blocked(X, st, outputs):
     for layer in range(n_layers):
         fan_in, fan_out, w_off = lay.fan_in[layer], lay.fan_out[layer], lay.w_off[layer]
         ks = _exact_slice(int_product[layer], fan_in)
-        if int_ok[layer] and ks > 0 and fan_in * fan_out >= GEMM_MIN_WEIGHTS and n_samples >= chunk:
+        if int_ok[layer] and ks > 0 and _blas_layer(fan_in, fan_out, n_samples, ks):
             gemm_weights.append(_sliced_weights(Wc[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in)),
                                                 ks))
         else:

@@ -1,14 +1,15 @@
 """The cycle engine: RTL semantics, determinism, bit-exact fixed point."""
 import dataclasses
 from fractions import Fraction
+from pathlib import Path
 
 import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from mgd_emu import loads_chip
-from mgd_emu.chipmap import variant_of
+from mgd_emu import load_chip, loads_chip
+from mgd_emu.chipmap import PARALLEL_MIN_LAYER, clears_every_cycle, variant_of
 from mgd_emu.engine import DEFAULT_ORDER, Emulator
 from mgd_emu.fixedpoint import ROUND_NEAREST_EVEN, ROUND_STOCHASTIC, ROUND_TRUNCATE
 from mgd_emu.testing import (assert_registers_in_range, assert_restore_bit_exact, assert_same_state,
@@ -123,13 +124,35 @@ def test_branch_free_synapse_rows_give_the_bits_of_the_general_path(variant):
     general.variant = dataclasses.replace(general.variant, fast=False, roundings=())
     # tau_theta = 1: the fast rows neither read nor write G (0 at every cycle's start); the general
     # path does both
-    assert fast.st.cfg.g_clear == (c.timing.tau_theta == 1)
+    assert fast.st.cfg.g_clear == clears_every_cycle(c) == (c.timing.tau_theta == 1)
     fast.run(600)
     general.run(600)
     same_registers(fast, general)
     assert fast.events == general.events
     if variant == "node_saturating":
         assert fast.events["layer0.weight"][0] > 0
+
+
+@pytest.mark.parametrize("poke", ["syn.G", "ctl.need_baseline"])
+def test_an_integrator_or_a_baseline_slot_written_from_outside_acts_as_on_the_general_path(poke):
+    """xor_pipelined clears its integrators every cycle, so its fast rows skip
+    G; a G or a baseline request written through state_array is still
+    integrated, applied and cleared as the path that reads G does it."""
+    c = load_chip(Path(__file__).resolve().parent.parent / "hw_models" / "xor_pipelined.toml")
+    assert clears_every_cycle(c)
+    fast, general = Emulator(c, seed=5), Emulator(c, seed=5)
+    general.variant = dataclasses.replace(general.variant, fast=False, roundings=())
+    for emu in (fast, general):
+        emu.run(300)
+        if poke == "syn.G":
+            emu.state_array("syn.G")[:] = 2.0 ** -6
+        else:
+            emu.state_array("ctl.need_baseline")[0] = 1
+        emu.run(300)
+    same_registers(fast, general)
+    assert not fast.state_array("syn.G").any()
+    fast.run(10)
+    assert fast.st.cfg.g_clear
 
 
 def test_the_fast_rows_are_compiled_for_the_chips_rounding_modes():
@@ -146,9 +169,16 @@ def test_the_fast_rows_are_compiled_for_the_chips_rounding_modes():
     assert not general.fast and general.roundings == ()
 
 
-@pytest.mark.parametrize("variant", ["node_fixed", "node_saturating", "node_latency_tau"])
+# layer 0 has PARALLEL_MIN_LAYER weights: its neurons' synapse rows are shared among the threads
+NODE_WIDE = NODE_FIXED.replace("layers = [12, 20, 5]", "layers = [128, 64, 5]").replace(
+    "inputs = 12", "inputs = 128")
+
+
+@pytest.mark.parametrize("variant", ["node_fixed", "node_saturating", "node_latency_tau", "node_wide"])
 def test_two_threads_give_the_bits_of_one(variant):
-    c = loads_chip(SYNAPSE_VARIANTS[variant], f"{variant}.toml")
+    c = loads_chip(NODE_WIDE if variant == "node_wide" else SYNAPSE_VARIANTS[variant], f"{variant}.toml")
+    if variant == "node_wide":
+        assert c.layer_sizes[0] * c.layer_sizes[1] == PARALLEL_MIN_LAYER
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
@@ -196,7 +226,7 @@ def test_learning_rate_zero_only_estimates():
 @pytest.mark.parametrize("overflow", ["saturate", "wrap"])
 def test_registers_stay_in_their_format_and_overflow_is_counted(overflow):
     fmt = f'{{ kind = "fixed", int_bits = 0, frac_bits = 4, overflow = "{overflow}" }}'
-    emu = Emulator(chip("fixed8", f"[optimizer]\nlearning_rate = 0.9\n").replace(
+    emu = Emulator(chip("fixed8", "[optimizer]\nlearning_rate = 0.9\n").replace(
         {"formats.weight": {"kind": "fixed", "int_bits": 0, "frac_bits": 4, "overflow": overflow}}), 0)
     emu.run(3000)
     assert_registers_in_range(emu)

@@ -5,8 +5,10 @@ activations, rounding generators, event counters), for float and fixed
 chips, both perturbation modes, every activation function, stochastic
 rounding of inputs and activations, wrapping formats, and test-set sizes on
 either side of the evaluator's block sizes."""
+from contextlib import contextmanager
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
@@ -14,8 +16,9 @@ import mgd_emu
 from mgd_emu.blocks.register import Monitor
 from mgd_emu.cycle import forward_dataset
 from mgd_emu.engine import Emulator
-from mgd_emu.evaluate import (BLOCKS, F32_EXACT, GEMM_MIN_WEIGHTS, LANES, _exact_slice, _gemm_codes,
-                              _integer_layers, _sliced_weights, forward_blocked, may_use_blas)
+from mgd_emu.evaluate import (BLOCKS, F32_EXACT, GEMM_MIN_WEIGHTS, LANES, _blas_layer, _exact_slice,
+                              _gemm_codes, _integer_layers, _sliced_weights, blas_threads_of_numba,
+                              forward_blocked, may_use_blas)
 
 HW = Path(__file__).resolve().parent.parent / "hw_models"
 FORMAT_CLASSES = ("input", "weight", "bias", "perturbation", "activation", "cost", "cost_change",
@@ -203,3 +206,37 @@ def test_a_wide_integer_layer_over_a_chunk_of_samples_goes_to_blas_with_the_orac
     X = np.resize(emu.task.test.inputs, (2 * BLOCKS * LANES + 5, 600))
     assert_same_as_oracle(emu, X)
     assert emu.outputs(emu.task.test).shape == (emu.task.test.inputs.shape[0], 10)
+
+
+def test_short_slices_stay_off_blas():
+    # 16-bit codes at 1023 x 1023 leave 16 inputs a slice: many small products, slower than the loop
+    assert _exact_slice(1023.0 * 1023.0, 784) == 16
+    assert not _blas_layer(784, 256, BLOCKS * LANES, 16)
+    assert _blas_layer(784, 256, BLOCKS * LANES, 518) and _blas_layer(40, 500, BLOCKS * LANES, 40)
+
+
+def test_blas_runs_on_numbas_threads_while_a_forward_pass_may_use_it(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    emu = Emulator(load("digits_gemm"), seed=0)
+    before = numba.get_num_threads()
+    limits = []
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    def spy(lay, n):
+        @contextmanager
+        def ctx():
+            with blas_threads_of_numba(lay, n):
+                limits.append((n, blas_threads()))
+                yield
+        return ctx()
+
+    monkeypatch.setattr(mgd_emu.engine, "blas_threads_of_numba", spy)
+    try:
+        numba.set_num_threads(1)
+        emu.outputs(emu.task.test)   # the random task's 256 samples: one chunk, BLAS
+    finally:
+        numba.set_num_threads(before)
+    assert limits == [(256, {1})]
