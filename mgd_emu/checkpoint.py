@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .chipmap import clears_every_cycle
 from .engine import CHECKPOINT_FORMAT as FORMAT  # noqa: E402
 from .engine import CHECKPOINT_VERSION as VERSION  # noqa: E402
 
@@ -158,12 +157,6 @@ def _check_values(where, chip, state, fresh) -> None:
         raise bad("pipe.tag", "holds an unknown slot tag (0 none, 1 measure, 2 baseline)")
     if "gen.lfsr" in state and np.any((state["gen.lfsr"] == 0) | (state["gen.lfsr"] >= 1 << 32)):
         raise bad("gen.lfsr", "must hold nonzero 32-bit LFSR states")
-    if "ctl.need_baseline" in state and chip.cost.baseline != "remeasure" and state["ctl.need_baseline"][0]:
-        raise bad("ctl.need_baseline", "must hold 0: only a chip with cost.baseline = \"remeasure\" has "
-                                       "baseline slots")
-    if "syn.G" in state and clears_every_cycle(chip) and np.any(state["syn.G"] != 0):
-        raise bad("syn.G", "must hold 0: this chip clears its integrators at the end of every cycle "
-                           "(timing.tau_theta = 1)")
     for name, arr in state.items():
         ref = fresh.get(name)
         if arr.dtype == np.uint64 and ref is not None and np.all(ref != 0) and np.any(arr == 0):

@@ -137,7 +137,8 @@ def test_branch_free_synapse_rows_give_the_bits_of_the_general_path(variant):
 def test_an_integrator_or_a_baseline_slot_written_from_outside_acts_as_on_the_general_path(poke):
     """xor_pipelined clears its integrators every cycle, so its fast rows skip
     G; a G or a baseline request written through state_array is still
-    integrated, applied and cleared as the path that reads G does it."""
+    integrated, applied and cleared as the path that reads G does it, also
+    after a checkpoint of that state is restored."""
     c = load_chip(Path(__file__).resolve().parent.parent / "hw_models" / "xor_pipelined.toml")
     assert clears_every_cycle(c)
     fast, general = Emulator(c, seed=5), Emulator(c, seed=5)
@@ -148,8 +149,11 @@ def test_an_integrator_or_a_baseline_slot_written_from_outside_acts_as_on_the_ge
             emu.state_array("syn.G")[:] = 2.0 ** -6
         else:
             emu.state_array("ctl.need_baseline")[0] = 1
+    restored = Emulator.restore(fast.checkpoint())
+    for emu in (fast, general, restored):
         emu.run(300)
     same_registers(fast, general)
+    same_registers(restored, general)
     assert not fast.state_array("syn.G").any()
     fast.run(10)
     assert fast.st.cfg.g_clear

@@ -693,10 +693,6 @@ def _tamper(ckpt, how):
         s["gen.lfsr"][0] = 0
     elif how == "generator":
         s["syn.sr_theta"][0] = 0
-    elif how == "baseline slot":   # xor_8bit has no remeasure baseline
-        s["ctl.need_baseline"][0] = 1
-    elif how == "integrator between cycles":   # xor_8bit clears its integrators every cycle
-        s["syn.G"][0] = 2.0 ** -11
     elif how == "off-grid weight":
         s["syn.theta"][0] = 1e-9
     elif how == "nan weight":
@@ -719,7 +715,7 @@ def _tamper(ckpt, how):
 
 
 TAMPER = ["missing", "extra", "dtype", "shape", "order", "sample index", "negative counter", "tag", "lfsr",
-          "generator", "baseline slot", "integrator between cycles", "off-grid weight", "nan weight", "off-grid dual-path activation", "seed", "version", "chip", "probes", "not an array",
+          "generator", "off-grid weight", "nan weight", "off-grid dual-path activation", "seed", "version", "chip", "probes", "not an array",
           "object array"]
 
 
