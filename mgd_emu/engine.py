@@ -130,8 +130,9 @@ class Emulator:
         """Whether this chunk may skip the integrators (Config.g_clear): the
         chip clears them every cycle (chipmap.clears_every_cycle) and they
         hold 0 now, with no baseline slot pending. A G or a baseline request
-        written from outside (`state_array`) takes the path that reads and
-        writes G for one chunk, which applies and clears it as the chip would."""
+        written from outside (`state_array`, a restored checkpoint) takes the
+        path that reads and writes G for one chunk, which applies and clears
+        it as the chip would."""
         syn, ctl = self.st.syn, self.st.ctl
         return self._clears_every_cycle and not ctl.need_baseline[0] and not syn.G.any()
 
@@ -284,9 +285,9 @@ class Emulator:
         """The engine's array `source` ("block.field" of chipmap.ChipState), not a
         copy. A fixed-point register must only ever hold values of its format
         (as every write of the chip quantises them): the kernels rely on it,
-        e.g. to sum an exact layer in any order (chipmap.exact_mac). A G
-        written on a chip that clears its integrators every cycle is applied
-        at the next update edge, as the chip would (_g_clear_now)."""
+        e.g. to sum an exact layer in any order (chipmap.exact_mac). A G (or a
+        baseline request) written on a chip that clears its integrators every
+        cycle is applied as the chip would apply it (_g_clear_now)."""
         block, field = source.split(".")
         return getattr(getattr(self.st, block), field)
 

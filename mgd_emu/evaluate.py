@@ -26,11 +26,12 @@ with the samples batched:
   int16 codes, int32 sums vectorised over the inputs (`_mac_codes`), then
   z = sum * (weight LSB * input LSB), exactly the oracle's float64 z. A
   wide layer (`GEMM_MIN_WEIGHTS`) over many samples (a chunk) hands the code
-  sums to BLAS instead (unless its slices would be short, `GEMM_MIN_SLICE`), as float32 matrix products (`_gemm_codes`): the inputs are
-  cut into slices of `_exact_slice` inputs, so short that every partial sum
-  of a slice, in whatever order BLAS forms it, is an integer below 2^24 and
-  exact in float32; the slices' sums are added in float64, also exactly.
-  BLAS runs on as many threads as numba has (`Emulator.outputs`).
+  sums to BLAS instead, as float32 matrix products (`_gemm_codes`): the
+  inputs are cut into slices of `_exact_slice` inputs, so short that every
+  partial sum of a slice, in whatever order BLAS forms it, is an integer
+  below 2^24 and exact in float32; the slices' sums are added in float64,
+  also exactly. Slices shorter than `GEMM_MIN_SLICE` (wide codes) stay on
+  `_mac_codes`. BLAS runs on as many threads as numba has (`Emulator.outputs`).
 * Each neuron then fires for the block's samples in sample order, through
   the same `activation_function` and `write_fc` as the cycle kernel:
   a neuron's stochastic-rounding generator is stepped once per sample in the
