@@ -112,6 +112,25 @@ def sign_code(s):
     return np.int32(np.int32(s >> np.uint32(31)) * np.int32(2) - np.int32(1))
 
 
+@njit(inline="always")
+def cycle_rows(cycle, n_samples, acts):
+    """(s, s_prev, a_cur, a_prev): this and the last cycle's sample, and the
+    perturbed path's activations of this and the last cycle (acts alternates)."""
+    cur = cycle & 1
+    return cycle % n_samples, (cycle - 1) % n_samples, acts[cur], acts[1 - cur]
+
+
+@njit(inline="always")
+def layer_inputs(layer, X, s, s_prev, a_cur, a_prev, act0, in_off, fan_in):
+    """(a_in, a0_in, ap_in): a layer's input on the perturbed path, on the
+    unperturbed path, and on the perturbed path a cycle ago (node mode
+    correlates with it)."""
+    if layer == 0:
+        return X[s], X[s], X[s_prev]
+    return (a_cur[in_off:in_off + fan_in], act0[in_off:in_off + fan_in],
+            a_prev[in_off:in_off + fan_in])
+
+
 def _sol_int_for(STOCHASTIC, CLEARS):
     """_sol_int, its weights rounded stochastically on update or truncated;
     CLEARS: every cycle updates (tau_theta = 1), so the integrators hold 0
@@ -137,11 +156,7 @@ def _sol_int_for(STOCHASTIC, CLEARS):
         cost = np.int32(0)
         for _ in range(n_cycles):
             cycle = carry[0]
-            s = cycle % n_samples
-            s_prev = (cycle - 1) % n_samples
-            cur = cycle & 1
-            a_cur = acts[cur]
-            a_prev = acts[1 - cur]
+            s, s_prev, a_cur, a_prev = cycle_rows(cycle, n_samples, acts)
             chg = np.int32(carry[1])          # the last cycle's C~ (0 before the first)
             update = (cycle % tau_theta) == 0
             w_off = 0
@@ -150,14 +165,7 @@ def _sol_int_for(STOCHASTIC, CLEARS):
             for layer in range(n_layers):
                 fan_in, fan_out = sizes[layer], sizes[layer + 1]
                 b_off = w_off + fan_in * fan_out
-                if layer == 0:
-                    a_in = X[s]
-                    a0_in = X[s]
-                    ap_in = X[s_prev]
-                else:
-                    a_in = a_cur[in_off:in_off + fan_in]
-                    a0_in = act0[in_off:in_off + fan_in]
-                    ap_in = a_prev[in_off:in_off + fan_in]
+                a_in, a0_in, ap_in = layer_inputs(layer, X, s, s_prev, a_cur, a_prev, act0, in_off, fan_in)
                 if node:   # one generator step per neuron (a vector loop over the layer)
                     for j in range(fan_out):
                         gen[n_off + j] = xorshift32(gen[n_off + j])
@@ -317,11 +325,7 @@ def _sol_float_for(CLEARS):
         cost = 0.0
         for _ in range(n_cycles):
             cycle = carry[0]
-            s = cycle % n_samples
-            s_prev = (cycle - 1) % n_samples
-            cur = cycle & 1
-            a_cur = acts[cur]
-            a_prev = acts[1 - cur]
+            s, s_prev, a_cur, a_prev = cycle_rows(cycle, n_samples, acts)
             chg = last[0] * amplitude
             update = (cycle % tau_theta) == 0
             w_off = 0
@@ -330,14 +334,7 @@ def _sol_float_for(CLEARS):
             for layer in range(n_layers):
                 fan_in, fan_out = sizes[layer], sizes[layer + 1]
                 b_off = w_off + fan_in * fan_out
-                if layer == 0:
-                    a_in = X[s]
-                    a0_in = X[s]
-                    ap_in = X[s_prev]
-                else:
-                    a_in = a_cur[in_off:in_off + fan_in]
-                    a0_in = act0[in_off:in_off + fan_in]
-                    ap_in = a_prev[in_off:in_off + fan_in]
+                a_in, a0_in, ap_in = layer_inputs(layer, X, s, s_prev, a_cur, a_prev, act0, in_off, fan_in)
                 if node:
                     for j in range(fan_out):
                         gen[n_off + j] = xorshift32(gen[n_off + j])
