@@ -33,6 +33,8 @@ def measure(chip_name: str) -> dict:
 
     numba.set_num_threads(1)
     B.configure(False)
+    # Built from run.py's helpers that every tree has (chip, wide, WIDE, WEIGHT_MODE): an older tree's
+    # run.py is what this child imports.
     chips = {"digits": lambda: B.chip("digits_8bit"),
              "64-64-10": lambda: B.chip("digits_8bit", {"network.layers": [64, 64, 10]}),
              "784-node": lambda: B.wide("digits_8bit", [784, 256, 10], B.WIDE),

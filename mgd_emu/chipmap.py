@@ -227,8 +227,9 @@ def variant_of(chip: Chip, parallel: bool | None = None, rules: SynapseRules = S
 def clears_every_cycle(chip: Chip) -> bool:
     """Whether every cycle ends with an update edge that clears the
     integrators (a digital integrator, tau_theta = 1, no baseline slots), so
-    that G holds 0 at every cycle's start (Config.g_clear): node-mode
-    synapses then neither read nor write it."""
+    that G holds 0 at every cycle's start: the fast synapse rows of either
+    mode then neither read nor write the weights' G (Config.g_clear, which
+    the engine turns off for a run chunk that starts otherwise)."""
     return (chip.integrator.kind == "digital" and chip.timing.tau_theta == 1
             and chip.cost.baseline != "remeasure")
 

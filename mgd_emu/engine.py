@@ -22,7 +22,7 @@ from .blocks.cost import cost_function
 from .blocks.declare import GENERATOR, NEXT, REGISTER
 from .blocks.register import Monitor
 from .chipmap import PARALLEL_MIN_LAYER, PARALLEL_MIN_PARAMS  # noqa: F401 (benchmarks read them here)
-from .chipmap import BLOCKS, ChipState, Variant, build_state, variant_of
+from .chipmap import BLOCKS, ChipState, Variant, build_state, clears_every_cycle, variant_of
 from .cycle import DEFAULT_ORDER, NO_STEP_LIMIT, cycle_kernel, prepare
 from .errors import critical, raise_deferred
 from .evaluate import blas_threads_of_numba, forward_blocked
@@ -74,7 +74,6 @@ class Emulator:
         self.task = make_task(chip.task.name, **chip.task_params())
         self.variant: Variant = variant_of(chip, parallel, self.rules)
         self.st: ChipState = build_state(chip, self.seed, self.task.train)
-        self._clears_every_cycle = bool(self.st.cfg.g_clear)
         self._registers = registers_by_name(chip)
         tr = chip.trace
         stop = tr.window_stop if tr.window_stop > 0 else None
@@ -134,7 +133,7 @@ class Emulator:
         path that reads and writes G for one chunk, which applies and clears
         it as the chip would."""
         syn, ctl = self.st.syn, self.st.ctl
-        return self._clears_every_cycle and not ctl.need_baseline[0] and not syn.G.any()
+        return clears_every_cycle(self.chip) and not ctl.need_baseline[0] and not syn.G.any()
 
     def _chunk(self, n, step_limit, order, sink, progress):
         t0, c0 = time.perf_counter(), self.cycle
