@@ -363,16 +363,21 @@ def forward_blocked(X, st, outputs):
         max_in = max(max_in, lay.fan_in[layer])
     ac = np.zeros(chunk * max_in, dtype=np.int16)
     zc = np.zeros(chunk * n_neurons, dtype=np.int32)
-    # the wide integer layers' float32 weight slices (_gemm_codes), by layer; empty: _mac_codes
+    # the wide integer layers' float32 weight slices and input-slice scratch (_gemm_codes), by
+    # layer; empty: _mac_codes. zf: their float64 sums, [samples, fan_out] at the front.
     gemm_weights = []
+    gemm_inputs = []
     for layer in range(n_layers):
         fan_in, fan_out, w_off = lay.fan_in[layer], lay.fan_out[layer], lay.w_off[layer]
         ks = _exact_slice(int_product[layer], fan_in)
         if int_ok[layer] and ks > 0 and _blas_layer(fan_in, fan_out, n_samples, ks):
-            gemm_weights.append(_sliced_weights(Wc[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in)),
-                                                ks))
+            Ws = _sliced_weights(Wc[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in)), ks)
+            gemm_weights.append(Ws)
+            gemm_inputs.append(np.empty((Ws.shape[0], chunk, ks), dtype=np.float32))
         else:
             gemm_weights.append(np.zeros((0, 0, 0), dtype=np.float32))
+            gemm_inputs.append(np.zeros((0, 0, 0), dtype=np.float32))
+    zf_all = np.empty(chunk * n_neurons)
     a_x = np.zeros((BLOCKS, n_in, LANES))
     # every layer's [BLOCKS, fan_out, LANES], back to back: a layer at n_off * chunk
     acts = np.zeros(n_neurons * chunk)
@@ -413,9 +418,8 @@ def forward_blocked(X, st, outputs):
                 lsb = int_lsb[layer]
                 Ws = gemm_weights[layer]
                 if Ws.shape[0] > 0:
-                    A = np.empty((Ws.shape[0], chunk, Ws.shape[2]), dtype=np.float32)
-                    zf = np.empty((nc, fan_out))
-                    _gemm_codes(a_codes, Ws, A, zf)
+                    zf = zf_all[:nc * fan_out].reshape((nc, fan_out))
+                    _gemm_codes(a_codes, Ws, gemm_inputs[layer], zf)
                     for s in range(nc):
                         i, b = s // LANES, s % LANES
                         for j in range(fan_out):
